@@ -1,0 +1,101 @@
+"""The kernel-store interface the compile path talks to, and an in-memory store.
+
+The compile path needs three things from a store: ``lookup`` a servable kernel by
+key digest, ``put`` a verified entry, and keep ``pending`` records of hot regions
+that missed. Trust decisions (signatures, versions, GPU model) live behind
+``lookup``: whatever it returns may be imported in the user's process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol, runtime_checkable
+
+from llm_inductor.cache.entry import Entry
+
+
+@dataclass
+class PendingRegion:
+    """A hot region that missed: where its region file is, and why it matters."""
+
+    key: str  # full digest
+    region_path: str  # region_<key16>.py; the sidecar sits beside it
+    ops: list[str]
+    est_us: float
+    share: float
+    device: str
+    first_seen: float = field(default_factory=time.time)
+    seen: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PendingRegion":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@runtime_checkable
+class KernelStore(Protocol):
+    def lookup(self, key: str) -> Entry | None:
+        """A servable entry for this key digest, or None (a miss)."""
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The servable entry whose ``Entry.entry_id`` is this, or None."""
+
+    def put(self, entry: Entry) -> None: ...
+
+    def add_pending(self, record: PendingRegion) -> None: ...
+
+    def pending(self) -> list[PendingRegion]: ...
+
+    def resolve_pending(self, key: str) -> None: ...
+
+
+class MemoryStore:
+    """An in-process store: used by tests and as the first tier of the persistent cache."""
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}
+        self._pending: dict[str, PendingRegion] = {}
+        for e in entries:
+            self.put(e)
+
+    def lookup(self, key: str) -> Entry | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def get(self, entry_id: str) -> Entry | None:
+        entry = self.lookup(entry_id.split(":", 1)[0])
+        return entry if entry is not None and entry.entry_id == entry_id else None
+
+    def put(self, entry: Entry) -> None:
+        with self._lock:
+            self._entries[entry.key] = entry
+            self._pending.pop(entry.key, None)
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def add_pending(self, record: PendingRegion) -> None:
+        with self._lock:
+            old = self._pending.get(record.key)
+            if old is not None:
+                record.seen = old.seen + 1
+                record.first_seen = old.first_seen
+            self._pending[record.key] = record
+
+    def pending(self) -> list[PendingRegion]:
+        with self._lock:
+            return sorted(self._pending.values(), key=lambda r: -r.est_us)
+
+    def resolve_pending(self, key: str) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,102 @@
+"""The ``llm`` Dynamo backend: Inductor's ``compile_fx`` with the region pass in front of ``compile_fx_inner``.
+
+Why wrap ``inner_compile`` rather than use a post-grad custom pass: Inductor
+computes its FX-graph-cache key inside ``compile_fx_inner``, before post-grad
+passes run. Rewriting the functional ATen graph (forward, backward or inference,
+after AOTAutograd's decompositions) just before that point makes the cache key
+follow the kernel set, and our pass sees every graph even when the FX cache hits.
+AOTAutograd's own cache would skip ``inner_compile`` on a hit and replay a graph
+compiled against an older kernel set, so it is switched off for this backend;
+Inductor's FX graph cache still serves the compiled code.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.fx as fx
+
+from llm_inductor import _graph_pass, _runtime, _state
+from llm_inductor.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _graph_kind(kwargs: dict[str, Any]) -> str:
+    if kwargs.get("is_backward"):
+        return "backward"
+    return "inference" if kwargs.get("is_inference") else "forward"
+
+
+def _inner_compile(gm: fx.GraphModule, example_inputs: Sequence[Any], *, _cfg: Config, **kwargs: Any) -> Any:
+    from torch._inductor.compile_fx import compile_fx_inner
+
+    try:
+        rewritten = _graph_pass.run(gm, _graph_kind(kwargs), _cfg)
+    except _graph_pass.StageFailure:
+        raise
+    except Exception as e:  # a bug in our pass must not break the user's model
+        _graph_pass.fail(_cfg, "region pass", f"{_graph_kind(kwargs)} graph", e)
+        rewritten = None
+    if rewritten is not None:
+        try:
+            return compile_fx_inner(rewritten, example_inputs, **kwargs)
+        except Exception as e:
+            _graph_pass.fail(_cfg, "compile", f"{_graph_kind(kwargs)} graph with substituted kernels", e)
+    return compile_fx_inner(gm, example_inputs, **kwargs)
+
+
+def _inductor_patches(mode: str | None, patches: dict[str, Any]) -> dict[str, Any]:
+    if not mode or mode == "default":
+        return patches
+    from torch._inductor import list_mode_options
+
+    return {**list_mode_options(mode), **patches}
+
+
+def compile_graph(
+    gm: fx.GraphModule, example_inputs: Sequence[Any], cfg: Config, patches: dict[str, Any]
+) -> Callable[..., Any]:
+    from torch._inductor.compile_fx import compile_fx
+
+    if not cfg.active:
+        return compile_fx(gm, example_inputs, config_patches=patches or None)
+    _state.set_config(cfg)
+    _runtime.set_resolver(lambda entry_id: _state.store(cfg).get(entry_id))
+    inner = functools.partial(_inner_compile, _cfg=cfg)
+    with torch._functorch.config.patch(enable_autograd_cache=False, bundled_autograd_cache=False):
+        return compile_fx(gm, example_inputs, inner_compile=inner, config_patches=patches or None)
+
+
+def llm_backend(
+    gm: fx.GraphModule,
+    example_inputs: Sequence[Any],
+    *,
+    options: dict[str, Any] | None = None,
+    mode: str | None = None,
+) -> Callable[..., Any]:
+    """The entry point ``torch.compile(model, backend="llm")`` reaches."""
+    cfg, patches = Config.load(options)
+    return compile_graph(gm, example_inputs, cfg, _inductor_patches(mode, patches))
+
+
+def backend(mode: str | None = None, *, inductor_mode: str | None = None, **options: Any) -> Callable[..., Any]:
+    """A configured backend: ``torch.compile(m, backend=llm_inductor.backend(mode="tune", max_calls=4))``.
+
+    ``mode`` is ours (cache | tune | discover | off); ``inductor_mode`` is torch.compile's
+    (default | reduce-overhead | max-autotune ...). Other keywords are settings or Inductor
+    config keys, exactly as in ``options=``.
+    """
+    if mode is not None:
+        options["mode"] = mode
+    cfg, _ = Config.load(options)  # validate now, not at the first compile
+
+    def configured(gm: fx.GraphModule, example_inputs: Sequence[Any], **kwargs: Any) -> Callable[..., Any]:
+        c, patches = Config.load({**options, **(kwargs.get("options") or {})})
+        return compile_graph(gm, example_inputs, c, _inductor_patches(kwargs.get("mode") or inductor_mode, patches))
+
+    configured.config = cfg  # type: ignore[attr-defined]
+    return configured

@@ -1,0 +1,152 @@
+"""The region pass: one ATen graph → regions → keys → lookups → rewritten graph.
+
+It runs on every forward, backward and inference graph before Inductor computes
+its FX-cache key, so the key changes with the set of substituted kernels and the
+counters below count on FX-cache hits too. Every stage fails soft: a region that
+cannot be handled stays with Inductor, with one warning naming it, the stage and
+the reason (or an exception, under ``strict``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from llm_inductor import _runtime, _state
+from llm_inductor._errors import LLMInductorError, RegionBypass
+from llm_inductor.cache.store import PendingRegion
+from llm_inductor.config import Config
+from llm_inductor.passes.cost import device_spec, rank
+from llm_inductor.passes.partition import Region, partition
+from llm_inductor.passes.region import RegionInfo, describe
+from llm_inductor.passes.rewrite import copy_graph, finish, substitute
+
+log = logging.getLogger(__name__)
+
+
+class StageFailure(LLMInductorError):
+    def __init__(self, stage: str, where: str, cause: BaseException) -> None:
+        super().__init__(f"llm_inductor: {where} failed at stage '{stage}': {type(cause).__name__}: {cause}")
+        self.stage = stage
+
+
+def fail(cfg: Config, stage: str, where: str, cause: BaseException) -> None:
+    """Record a fallback to Inductor, or raise under strict."""
+    _state.bump("fallbacks")
+    err = StageFailure(stage, where, cause)
+    if cfg.strict:
+        raise err from cause
+    log.warning("%s; it stays with Inductor", err)
+
+
+def _where(region: Region, info: RegionInfo | None = None) -> str:
+    name = info.key16 if info is not None else f"#{region.index}"
+    return f"region {name} ({', '.join(region.ops[:6])}{', ...' if len(region.ops) > 6 else ''})"
+
+
+def _substitutable(device: torch.device, cfg: Config) -> bool:
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and cfg.interpret
+
+
+def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
+    """Return a rewritten copy of gm, or None to compile gm unchanged."""
+    report = _state.GraphReport(kind)
+    _state.reports.append(report)
+    _state.bump("graphs")
+    try:
+        regions = partition(gm)
+    except Exception as e:
+        fail(cfg, "partition", f"{kind} graph", e)
+        return None
+    if not regions:
+        return None
+    device = regions[0].inputs[0].meta["val"].device
+    try:
+        ranked = rank(regions, device_spec(device), cfg.hot_threshold, cfg.min_region_us)
+    except Exception as e:
+        fail(cfg, "cost", f"{kind} graph", e)
+        return None
+
+    store = _state.store(cfg)
+    hits: list[tuple[RegionInfo, Any]] = []
+    for region, cost, share, hot in ranked:
+        _state.bump("regions")
+        _state.bump("hot", hot)
+        row = _state.RegionRow(
+            "-", region.ops, [_shape(n) for n in region.inputs], region.anchor, cost.us, share, hot, "cold"
+        )
+        report.regions.append(row)
+        try:
+            info = describe(region)
+        except RegionBypass as e:
+            _state.bump("bypassed")
+            row.status = f"bypass: {e}"
+            continue
+        except Exception as e:
+            fail(cfg, "key", _where(region), e)
+            row.status = f"fallback: key: {e}"
+            continue
+        info.cost = {"flops": cost.flops, "bytes": cost.bytes, "est_us": cost.us, "share": share, "hot": hot}
+        row.key16 = info.key16
+        try:
+            entry = store.lookup(info.digest)
+        except Exception as e:
+            fail(cfg, "lookup", _where(region, info), e)
+            row.status = f"fallback: lookup: {e}"
+            continue
+        if entry is not None:
+            _state.bump("hits")
+            row.status = "hit"
+            if cfg.mode != "discover" and _substitutable(device, cfg):
+                hits.append((info, entry))
+            continue
+        _state.bump("misses")
+        row.status = "miss"
+        if hot and cfg.mode in ("cache", "tune"):
+            try:
+                row.region_path = _record_pending(store, info, share, cfg)
+                row.status = "pending"
+                _state.bump("pending")
+            except Exception as e:
+                fail(cfg, "pending", _where(region, info), e)
+    if not hits:
+        return None
+    try:
+        new_gm, val_map = copy_graph(gm)
+        for info, entry in hits:
+            substitute(new_gm, val_map, info, _runtime.register(entry))
+        finish(new_gm)
+    except Exception as e:
+        fail(cfg, "rewrite", f"{kind} graph ({len(hits)} region(s))", e)
+        return None
+    report.substituted = len(hits)
+    _state.bump("substituted", len(hits))
+    return new_gm
+
+
+def _shape(n: fx.Node) -> str:
+    val = n.meta["val"]
+    return f"{str(val.dtype).replace('torch.', '')}[{','.join(str(s) for s in val.shape)}]"
+
+
+def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> str:
+    directory = cfg.cache_path / "regions"
+    path = directory / f"region_{info.key16}.py"
+    if not path.exists():
+        info.write(directory)
+    store.add_pending(
+        PendingRegion(
+            key=info.digest,
+            region_path=str(path),
+            ops=info.ops,
+            est_us=info.cost["est_us"],
+            share=share,
+            device=info.key.device,
+        )
+    )
+    return str(path)

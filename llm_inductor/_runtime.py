@@ -1,0 +1,142 @@
+"""The one generic op, ``llm_inductor::kernel(entry_id, inputs) -> outputs``, and its kernel registry.
+
+A substituted region becomes one call to this op; its string argument names the
+entry (key digest plus content hash), so a graph replayed from Inductor's FX cache
+finds its kernel by name at run time. The fake implementation builds outputs from
+the entry's sidecar specs (data, evaluated arithmetically), so compiling never
+imports kernel code. Kernel modules are imported only from entries the store
+served, which means verified and trusted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+import torch
+
+from llm_inductor.cache.entry import Entry
+from llm_inductor.passes.symexpr import evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedKernel:
+    entry_id: str
+    meta: dict[str, Any]  # the region sidecar
+    source: str  # the kernel module's source
+    forward: Callable[..., Any] | None = None  # imported lazily, on first real call
+
+
+_lock = threading.Lock()
+_kernels: dict[str, LoadedKernel] = {}
+# Where the op finds entries it has not seen in this process (an FX-cache replay).
+_resolver: Callable[[str], Entry | None] | None = None
+
+
+def set_resolver(fn: Callable[[str], Entry | None] | None) -> None:
+    global _resolver
+    _resolver = fn
+
+
+def register(entry: Entry) -> str:
+    with _lock:
+        if entry.entry_id not in _kernels:
+            _kernels[entry.entry_id] = LoadedKernel(entry.entry_id, entry.region_meta, entry.kernel_source)
+    return entry.entry_id
+
+
+def _lookup(entry_id: str) -> LoadedKernel:
+    k = _kernels.get(entry_id)
+    if k is None and _resolver is not None:
+        entry = _resolver(entry_id)
+        if entry is not None:
+            register(entry)
+            k = _kernels.get(entry_id)
+    if k is None:
+        raise RuntimeError(
+            f"llm_inductor: kernel {entry_id[:16]}… is not in any cache tier this process can read. "
+            "The compiled graph came from Inductor's FX cache; point LLM_INDUCTOR_CACHE_DIR at the cache "
+            "that compiled it, or clear TORCHINDUCTOR_CACHE_DIR."
+        )
+    return k
+
+
+def kernel_dir() -> Path:
+    from llm_inductor import _state
+
+    return _state.config().cache_path / "kernels"
+
+
+def _import_kernel(k: LoadedKernel) -> Callable[..., Any]:
+    """Import a served entry's kernel module from a file (Triton's JIT reads source through inspect)."""
+    src = k.source
+    name = "k_" + k.entry_id.replace(":", "_")
+    path = kernel_dir() / f"{name}.py"
+    if not path.exists() or path.read_text() != src:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_text(src)
+        tmp.replace(path)
+    spec = importlib.util.spec_from_file_location(f"llm_inductor_kernels.{name}", path)
+    assert spec is not None and spec.loader is not None
+    mod: ModuleType = importlib.util.module_from_spec(spec)
+    interpret = _interpret_wanted()
+    old = os.environ.get("TRITON_INTERPRET")
+    if interpret:
+        os.environ["TRITON_INTERPRET"] = "1"  # read by @triton.jit when the module is executed
+    try:
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    finally:
+        if interpret:
+            if old is None:
+                os.environ.pop("TRITON_INTERPRET", None)
+            else:
+                os.environ["TRITON_INTERPRET"] = old
+    return mod.forward
+
+
+def _interpret_wanted() -> bool:
+    from llm_inductor import _state
+
+    return _state.config().interpret and not torch.cuda.is_available()
+
+
+@torch.library.custom_op("llm_inductor::kernel", mutates_args=())
+def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    k = _lookup(entry_id)
+    if k.forward is None:
+        with _lock:
+            if k.forward is None:
+                k.forward = _import_kernel(k)
+    out = k.forward(*inputs)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    # The op is functional: never hand back an alias of an input.
+    return [o.clone() if any(o.data_ptr() == i.data_ptr() for i in inputs) else o for o in outs]
+
+
+@kernel.register_fake
+def _(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    meta = _lookup(entry_id).meta
+    return empty_outputs(meta, inputs)
+
+
+def empty_outputs(meta: dict[str, Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Outputs with the sidecar's shapes, strides and dtypes, sizes bound from the inputs."""
+    env = {s: inputs[i].shape[d] for s, (i, d) in meta["bindings"].items()}
+    outs = []
+    for spec in meta["outputs"]:
+        shape = [evaluate(x, env) for x in spec["shape"]]
+        stride = [evaluate(x, env) for x in spec["stride"]]
+        dtype = getattr(torch, spec["dtype"].replace("torch.", ""))
+        outs.append(torch.empty_strided(shape, stride, dtype=dtype, device=inputs[0].device))
+    return outs

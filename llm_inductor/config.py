@@ -1,0 +1,156 @@
+"""One typed configuration, read once: ``options=`` first, then ``LLM_INDUCTOR_*``, then defaults.
+
+Every field names its environment variable, so the tuning summary can print where
+each value came from. Options that are not ours pass through to Inductor's
+``config_patches`` (``options={"max_autotune": True}``), after a check that Inductor
+knows them: a typo fails loudly instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from llm_inductor._errors import UsageError
+
+MODES = ("cache", "tune", "discover", "off")
+PROVIDERS = ("openai", "batch", "replay")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env(name: str, help: str, default: Any = None, **kw: Any) -> Any:
+    if "default_factory" not in kw:
+        kw["default"] = default
+    return field(metadata={"env": name, "help": help}, **kw)
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = _env("LLM_INDUCTOR_MODE", "cache | tune | discover | off", "cache")
+    disable: bool = _env("LLM_INDUCTOR_DISABLE", "kill switch: exactly Inductor", False)
+    strict: bool = _env("LLM_INDUCTOR_STRICT", "raise instead of falling back to Inductor", False)
+    interpret: bool = _env(
+        "LLM_INDUCTOR_INTERPRET", "serve kernels under the Triton interpreter on CPU (tests, development)", False
+    )
+    provider: str | None = _env("LLM_INDUCTOR_PROVIDER", "openai | batch | replay (default: openai if an endpoint is set)")
+    model: str | None = _env("LLM_INDUCTOR_MODEL", "model name for the provider")
+    replay: str | None = _env("LLM_INDUCTOR_REPLAY", "recorded responses file for the replay provider")
+    cache_dir: str = _env(
+        "LLM_INDUCTOR_CACHE_DIR", "local cache directory", default_factory=lambda: str(Path.home() / ".cache" / "llm_inductor")
+    )
+    redis_url: str | None = _env("LLM_INDUCTOR_REDIS_URL", "shared cache tier, e.g. redis://host:6379/0")
+    packs: tuple[str, ...] = _env("LLM_INDUCTOR_PACKS", "extra read-only packs (os.pathsep list)", ())
+    signing_key: str | None = _env("LLM_INDUCTOR_SIGNING_KEY", "private Ed25519 key file used to sign new entries")
+    trusted_keys: tuple[str, ...] = _env("LLM_INDUCTOR_TRUSTED_KEYS", "trusted public keys (files or a folder)", ())
+    hot_threshold: float = _env("LLM_INDUCTOR_HOT_THRESHOLD", "share of a graph's estimated time that makes a region hot", 0.05)
+    min_region_us: float = _env("LLM_INDUCTOR_MIN_REGION_US", "regions estimated below this time (µs) are never hot", 2.0)
+    speed_margin: float = _env("LLM_INDUCTOR_SPEED_MARGIN", "a candidate must beat Inductor by this fraction", 0.03)
+    tune: bool = _env("LLM_INDUCTOR_TUNE", "online mode: tune misses during the compile", False)
+    rounds: int = _env("LLM_INDUCTOR_ROUNDS", "search rounds per region", 3)
+    candidates: int = _env("LLM_INDUCTOR_CANDIDATES", "candidates drawn per round", 4)
+    refine_top_k: int = _env("LLM_INDUCTOR_REFINE_TOP_K", "candidates refined with feedback each round", 2)
+    strategy: str = _env("LLM_INDUCTOR_STRATEGY", "search strategy: refine | best_of_n | evolve", "refine")
+    target_speedup: float = _env("LLM_INDUCTOR_TARGET_SPEEDUP", "stop a region's search at this speedup over Inductor", 1.5)
+    max_calls: int = _env("LLM_INDUCTOR_MAX_CALLS", "LLM calls per region", 12)
+    max_tokens: int = _env("LLM_INDUCTOR_MAX_TOKENS", "tokens per region", 200_000)
+    max_dollars: float = _env("LLM_INDUCTOR_MAX_DOLLARS", "dollars per region", 2.0)
+    max_seconds: float = _env("LLM_INDUCTOR_MAX_SECONDS", "wall time per region (s)", 1800.0)
+    run_max_dollars: float = _env("LLM_INDUCTOR_RUN_MAX_DOLLARS", "dollars per tuning run", 20.0)
+    run_max_seconds: float = _env("LLM_INDUCTOR_RUN_MAX_SECONDS", "wall time per tuning run (s)", 4 * 3600.0)
+    price_in: float = _env("LLM_INDUCTOR_PRICE_IN", "$ per 1M prompt tokens", 2.5)
+    price_out: float = _env("LLM_INDUCTOR_PRICE_OUT", "$ per 1M completion tokens", 10.0)
+    request_timeout: float = _env("LLM_INDUCTOR_REQUEST_TIMEOUT", "seconds per LLM request", 300.0)
+    concurrency: int = _env("LLM_INDUCTOR_CONCURRENCY", "LLM requests in flight", 4)
+    verify_timeout: float = _env("LLM_INDUCTOR_VERIFY_TIMEOUT", "seconds per verification step in the worker", 120.0)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def active(self) -> bool:
+        return not self.disable and self.mode != "off"
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser()
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> list[tuple[str, str, Any]]:
+        """(field, env var, value) rows for the tuning summary."""
+        return [(f.name, f.metadata["env"], getattr(self, f.name)) for f in fields(self)]
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def load(
+        cls, options: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> tuple["Config", dict[str, Any]]:
+        """Return (config, inductor_config_patches)."""
+        env = os.environ if env is None else env
+        options = dict(options or {})
+        ours = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, f in ours.items():
+            raw = env.get(f.metadata["env"])
+            if raw is not None:
+                values[name] = _coerce(f, raw, source=f.metadata["env"])
+        for name in list(options):
+            if name in ours:
+                values[name] = _coerce(ours[name], options.pop(name), source=f"options[{name!r}]")
+        cfg = cls(**values)
+        cfg._validate()
+        return cfg, _inductor_patches(options, ours)
+
+    def _validate(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"Unknown LLM_INDUCTOR_MODE={self.mode!r}. Valid modes: {list(MODES)}.")
+        if self.provider is not None and self.provider not in PROVIDERS:
+            raise UsageError(
+                f"Unknown LLM_INDUCTOR_PROVIDER={self.provider!r}. Registered providers: {list(PROVIDERS)}."
+            )
+        if not 0.0 <= self.hot_threshold <= 1.0:
+            raise UsageError(f"hot_threshold must be a share in [0, 1], got {self.hot_threshold}.")
+
+
+def _coerce(f: dataclasses.Field, raw: Any, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+        if kind.startswith("tuple"):
+            if isinstance(raw, (list, tuple)):
+                return tuple(str(p) for p in raw)
+            return tuple(p for p in str(raw).split(os.pathsep) if p)
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        return None if raw is None else str(raw)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"Bad value for {source}: {raw!r} ({e}).") from None
+
+
+def _inductor_patches(options: dict[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
+    if not options:
+        return {}
+    import torch._inductor.config as inductor_config
+
+    known = set(inductor_config.get_config_copy())
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise UsageError(
+            f"Unknown option(s) {unknown}: neither an llm_inductor setting ({sorted(ours)}) "
+            "nor a torch._inductor.config key."
+        )
+    return options

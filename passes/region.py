@@ -1,0 +1,370 @@
+"""Region → canonical form → ``KernelKey`` and a standalone region file.
+
+The canonical order is independent of node names and graph position: outputs are
+sorted by a structural (Merkle) hash, nodes are numbered by a post-order walk from
+the outputs, and inputs by first use in that walk. The same order is used for the
+key, the region file's ``forward(*inputs)`` signature and the substituted op call,
+so a kernel written against the region file fits every graph with that key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from llm_inductor._errors import RegionBypass
+from llm_inductor.cache.key import KernelKey, TensorSpec
+from llm_inductor.passes.partition import Region, op_name
+from llm_inductor.passes.symexpr import SymbolNamer
+
+REGION_SCHEMA = 1
+
+# Index inputs: (op, position of the index arg) → (position of the indexed tensor, dim arg position or fixed dim).
+_INDEX_USES = {
+    "gather": (2, 0, ("arg", 1)),
+    "index_select": (2, 0, ("arg", 1)),
+    "embedding": (1, 0, ("fixed", 0)),
+}
+
+
+def device_class(device: torch.device) -> str:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda:sm{major}{minor}"
+    return device.type
+
+
+def _target_text(node: fx.Node) -> str:
+    t = node.target
+    if t is operator.getitem:
+        return "getitem"
+    if isinstance(t, torch._ops.OpOverload):
+        ns, name = t._schema.name.split("::")
+        return f"torch.ops.{ns}.{name}.{t._overloadname}"
+    raise RegionBypass(f"unsupported call target {t!r}")
+
+
+def _fmt_float(x: float) -> str:
+    if math.isnan(x):
+        return "float('nan')"
+    if math.isinf(x):
+        return "float('inf')" if x > 0 else "float('-inf')"
+    return repr(x)
+
+
+@dataclass
+class RegionInfo:
+    key: KernelKey
+    region: Region
+    inputs: list[fx.Node]  # canonical order
+    outputs: list[fx.Node]  # canonical order
+    body: list[str]  # forward's statements
+    returns: list[str]  # names forward returns, canonical output order
+    symbols: dict[str, int]  # canonical symbol → size seen
+    bindings: dict[str, tuple[int, int]]  # canonical symbol → (input, dim) that carries it
+    index_high: dict[int, str] = field(default_factory=dict)  # input → exclusive upper bound (size expr)
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return self.key.digest
+
+    @property
+    def key16(self) -> str:
+        return self.key.key16
+
+    @property
+    def ops(self) -> list[str]:
+        return self.region.ops
+
+    def sidecar(self) -> dict[str, Any]:
+        def spec(i: int, s: TensorSpec, kind: str) -> dict[str, Any]:
+            d = {"dtype": s.dtype, "shape": list(s.shape), "stride": list(s.stride), "aligned": s.aligned}
+            if kind == "input" and i in self.index_high:
+                d["index_high"] = self.index_high[i]
+            return d
+
+        return {
+            "region_schema": REGION_SCHEMA,
+            "key": self.digest,
+            "key16": self.key16,
+            "key_fields": self.key.to_dict(),
+            "device": self.key.device,
+            "inputs": [spec(i, s, "input") for i, s in enumerate(self.key.inputs)],
+            "outputs": [spec(i, s, "output") for i, s in enumerate(self.key.outputs)],
+            "symbols": dict(self.symbols),
+            "bindings": {k: list(v) for k, v in self.bindings.items()},
+            "ops": self.ops,
+            "anchor": self.region.anchor,
+            "cost": dict(self.cost),
+            "torch_version": torch.__version__,
+        }
+
+    def source(self) -> str:
+        return render_source(self.key, self.body, self.returns, self.symbols, self.bindings, self.index_high)
+
+    def write(self, directory: str | Path) -> Path:
+        """Write region_<key16>.py and its sidecar; returns the .py path. Atomic per file."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        py = directory / f"region_{self.key16}.py"
+        _atomic_write(py, self.source())
+        _atomic_write(py.with_suffix(".json"), json.dumps(self.sidecar(), indent=1, sort_keys=True))
+        return py
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{id(text):x}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+class _Canon:
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.members = set(region.nodes)
+        self.names: dict[fx.Node, str] = {}
+        self.inputs: list[fx.Node] = []
+        self.order: list[fx.Node] = []
+        self.syms = SymbolNamer()
+
+    # -- structural hash, only to order the outputs canonically
+    def merkle(self) -> dict[fx.Node, str]:
+        h: dict[fx.Node, str] = {}
+        for n in self.region.nodes:
+
+            def leaf(a: Any) -> str:
+                if isinstance(a, fx.Node):
+                    if a in h:
+                        return h[a]
+                    val = a.meta.get("val")
+                    return f"in:{getattr(val, 'dtype', '')}:{tuple(getattr(val, 'shape', ()))}"
+                return repr(a)
+
+            args = fx.node.map_aggregate((n.args, n.kwargs), leaf)
+            h[n] = hashlib.sha256(f"{_target_text(n)}{args}".encode()).hexdigest()
+        return h
+
+    def walk(self) -> None:
+        h = self.merkle()
+        pos = {n: i for i, n in enumerate(self.region.nodes)}
+        outputs = sorted(self.region.outputs, key=lambda n: (h[n], pos[n]))
+        seen: set[fx.Node] = set()
+
+        def visit(n: fx.Node) -> None:
+            stack = [(n, False)]
+            while stack:
+                cur, done = stack.pop()
+                if done:
+                    self.names[cur] = f"v{len(self.order)}"
+                    self.order.append(cur)
+                    continue
+                if cur in seen:
+                    continue
+                seen.add(cur)
+                stack.append((cur, True))
+                for a in reversed(cur.all_input_nodes):
+                    if a in self.members and a not in seen:
+                        stack.append((a, False))
+
+        for o in outputs:
+            visit(o)
+        for n in self.region.nodes:  # anything not reachable from an output (kept for safety)
+            visit(n)
+        # Number inputs by first use in the canonical node order and argument order.
+        for n in self.order:
+            for a in n.all_input_nodes:
+                if a not in self.members and isinstance(a.meta.get("val"), torch.Tensor) and a not in self.inputs:
+                    self.inputs.append(a)
+        for i, a in enumerate(self.inputs):
+            self.names[a] = f"in{i}"
+        self.outputs = outputs
+
+    def spec(self, val: torch.Tensor) -> TensorSpec:
+        for s in (*val.shape, *val.stride()):
+            self.syms.observe(s)
+        offset = val.storage_offset()
+        aligned = True
+        if isinstance(offset, int):
+            aligned = (offset * val.element_size()) % 16 == 0
+        return TensorSpec(
+            str(val.dtype),
+            tuple(self.syms.render(s) for s in val.shape),
+            tuple(self.syms.render(s) for s in val.stride()),
+            aligned,
+        )
+
+    def arg(self, a: Any) -> str:
+        if isinstance(a, fx.Node):
+            if a in self.names:
+                return self.names[a]
+            val = a.meta.get("val")
+            if isinstance(val, (torch.SymInt, torch.SymFloat, int, float)):
+                return self.syms.render(val) if not isinstance(val, float) else _fmt_float(val)
+            raise RegionBypass(f"argument {a.name} is neither a region input nor a size")
+        if isinstance(a, (list, tuple)):
+            inner = ", ".join(self.arg(x) for x in a)
+            return f"[{inner}]" if isinstance(a, list) else f"({inner}{',' if len(a) == 1 else ''})"
+        if isinstance(a, bool) or a is None or isinstance(a, str):
+            return repr(a)
+        if isinstance(a, int):
+            return str(a)
+        if isinstance(a, float):
+            return _fmt_float(a)
+        if isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return self.syms.render(a)
+        if isinstance(a, torch.dtype):
+            return str(a)
+        if isinstance(a, torch.device):
+            return "_device"
+        if isinstance(a, (torch.layout, torch.memory_format)):
+            return f"torch.{str(a).split('.')[-1]}"
+        raise RegionBypass(f"cannot render constant of type {type(a).__name__}")
+
+    def statement(self, n: fx.Node) -> str:
+        if n.target is operator.getitem:
+            return f"{self.names[n]} = {self.arg(n.args[0])}[{int(n.args[1])}]"
+        args = [self.arg(a) for a in n.args]
+        args += [f"{k}={self.arg(v)}" for k, v in sorted(n.kwargs.items())]
+        return f"{self.names[n]} = {_target_text(n)}({', '.join(args)})"
+
+
+def describe(region: Region) -> RegionInfo:
+    """Canonicalize a region: key, forward body, symbols. Raises RegionBypass when it cannot."""
+    c = _Canon(region)
+    c.walk()
+    in_specs = tuple(c.spec(a.meta["val"]) for a in c.inputs)
+    bindings: dict[str, tuple[int, int]] = {}
+    for i, a in enumerate(c.inputs):
+        for d, s in enumerate(a.meta["val"].shape):
+            name = c.syms.render(s)
+            if name.startswith("s") and name[1:].isdigit():
+                bindings.setdefault(name, (i, d))
+    unbound = sorted(set(c.syms.hints) - set(bindings))
+    if unbound:
+        raise RegionBypass(f"symbolic dims {unbound} are not the size of any region input dim")
+    body = [c.statement(n) for n in c.order]
+    out_specs = tuple(c.spec(o.meta["val"]) for o in c.outputs)
+    if set(c.syms.hints) - set(bindings):  # spec() of an output met a new symbol
+        raise RegionBypass("an output size depends on a symbol no input carries")
+    dev = c.inputs[0].meta["val"].device
+    key = KernelKey(graph=tuple(body), inputs=in_specs, outputs=out_specs, device=device_class(dev))
+    returns = [c.names[o] for o in c.outputs]
+    info = RegionInfo(key, region, c.inputs, c.outputs, body, returns, dict(c.syms.hints), bindings)
+    info.index_high = _index_bounds(c)
+    return info
+
+
+def _index_bounds(c: _Canon) -> dict[int, str]:
+    """Exclusive upper bounds for integer inputs that reach an index argument."""
+    highs: dict[int, str] = {}
+    for n in c.order:
+        name = op_name(n)
+        uses: list[tuple[Any, str]] = []
+        if name in _INDEX_USES:
+            idx_pos, src_pos, (how, d) = _INDEX_USES[name]
+            idx_pos = 1 if name == "embedding" else idx_pos
+            if len(n.args) > idx_pos and isinstance(n.args[src_pos], fx.Node):
+                dim = n.args[d] if how == "arg" else d
+                uses.append((n.args[idx_pos], c.syms.render(n.args[src_pos].meta["val"].shape[dim])))
+        elif name == "index":
+            src = n.args[0].meta["val"]
+            for d, idx in enumerate(n.args[1]):
+                if idx is not None:
+                    uses.append((idx, c.syms.render(src.shape[d])))
+        for idx, high in uses:
+            for inp in _integer_sources(idx, c):
+                highs.setdefault(c.inputs.index(inp), high)
+    return highs
+
+
+def _integer_sources(node: Any, c: _Canon) -> list[fx.Node]:
+    found, stack, seen = [], [node], set()
+    while stack:
+        n = stack.pop()
+        if not isinstance(n, fx.Node) or n in seen:
+            continue
+        seen.add(n)
+        val = n.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dtype.is_floating_point or val.dtype == torch.bool:
+            continue
+        if n in c.inputs:
+            found.append(n)
+        elif n in c.members:
+            stack.extend(n.all_input_nodes)
+    return found
+
+
+# ---------------------------------------------------------------------------- source
+
+
+_HEADER = '''"""Region {key16}: {ops}.
+
+Generated by llm_inductor from a torch.compile graph. forward() is the reference
+computation; make_inputs() draws fresh inputs with the region's shapes, strides
+and dtypes. Metadata (key fields, specs, cost) is in region_{key16}.json.
+"""
+import torch
+
+KEY = "{digest}"
+SYMBOLS = {symbols!r}  # symbolic dims and the sizes seen
+
+
+def forward({params}):
+'''
+
+_MAKE = '''
+
+def _tensor(g, device, dtype, shape, stride, high=None):
+    n = 1 + sum((s - 1) * st for s, st in zip(shape, stride)) if all(shape) else 0
+    if dtype.is_floating_point or dtype.is_complex:
+        base = torch.randn(n, generator=g, dtype=torch.float32).to(dtype)
+    elif dtype == torch.bool:
+        base = torch.rand(n, generator=g) < 0.5
+    else:
+        base = torch.randint(0, 16 if high is None else max(int(high), 1), (n,), generator=g).to(dtype)
+    return base.to(device).as_strided(shape, stride)
+
+
+def make_inputs(seed=0, device="cpu", sizes=None):
+    env = dict(SYMBOLS, **(sizes or {{}}))
+{binds}    g = torch.Generator().manual_seed(seed)
+    return (
+{calls}    )
+'''
+
+
+def _tuple(items: tuple[str, ...]) -> str:
+    return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+
+
+def render_source(
+    key: KernelKey,
+    body: list[str],
+    returns: list[str],
+    symbols: dict[str, int],
+    bindings: dict[str, tuple[int, int]],
+    index_high: dict[int, str],
+) -> str:
+    params = ", ".join(f"in{i}" for i in range(len(key.inputs)))
+    ops = sorted({line.split("(")[0].split(".")[-2] for line in body if "torch.ops." in line})
+    out = _HEADER.format(key16=key.key16, ops=", ".join(ops), digest=key.digest, symbols=symbols, params=params)
+    lines = ["_device = in0.device"]
+    lines += [f"{s} = in{i}.size({d})" for s, (i, d) in sorted(bindings.items())]
+    lines += body
+    out += "".join(f"    {line}\n" for line in lines)
+    out += f"    return {returns[0] if len(returns) == 1 else _tuple(tuple(returns))}\n"
+    binds = "".join(f"    {s} = env[{s!r}]\n" for s in sorted(symbols))
+    calls = "".join(
+        f"        _tensor(g, device, {s.dtype}, {_tuple(s.shape)}, {_tuple(s.stride)}, {index_high.get(i)}),\n"
+        for i, s in enumerate(key.inputs)
+    )
+    return out + _MAKE.format(binds=binds, calls=calls)
