@@ -48,7 +48,7 @@ def config() -> Config:
     return _config
 
 
-def set_config(cfg: Config) -> None:
+def set_config(cfg: Config | None) -> None:
     global _config
     _config = cfg
 

@@ -1,0 +1,32 @@
+"""Shared test setup: each test gets its own cache and Inductor cache directories."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path, monkeypatch):
+    """No test reads or writes ~/.cache/llm_inductor or a shared Inductor cache."""
+    monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(tmp_path / "llm_cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor_cache"))
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_INDUCTOR_PROVIDER", "LLM_INDUCTOR_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    from llm_inductor import _state
+
+    _state.reset()
+    _state.set_config(None)  # re-read from the environment
+    _state.set_store(None)
+    _state._stores.clear()
+    yield
+    _state.set_store(None)
