@@ -4,7 +4,9 @@
     torch.compile(model, backend=llm_inductor.backend(mode="discover"))
 """
 
-from llm_inductor import _runtime  # noqa: F401  registers the llm_inductor::kernel op
+from llm_inductor import _runtime  # registers the llm_inductor::kernel op
+
+_runtime.prepare_interpreter()
 from llm_inductor._backend import backend
 from llm_inductor._state import reset as reset_stats, stats
 from llm_inductor.config import Config

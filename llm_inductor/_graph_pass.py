@@ -47,10 +47,24 @@ def _where(region: Region, info: RegionInfo | None = None) -> str:
     return f"region {name} ({', '.join(region.ops[:6])}{', ...' if len(region.ops) > 6 else ''})"
 
 
+_warned_interpreter = False
+
+
 def _substitutable(device: torch.device, cfg: Config) -> bool:
+    global _warned_interpreter
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and cfg.interpret
+    if device.type != "cpu" or not cfg.interpret:
+        return False  # CPU graphs stay entirely with Inductor: never slower than backend="inductor"
+    if _runtime.interpreter_ready():
+        return True
+    if not _warned_interpreter:
+        _warned_interpreter = True
+        log.warning(
+            "llm_inductor: interpret mode is on but Triton was imported before it could switch to its "
+            "interpreter; set TRITON_INTERPRET=1 in the environment too. CPU regions stay with Inductor."
+        )
+    return False
 
 
 def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
@@ -93,6 +107,8 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
             continue
         info.cost = {"flops": cost.flops, "bytes": cost.bytes, "est_us": cost.us, "share": share, "hot": hot}
         row.key16 = info.key16
+        if _state.export_dir:
+            row.region_path = str(info.write(_state.export_dir))
         try:
             entry = store.lookup(info.digest)
         except Exception as e:

@@ -89,26 +89,28 @@ def _import_kernel(k: LoadedKernel) -> Callable[..., Any]:
     spec = importlib.util.spec_from_file_location(f"llm_inductor_kernels.{name}", path)
     assert spec is not None and spec.loader is not None
     mod: ModuleType = importlib.util.module_from_spec(spec)
-    interpret = _interpret_wanted()
-    old = os.environ.get("TRITON_INTERPRET")
-    if interpret:
-        os.environ["TRITON_INTERPRET"] = "1"  # read by @triton.jit when the module is executed
-    try:
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    finally:
-        if interpret:
-            if old is None:
-                os.environ.pop("TRITON_INTERPRET", None)
-            else:
-                os.environ["TRITON_INTERPRET"] = old
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
     return mod.forward
 
 
-def _interpret_wanted() -> bool:
-    from llm_inductor import _state
+def prepare_interpreter() -> None:
+    """Under LLM_INDUCTOR_INTERPRET=1 on a machine with no GPU, put Triton in interpreter mode.
 
-    return _state.config().interpret and not torch.cuda.is_available()
+    Triton decides at its own import whether its standard library (tl.sum, ...) is
+    interpreted, so TRITON_INTERPRET must be set before triton is first imported.
+    """
+    if "triton" in sys.modules or os.environ.get("TRITON_INTERPRET"):
+        return
+    if os.environ.get("LLM_INDUCTOR_INTERPRET", "").lower() in ("1", "true", "yes", "on") and not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+def interpreter_ready() -> bool:
+    """True when Triton was imported in interpreter mode (kernels can run on the CPU)."""
+    import triton.language as tl
+
+    return type(tl.sum).__name__ == "InterpretedFunction"
 
 
 @torch.library.custom_op("llm_inductor::kernel", mutates_args=())

@@ -39,6 +39,7 @@ class GraphReport:
 
 
 reports: list[GraphReport] = []
+export_dir: str | None = None  # `llm-inductor regions --export DIR`: write every keyed region here
 
 
 def config() -> Config:
