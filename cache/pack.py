@@ -1,0 +1,165 @@
+"""Packs: a portable, read-only set of entries and revocations in one file.
+
+JSON Lines, gzip-compressed when the name ends in ``.gz`` (recognized by its magic
+bytes when read). The first line is a header, every other line one record:
+  {"format": "llm_inductor-pack", "version": 1, "created": 1764000000.0, "entries": 3}
+  {"entry": {...Entry.to_dict()...}}
+  {"revoke": "key:<digest>" | "hash:<content_hash>", "reason": "..."}
+A line that cannot be read is skipped with one warning per pack, and the rest of
+the pack stays usable. Entries keep their signatures, so a pack can travel by any
+channel: the reader checks them against the keys it trusts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from llm_inductor._errors import UsageError
+from llm_inductor.cache.entry import Entry
+from llm_inductor.cache.trust import valid_target
+
+log = logging.getLogger(__name__)
+
+PACK_FORMAT = "llm_inductor-pack"
+PACK_VERSION = 1
+
+
+class PackError(UsageError):
+    """Not a pack this build can read (exit 2 from the CLI)."""
+
+
+@dataclass
+class PackContents:
+    path: Path
+    header: dict[str, Any]
+    entries: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line number, entry dict)
+    revocations: list[tuple[str, str]] = field(default_factory=list)
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
+
+    def bad_summary(self) -> str:
+        shown = "; ".join(f"line {n}: {why}" for n, why in self.bad[:3])
+        return f"{len(self.bad)} bad line(s) ({shown}{'; ...' if len(self.bad) > 3 else ''})"
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
+    """(line number, text or None, why) per line; a broken compressed stream ends with one bad line."""
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    stream = gzip.open(path, "rb") if compressed else open(path, "rb")
+    n = 0
+    with stream:
+        try:
+            for n, line in enumerate(stream, start=1):
+                try:
+                    yield n, line.decode("utf-8"), ""
+                except UnicodeDecodeError as e:
+                    yield n, None, f"not UTF-8 ({e.reason})"
+        except (EOFError, OSError, zlib.error) as e:
+            yield n + 1, None, f"compressed stream broken ({e})"
+
+
+def read_pack(path: str | Path) -> PackContents:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise PackError(f"No pack at {path}; `llm-inductor cache export PACK` writes one.")
+    lines = _lines(path)
+    first = next(lines, None)
+    header: Any = None
+    if first is not None and first[1] is not None:
+        try:
+            header = json.loads(first[1])
+        except json.JSONDecodeError:
+            header = None
+    if not isinstance(header, dict) or header.get("format") != PACK_FORMAT:
+        raise PackError(f"{path} is not an llm_inductor pack (its first line is not a pack header).")
+    if header.get("version") != PACK_VERSION:
+        raise PackError(f"{path} is pack version {header.get('version')!r}; this build reads {PACK_VERSION}. "
+                        "Upgrade llm_inductor or export the pack again.")
+    pack = PackContents(path, header)
+    for n, text, why in lines:
+        if text is None:
+            pack.bad.append((n, why))
+            continue
+        if not text.strip():
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            pack.bad.append((n, f"not JSON ({e.msg})"))
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("entry"), dict) and isinstance(rec["entry"].get("key"), str):
+            pack.entries.append((n, rec["entry"]))
+        elif isinstance(rec, dict) and valid_target(rec.get("revoke", "")):
+            pack.revocations.append((rec["revoke"], str(rec.get("reason", ""))))
+        else:
+            pack.bad.append((n, "neither an entry nor a revocation record"))
+    return pack
+
+
+def write_pack(path: str | Path, entries: Iterable[Entry], revocations: Iterable[tuple[str, str]] = ()) -> int:
+    """Write a pack atomically; returns the number of entries written."""
+    path = Path(path).expanduser()
+    entries = list(entries)
+    records = [json.dumps({"entry": e.to_dict()}, sort_keys=True, default=str) for e in entries]
+    records += [json.dumps({"revoke": t, "reason": r}, sort_keys=True) for t, r in revocations]
+    header = {"format": PACK_FORMAT, "version": PACK_VERSION, "created": time.time(), "entries": len(entries)}
+    data = ("\n".join([json.dumps(header, sort_keys=True), *records]) + "\n").encode()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return len(entries)
+
+
+class PackTier:
+    """A read-only tier over one pack, read on first use and indexed by key."""
+
+    def __init__(self, path: str | Path, bundled: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.name = f"{'bundled ' if bundled else ''}pack {self.path.name}"
+        self._by_key: dict[str, list[dict[str, Any]]] | None = None
+        self._revocations: list[tuple[str, str]] = []
+
+    def _index(self) -> dict[str, list[dict[str, Any]]]:
+        if self._by_key is None:
+            self._by_key = {}
+            try:
+                pack = read_pack(self.path)
+            except (PackError, OSError) as e:
+                log.warning("llm_inductor: skipping %s: %s", self.name, e)
+                return self._by_key
+            if pack.bad:
+                log.warning("llm_inductor: %s: skipped %s", self.name, pack.bad_summary())
+            for _, d in pack.entries:
+                self._by_key.setdefault(d["key"], []).append(d)
+            self._revocations = pack.revocations
+        return self._by_key
+
+    def bodies_for_key(self, key: str) -> list[dict[str, Any]]:
+        return list(self._index().get(key, []))
+
+    def body(self, entry_id: str) -> dict[str, Any] | None:
+        key, _, short = entry_id.partition(":")
+        for d in self._index().get(key, []):
+            if str(d.get("content_hash", ""))[:16] == short:
+                return d
+        return None
+
+    def scan(self) -> Iterator[tuple[str | None, dict[str, Any]]]:
+        for key, items in self._index().items():
+            for d in items:
+                yield (f"{key}:{str(d['content_hash'])[:16]}" if "content_hash" in d else None), d
+
+    def revocations(self) -> list[tuple[str, str]]:
+        self._index()
+        return list(self._revocations)

@@ -1,0 +1,125 @@
+"""The shared tier: one Redis server for a team, through ``LLM_INDUCTOR_REDIS_URL``.
+
+Layout (the prefix carries the entry schema, so builds of another schema never meet):
+  llm_inductor:v1:entry:<key digest>   hash: entry_id → entry JSON (several kernels per key)
+  llm_inductor:v1:revoked              hash: "key:<digest>" | "hash:<content_hash>" → reason
+Short socket timeouts (0.2 s) bound what an unreachable or slow server can cost a
+compile. The first failure gives one warning and the tier stays off for the rest
+of the process, so a dead server costs one timeout, not one per region. The
+``redis`` package is imported only when a URL is configured (the GPU image lacks it).
+Values are returned unparsed: garbage is found and skipped by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Iterator, TypeVar
+
+log = logging.getLogger(__name__)
+
+PREFIX = "llm_inductor:v1:"
+TIMEOUT_S = 0.2
+
+T = TypeVar("T")
+
+
+class RedisTier:
+    name = "redis"
+
+    def __init__(self, url: str, timeout: float = TIMEOUT_S) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._client: Any = None
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+        self._down: str | None = None  # why the tier is off for this process
+        self._lock = threading.Lock()
+
+    @property
+    def up(self) -> bool:
+        return self._down is None
+
+    def _connect(self) -> Any:
+        if self._client is not None:
+            return self._client
+        try:
+            import redis
+        except ImportError:
+            raise _Off("the 'redis' package is not installed (pip install 'llm-inductor[redis]')") from None
+        self._errors = (redis.exceptions.RedisError, OSError)
+        try:
+            self._client = redis.Redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout, retry_on_timeout=False
+            )
+        except ValueError as e:
+            raise _Off(f"bad LLM_INDUCTOR_REDIS_URL ({e}); expected redis://host:port/db") from None
+        return self._client
+
+    def _run(self, op: str, default: T, fn: Callable[[Any], T]) -> T:
+        if self._down is not None:
+            return default
+        try:
+            with self._lock:
+                return fn(self._connect())
+        except _Off as e:
+            self._off(str(e))
+        except self._errors as e:
+            self._off(f"{op}: {type(e).__name__}: {e}")
+        return default
+
+    def _off(self, why: str) -> None:
+        if self._down is None:
+            self._down = why
+            log.warning("llm_inductor: shared cache %s is unusable (%s); using the local cache only in this process",
+                        _redact(self.url), why)
+
+    # ------------------------------------------------------------ entries
+    def bodies_for_key(self, key: str) -> list[bytes]:
+        return self._run("lookup", [], lambda r: list(r.hvals(PREFIX + "entry:" + key)))
+
+    def body(self, entry_id: str) -> bytes | None:
+        key = entry_id.split(":", 1)[0]
+        return self._run("get", None, lambda r: r.hget(PREFIX + "entry:" + key, entry_id))
+
+    def put(self, entry_id: str, key: str, body: str) -> bool:
+        return self._run("write", False, lambda r: r.hset(PREFIX + "entry:" + key, entry_id, body) is not None)
+
+    def delete(self, entry_ids: list[str]) -> int:
+        def d(r: Any) -> int:
+            return sum(int(r.hdel(PREFIX + "entry:" + i.split(":", 1)[0], i)) for i in entry_ids)
+
+        return self._run("delete", 0, d)
+
+    def scan(self) -> Iterator[tuple[str, bytes]]:
+        """(entry_id, body) for every entry on the server (for ls and export)."""
+        def s(r: Any) -> list[tuple[str, bytes]]:
+            out = []
+            for name in r.scan_iter(match=PREFIX + "entry:*", count=500):
+                for field, body in r.hgetall(name).items():
+                    out.append((field.decode("utf-8", "replace"), body))
+            return out
+
+        yield from self._run("scan", [], s)
+
+    # ------------------------------------------------------------ revocations
+    def revocations(self) -> list[tuple[str, str]]:
+        def q(r: Any) -> list[tuple[str, str]]:
+            items = r.hgetall(PREFIX + "revoked").items()
+            return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in items]
+
+        return self._run("revocations", [], q)
+
+    def add_revocation(self, target: str, reason: str) -> bool:
+        return self._run("revoke", False, lambda r: r.hset(PREFIX + "revoked", target, reason) is not None)
+
+
+class _Off(Exception):
+    pass
+
+
+def _redact(url: str) -> str:
+    """redis://user:secret@host → redis://***@host: never log a password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url

@@ -1,0 +1,189 @@
+"""Ed25519 keys and entry signatures (the ``cryptography`` package).
+
+A signature covers ``Entry.content_hash`` with a domain prefix, so a signature
+made for an entry cannot be replayed as a signature over anything else. Keys are
+PEM files: ``NAME.key`` (PKCS#8, private, mode 0600) and ``NAME.pub``
+(SubjectPublicKeyInfo), readable by ``openssl pkey``. A signer is named in an entry
+by the fingerprint of its public key: the first 32 hex digits of sha256(raw key).
+
+When no ``LLM_INDUCTOR_SIGNING_KEY`` is set, each cache directory gets its own key,
+created on first use at ``<cache_dir>/keys/local.key``: "the local key" that
+``cache add`` and ``cache verify`` sign with and that this cache always trusts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_inductor._errors import UsageError
+from llm_inductor.cache.entry import Entry
+
+_DOMAIN = b"llm_inductor-entry-v1\0"
+LOCAL_KEY_NAME = "local"
+
+
+def _crypto() -> Any:
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise UsageError(
+            "Signing and checking cache entries needs the 'cryptography' package: pip install 'llm-inductor[signing]'."
+        ) from None
+    return ed25519
+
+
+def _serialization() -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization
+
+
+def fingerprint(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    raw: bytes  # 32 bytes
+    source: str  # where it was read from, for messages
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.raw)
+
+    def verify(self, signature: bytes, content_hash: str) -> bool:
+        from cryptography.exceptions import InvalidSignature
+
+        key = _crypto().Ed25519PublicKey.from_public_bytes(self.raw)
+        try:
+            key.verify(signature, _DOMAIN + content_hash.encode())
+        except InvalidSignature:
+            return False
+        return True
+
+    def pem(self) -> bytes:
+        s = _serialization()
+        key = _crypto().Ed25519PublicKey.from_public_bytes(self.raw)
+        return key.public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
+
+
+class SigningKey:
+    def __init__(self, private: Any, source: str) -> None:
+        self._private = private
+        self.source = source
+        s = _serialization()
+        raw = private.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw)
+        self.public = PublicKey(raw, source)
+
+    def sign(self, entry: Entry) -> Entry:
+        """A copy of entry signed with this key."""
+        signature = self._private.sign(_DOMAIN + entry.content_hash.encode())
+        return dataclasses.replace(entry, signature=signature.hex(), signer=self.public.fingerprint)
+
+    def private_pem(self) -> bytes:
+        s = _serialization()
+        return self._private.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def generate(directory: str | Path, name: str = "llm_inductor", force: bool = False) -> tuple[Path, Path]:
+    """Write NAME.key (0600) and NAME.pub in directory; returns their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+    if not force and (key_path.exists() or pub_path.exists()):
+        raise UsageError(f"{key_path} or {pub_path} already exists; pick another --name or pass --force.")
+    key = SigningKey(_crypto().Ed25519PrivateKey.generate(), str(key_path))
+    _write_private(key_path, key.private_pem(), exclusive=not force)
+    _atomic_write(pub_path, key.public.pem())
+    return key_path, pub_path
+
+
+def load_private(path: str | Path) -> SigningKey:
+    path = Path(path).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(
+            f"Cannot read the signing key {path} ({e.strerror}); fix LLM_INDUCTOR_SIGNING_KEY "
+            "or make a key pair with `llm-inductor cache keygen DIR`."
+        ) from None
+    try:
+        private = _serialization().load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{path} is not an unencrypted PEM private key ({e}).") from None
+    if not isinstance(private, _crypto().Ed25519PrivateKey):
+        raise UsageError(f"{path} is not an Ed25519 key; make one with `llm-inductor cache keygen DIR`.")
+    return SigningKey(private, str(path))
+
+
+def load_public(path: str | Path) -> PublicKey:
+    """A public key from a .pub PEM file, or from a private key file (its public half)."""
+    path = Path(path).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"Cannot read the public key {path} ({e.strerror}); fix LLM_INDUCTOR_TRUSTED_KEYS.") from None
+    if b"PRIVATE KEY" in data:
+        return load_private(path).public
+    try:
+        key = _serialization().load_pem_public_key(data)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{path} is not a PEM public key ({e}).") from None
+    if not isinstance(key, _crypto().Ed25519PublicKey):
+        raise UsageError(f"{path} is not an Ed25519 public key; make one with `llm-inductor cache keygen DIR`.")
+    s = _serialization()
+    return PublicKey(key.public_bytes(s.Encoding.Raw, s.PublicFormat.Raw), str(path))
+
+
+def local_key(cache_path: str | Path) -> SigningKey:
+    """This cache directory's own key, created on first use (safe when many processes race)."""
+    directory = Path(cache_path) / "keys"
+    key_path, pub_path = directory / f"{LOCAL_KEY_NAME}.key", directory / f"{LOCAL_KEY_NAME}.pub"
+    if not key_path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        fresh = SigningKey(_crypto().Ed25519PrivateKey.generate(), str(key_path))
+        _write_private(key_path, fresh.private_pem(), exclusive=True)  # the first process to link it wins
+    key = load_private(key_path)
+    if not pub_path.exists() or load_public(pub_path).raw != key.public.raw:
+        _atomic_write(pub_path, key.public.pem())
+    return key
+
+
+def local_public(cache_path: str | Path) -> PublicKey | None:
+    pub_path = Path(cache_path) / "keys" / f"{LOCAL_KEY_NAME}.pub"
+    return load_public(pub_path) if pub_path.exists() else None
+
+
+def _write_private(path: Path, data: bytes, exclusive: bool) -> None:
+    """Write a 0600 file completely before it appears under its name; with exclusive, never replace one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if exclusive:
+            try:
+                os.link(tmp, path)  # atomic and refuses to replace: a racing process's key stays
+            except FileExistsError:
+                pass
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

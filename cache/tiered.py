@@ -1,0 +1,304 @@
+"""The persistent kernel store: memory → local SQLite → shared Redis → read-only packs.
+
+``lookup`` is on the compile path: the first lookup of a key walks the tiers and
+the answer (an entry or a miss) is kept in a dict, so repeated lookups are free;
+it never raises. Every entry a tier returns is parsed and judged here
+(``cache/trust.py``); only servable entries are returned, and a servable entry
+found in Redis or a pack is copied into the local tier. Writes go to local and
+shared; an unsigned entry is signed on the way in (``LLM_INDUCTOR_SIGNING_KEY``,
+else this cache's local key). Hit counts are written back once, at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+from llm_inductor.cache import sign
+from llm_inductor.cache.entry import Entry, EntryError
+from llm_inductor.cache.pack import PackTier
+from llm_inductor.cache.redis_store import RedisTier
+from llm_inductor.cache.sqlite import SqliteStore
+from llm_inductor.cache.store import PendingRegion
+from llm_inductor.cache.trust import Revocations, Trust, Verdict, current_versions, load_trusted, report_miss, report_unreadable
+from llm_inductor.config import Config
+
+log = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+
+
+class Tier(Protocol):
+    name: str
+
+    def bodies_for_key(self, key: str) -> list[Any]: ...
+
+    def body(self, entry_id: str) -> Any: ...
+
+
+@dataclass
+class Listing:
+    """One entry as the CLI shows it: where it lives and whether it is served here."""
+
+    entry_id: str
+    entry: Entry | None  # None: unreadable (verdict says why)
+    verdict: Verdict
+    tiers: list[str] = field(default_factory=list)
+    hits: int = 0
+    added: float | None = None
+    size: int = 0
+
+
+def bundled_packs() -> list[Path]:
+    import llm_inductor
+
+    folder = Path(llm_inductor.__file__).parent / "packs"
+    return sorted([*folder.glob("*.jsonl"), *folder.glob("*.jsonl.gz")])
+
+
+class TieredStore:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.local = SqliteStore(cfg.cache_path)
+        self.shared = RedisTier(cfg.redis_url) if cfg.redis_url else None
+        self.packs = [PackTier(p) for p in cfg.packs] + [PackTier(p, bundled=True) for p in bundled_packs()]
+        self._lock = threading.RLock()
+        self._trust: Trust | None = None
+        self._signer: sign.SigningKey | None = None
+        self._memo: dict[str, Entry | None] = {}
+        self._hits: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
+        atexit.register(self.flush)
+
+    @property
+    def tiers(self) -> list[Tier]:
+        return [self.local, *([self.shared] if self.shared else []), *self.packs]
+
+    # ------------------------------------------------------------ trust
+    def trust(self) -> Trust:
+        with self._lock:
+            if self._trust is None:
+                extra = []
+                for load in (lambda: sign.local_public(self.cfg.cache_path), self._configured_public):
+                    try:
+                        k = load()
+                    except Exception as e:  # an unreadable key file must not break the compile
+                        log.warning("llm_inductor: skipping a trusted key: %s", e)
+                        continue
+                    if k is not None:
+                        extra.append(k)
+                self._trust = Trust(load_trusted(self.cfg.trusted_keys, extra))
+                self._trust.revoked = self._gather_revocations()
+            return self._trust
+
+    def _configured_public(self) -> sign.PublicKey | None:
+        return sign.load_private(self.cfg.signing_key).public if self.cfg.signing_key else None
+
+    def _gather_revocations(self) -> Revocations:
+        revoked = Revocations()
+        for tier in self.tiers:
+            revoked.update(tier.revocations())
+        return revoked
+
+    def signer(self) -> sign.SigningKey:
+        """The key new entries are signed with; its public half is trusted here."""
+        with self._lock:
+            if self._signer is None:
+                if self.cfg.signing_key:
+                    self._signer = sign.load_private(self.cfg.signing_key)
+                else:
+                    self._signer = sign.local_key(self.cfg.cache_path)
+                trust = self.trust()
+                trust.keys.setdefault(self._signer.public.fingerprint, self._signer.public)
+                trust._memo.clear()
+            return self._signer
+
+    def judge(self, entry: Entry) -> Verdict:
+        return self.trust().judge(entry)
+
+    # ------------------------------------------------------------ the KernelStore protocol
+    def lookup(self, key: str) -> Entry | None:
+        """A servable entry for this key digest, or None. Never raises."""
+        try:
+            hit = self._memo.get(key, _UNSET)
+            if hit is _UNSET:
+                with self._lock:
+                    hit = self._memo[key] = self._resolve(key)
+            self._counts["hits" if hit is not None else "misses"] += 1
+            if hit is not None:
+                self._hits[hit.entry_id] += 1
+            return hit
+        except Exception as e:
+            log.warning("llm_inductor: cache lookup for %s failed (%s: %s); treated as a miss", key[:16], type(e).__name__, e)
+            return None
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The servable entry with this exact id (an FX-cache replay names one), or None."""
+        try:
+            hit = self.lookup(entry_id.split(":", 1)[0])
+            if hit is not None and hit.entry_id == entry_id:
+                return hit
+            for tier in self.tiers:
+                body = tier.body(entry_id)
+                entry = self._parse(body, tier.name) if body is not None else None
+                if entry is not None and entry.entry_id == entry_id and self.judge(entry).servable:
+                    return entry
+        except Exception as e:
+            log.warning("llm_inductor: cache get %s failed (%s: %s)", entry_id[:16], type(e).__name__, e)
+        return None
+
+    def put(self, entry: Entry) -> Entry:
+        """Sign (if unsigned) and write to local and shared; returns the entry as stored."""
+        return self.write(entry)[0]
+
+    def write(self, entry: Entry) -> tuple[Entry, list[str]]:
+        """Like put, and also say which tiers took the write."""
+        if not entry.signature:
+            entry = self.signer().sign(entry)
+        body = entry.to_json()
+        written = []
+        if self.local.put(entry.entry_id, entry.key, entry.content_hash, entry.created, body):
+            written.append(self.local.name)
+        if self.shared is not None and self.shared.put(entry.entry_id, entry.key, body):
+            written.append(self.shared.name)
+        self._memo.pop(entry.key, None)
+        return entry, written
+
+    def add_pending(self, record: PendingRegion) -> None:
+        self.local.add_pending(record.key, json.dumps(record.to_dict(), sort_keys=True))
+
+    def pending(self) -> list[PendingRegion]:
+        out = []
+        for body, seen in self.local.pending():
+            try:
+                record = PendingRegion.from_dict({**json.loads(body), "seen": seen})
+            except (ValueError, TypeError, KeyError) as e:
+                log.warning("llm_inductor: skipping an unreadable pending record (%s)", e)
+                continue
+            out.append(record)
+        return sorted(out, key=lambda r: -r.est_us)
+
+    def resolve_pending(self, key: str) -> None:
+        self.local.resolve_pending(key)
+
+    # ------------------------------------------------------------ resolution
+    def _parse(self, body: Any, where: str) -> Entry | None:
+        try:
+            return Entry.from_dict(body) if isinstance(body, dict) else Entry.from_json(body)
+        except EntryError as e:
+            report_unreadable(e.key, where, e.reason, str(e))
+            return None
+
+    def _resolve(self, key: str) -> Entry | None:
+        trust = self.trust()
+        gpu = current_versions("cuda")["gpu"]
+        not_served: tuple[str, Verdict] | None = None
+        for tier in self.tiers:
+            servable = []
+            for body in tier.bodies_for_key(key):
+                entry = self._parse(body, tier.name)
+                if entry is None or entry.key != key:
+                    continue
+                verdict = trust.judge(entry)
+                if verdict.servable:
+                    servable.append(entry)
+                elif verdict.refused:
+                    report_miss(key, tier.name, verdict)
+                elif not_served is None:
+                    not_served = (tier.name, verdict)
+            if servable:
+                best = max(servable, key=lambda e: (e.speedup(gpu) or 0.0, e.created))
+                if tier is not self.local:
+                    self.local.put(best.entry_id, best.key, best.content_hash, best.created, best.to_json())
+                return best
+        if not_served is not None:
+            report_miss(key, *not_served)
+        return None
+
+    # ------------------------------------------------------------ for the CLI
+    def listings(self, shared: bool = True, packs: bool = True) -> list[Listing]:
+        """Every entry in every tier (servable or not), one row per entry id, newest first."""
+        rows: dict[str, Listing] = {}
+
+        def add(entry_id: str | None, body: Any, tier: str, **extra: Any) -> None:
+            try:
+                entry = Entry.from_dict(body) if isinstance(body, dict) else Entry.from_json(body)
+                verdict = self.judge(entry)
+                entry_id = entry.entry_id
+            except EntryError as e:
+                entry, verdict = None, Verdict(e.reason, str(e))
+                entry_id = entry_id or f"{e.key or '?'}:unreadable"
+            row = rows.setdefault(entry_id, Listing(entry_id, entry, verdict))
+            row.tiers.append(tier)
+            for k, v in extra.items():
+                setattr(row, k, v)
+
+        for r in self.local.rows():
+            add(r["entry_id"], r["body"], self.local.name, hits=r["hits"], added=r["added"], size=r["size"])
+        if shared and self.shared is not None:
+            for entry_id, body in self.shared.scan():
+                add(entry_id, body, self.shared.name)
+        if packs:
+            for p in self.packs:
+                for entry_id, body in p.scan():
+                    add(entry_id, body, p.name)
+        return sorted(rows.values(), key=lambda r: -(r.added or (r.entry.created if r.entry else 0.0)))
+
+    def find(self, prefix: str, listings: Iterable[Listing] | None = None) -> list[Listing]:
+        """Listings whose key or entry id starts with prefix."""
+        return [r for r in (listings if listings is not None else self.listings()) if r.entry_id.startswith(prefix)]
+
+    def remove(self, entry_ids: list[str], shared: bool = False) -> int:
+        n = self.local.delete(entry_ids)
+        if shared and self.shared is not None:
+            n = max(n, self.shared.delete(entry_ids))
+        self._memo.clear()
+        return n
+
+    def revoke(self, target: str, reason: str) -> list[str]:
+        """Never serve a key ("key:<digest>") or a content hash ("hash:<sha256>") again; returns tiers written."""
+        written = [self.local.name] if self.local.add_revocation(target, reason) else []
+        if self.shared is not None and self.shared.add_revocation(target, reason):
+            written.append(self.shared.name)
+        self.trust().revoked.update([(target, reason)])
+        self._memo.clear()
+        return written
+
+    def revocations(self) -> list[tuple[str, str, str]]:
+        """(target, reason, tier) from every tier."""
+        return [(t, r, tier.name) for tier in self.tiers for t, r in tier.revocations()]
+
+    def stats(self) -> dict[str, Any]:
+        self.flush()
+        counters = self.local.counters()
+        rows = self.local.rows()
+        return {
+            "entries": len(rows),
+            "hits": counters.get("hits", 0),
+            "misses": counters.get("misses", 0),
+            "size_bytes": self.local.size_bytes(),
+            "pending": len(self.local.pending()),
+            "revocations": len(self.local.revocations()),
+            "database": str(self.local.path),
+            "shared": self.cfg.redis_url,
+            "packs": [str(p.path) for p in self.packs],
+        }
+
+    def flush(self) -> None:
+        """Write this process's hit and miss counts to the local tier."""
+        with self._lock:
+            hits, counts = dict(self._hits), dict(self._counts)
+            self._hits.clear()
+            self._counts.clear()
+        if hits or counts:
+            self.local.record_hits(hits, counts)
+
+
+def open_store(cfg: Config) -> TieredStore:
+    return TieredStore(cfg)
