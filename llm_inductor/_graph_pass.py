@@ -88,6 +88,7 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
 
     store = _state.store(cfg)
     hits: list[tuple[RegionInfo, Any]] = []
+    infos: list[RegionInfo] = []
     for region, cost, share, hot in ranked:
         _state.bump("regions")
         _state.bump("hot", hot)
@@ -106,7 +107,8 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
             row.status = f"fallback: key: {e}"
             continue
         info.cost = {"flops": cost.flops, "bytes": cost.bytes, "est_us": cost.us, "share": share, "hot": hot}
-        row.key16 = info.key16
+        row.key16, row.key = info.key16, info.digest
+        infos.append(info)
         if _state.export_dir:
             row.region_path = str(info.write(_state.export_dir))
         try:
@@ -130,6 +132,8 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
                 _state.bump("pending")
             except Exception as e:
                 fail(cfg, "pending", _where(region, info), e)
+    if _state.graph_hook is not None:
+        _state.graph_hook(gm, kind, infos)
     if not hits:
         return None
     try:

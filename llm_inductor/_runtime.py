@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from llm_inductor import _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.passes.symexpr import evaluate
 
@@ -71,8 +72,6 @@ def _lookup(entry_id: str) -> LoadedKernel:
 
 
 def kernel_dir() -> Path:
-    from llm_inductor import _state
-
     return _state.config().cache_path / "kernels"
 
 
@@ -120,6 +119,7 @@ def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         with _lock:
             if k.forward is None:
                 k.forward = _import_kernel(k)
+    _state.bump("kernel_calls")
     out = k.forward(*inputs)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     # The op is functional: never hand back an alias of an input.

@@ -29,6 +29,7 @@ class RegionRow:
     hot: bool
     status: str  # hit | miss | pending | cold | bypass: reason | fallback: reason
     region_path: str | None = None
+    key: str | None = None  # full digest
 
 
 @dataclass
@@ -40,6 +41,8 @@ class GraphReport:
 
 reports: list[GraphReport] = []
 export_dir: str | None = None  # `llm-inductor regions --export DIR`: write every keyed region here
+# Called as graph_hook(gm, kind, infos) with the graph before any rewrite (tests, tools).
+graph_hook: Any = None
 
 
 def config() -> Config:
@@ -81,7 +84,7 @@ def set_store(s: KernelStore | None) -> None:
 
 
 def stats() -> dict[str, int]:
-    keys = ("graphs", "regions", "hot", "hits", "misses", "pending", "substituted", "fallbacks", "bypassed")
+    keys = ("graphs", "regions", "hot", "hits", "misses", "pending", "substituted", "fallbacks", "bypassed", "kernel_calls")
     return {k: counters.get(k, 0) for k in keys}
 
 

@@ -127,6 +127,23 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+# Binary ops whose two tensor operands may be swapped: their operands are ordered by
+# structural hash, so `w * x` and `x * w` get one key (HF's RMSNorm writes the former).
+_COMMUTATIVE = {
+    "add.Tensor", "mul.Tensor", "maximum.default", "minimum.default", "eq.Tensor", "ne.Tensor",
+    "logical_and.default", "logical_or.default", "bitwise_and.Tensor", "bitwise_or.Tensor", "bitwise_xor.Tensor",
+}  # fmt: skip
+
+
+def _commutes(n: fx.Node) -> bool:
+    t = n.target
+    if not isinstance(t, torch._ops.OpOverload) or len(n.args) != 2 or n.kwargs.get("alpha", 1) != 1:
+        return False
+    return f"{t._schema.name.split('::')[-1]}.{t._overloadname}" in _COMMUTATIVE and all(
+        isinstance(a, fx.Node) for a in n.args
+    )
+
+
 class _Canon:
     def __init__(self, region: Region) -> None:
         self.region = region
@@ -136,22 +153,29 @@ class _Canon:
         self.order: list[fx.Node] = []
         self.syms = SymbolNamer()
 
-    # -- structural hash, only to order the outputs canonically
+    # -- structural hash: orders outputs and commutative operands canonically
     def merkle(self) -> dict[fx.Node, str]:
         h: dict[fx.Node, str] = {}
+
+        def leaf(a: Any) -> str:
+            if isinstance(a, fx.Node):
+                if a in h:
+                    return h[a]
+                val = a.meta.get("val")
+                return f"in:{getattr(val, 'dtype', '')}:{tuple(getattr(val, 'shape', ()))}"
+            return repr(a)
+
+        self.leaf = leaf
         for n in self.region.nodes:
-
-            def leaf(a: Any) -> str:
-                if isinstance(a, fx.Node):
-                    if a in h:
-                        return h[a]
-                    val = a.meta.get("val")
-                    return f"in:{getattr(val, 'dtype', '')}:{tuple(getattr(val, 'shape', ()))}"
-                return repr(a)
-
-            args = fx.node.map_aggregate((n.args, n.kwargs), leaf)
+            args = fx.node.map_aggregate((self.args(n), n.kwargs), leaf)
             h[n] = hashlib.sha256(f"{_target_text(n)}{args}".encode()).hexdigest()
         return h
+
+    def args(self, n: fx.Node) -> tuple[Any, ...]:
+        """n's positional args, commutative operands in structural-hash order (stable on ties)."""
+        if not _commutes(n):
+            return tuple(n.args)
+        return tuple(sorted(n.args, key=self.leaf))
 
     def walk(self) -> None:
         h = self.merkle()
@@ -171,7 +195,7 @@ class _Canon:
                     continue
                 seen.add(cur)
                 stack.append((cur, True))
-                for a in reversed(cur.all_input_nodes):
+                for a in reversed(_nodes_in(self.args(cur), cur.kwargs)):
                     if a in self.members and a not in seen:
                         stack.append((a, False))
 
@@ -181,7 +205,7 @@ class _Canon:
             visit(n)
         # Number inputs by first use in the canonical node order and argument order.
         for n in self.order:
-            for a in n.all_input_nodes:
+            for a in _nodes_in(self.args(n), n.kwargs):
                 if a not in self.members and isinstance(a.meta.get("val"), torch.Tensor) and a not in self.inputs:
                     self.inputs.append(a)
         for i, a in enumerate(self.inputs):
@@ -232,9 +256,15 @@ class _Canon:
     def statement(self, n: fx.Node) -> str:
         if n.target is operator.getitem:
             return f"{self.names[n]} = {self.arg(n.args[0])}[{int(n.args[1])}]"
-        args = [self.arg(a) for a in n.args]
+        args = [self.arg(a) for a in self.args(n)]
         args += [f"{k}={self.arg(v)}" for k, v in sorted(n.kwargs.items())]
         return f"{self.names[n]} = {_target_text(n)}({', '.join(args)})"
+
+
+def _nodes_in(args: Any, kwargs: Any) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((args, kwargs), lambda a: found.append(a) if a not in found else None)
+    return found
 
 
 def describe(region: Region) -> RegionInfo:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Triton picks interpreter mode at its own import: kernels in these tests run on the CPU.
+if "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -24,7 +33,10 @@ def _isolated_caches(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     from llm_inductor import _state
 
+    torch._dynamo.reset()
     _state.reset()
+    _state.export_dir = None
+    _state.graph_hook = None
     _state.set_config(None)  # re-read from the environment
     _state.set_store(None)
     _state._stores.clear()

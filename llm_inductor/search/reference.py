@@ -1,0 +1,112 @@
+"""Inductor's own kernel for a region, with its time and the roofline floor: the bar to beat.
+
+The code comes from ``torch._inductor.utils.run_and_get_code`` in a child process
+(``python -m llm_inductor.search.reference REGION.py``), never in the caller: online
+mode calls this from inside a compile, where a nested ``torch.compile`` is unsafe.
+Results are cached per region and GPU under ``<cache_dir>/search/reference/``.
+On a machine without a GPU, Inductor writes C++ rather than Triton, so the prompt
+says so instead of showing it, and nothing is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAX_CODE_CHARS = 12_000  # about 3k tokens: the kernels, not Inductor's whole wrapper module
+_TRITON_KERNEL = re.compile(r"async_compile\.triton\(\s*'(\w+)',\s*'''(.*?)'''", re.S)
+_CALL = re.compile(r"\ndef call\(args\):\n(.*?)(?=\n\S)", re.S)
+
+
+def _gpu_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def cpu_reference() -> dict[str, Any]:
+    return {
+        "available": False,
+        "device": "cpu",
+        "note": "No GPU on this machine: Inductor generates C++ for the CPU, which is not shown, "
+        "and speed is not judged (correctness only, under the Triton interpreter).",
+    }
+
+
+def inductor_reference(region_path: str | Path, cache_dir: Path, timeout: float = 600.0) -> dict[str, Any]:
+    """{available, device, code, kernels, inductor_ms, note}; cached; failures become a note."""
+    region_path = Path(region_path)
+    if not torch.cuda.is_available():
+        return cpu_reference()
+    name = re.sub(r"\W+", "_", _gpu_name())
+    cached = cache_dir / "search" / "reference" / f"{region_path.stem}-{name}-{torch.__version__}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    cmd = [sys.executable, "-m", "llm_inductor.search.reference", str(region_path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"available": False, "device": _gpu_name(), "note": f"Inductor's compile ran past {timeout:g}s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"available": False, "device": _gpu_name(), "note": f"Inductor failed on this region: {tail[0][:300]}"}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(result))
+    return result
+
+
+def extract_kernels(code: str) -> str:
+    """The Triton kernels of an Inductor output module and its ``call`` (launch grids), trimmed."""
+    parts = [f"# kernel {name}\n{src.strip()}\n" for name, src in _TRITON_KERNEL.findall(code)]
+    call = _CALL.search(code)
+    if call:
+        parts.append("# Inductor's launcher\ndef call(args):\n" + call.group(1))
+    text = "\n".join(parts) if parts else code
+    if len(text) > MAX_CODE_CHARS:
+        text = text[:MAX_CODE_CHARS] + f"\n# ... trimmed ({len(text) - MAX_CODE_CHARS} more characters)\n"
+    return text
+
+
+def _measure(region_path: Path) -> dict[str, Any]:
+    import importlib.util
+
+    from torch._inductor.utils import run_and_get_code
+    from triton.testing import do_bench
+
+    spec = importlib.util.spec_from_file_location("llm_region", region_path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    inputs = mod.make_inputs(seed=0, device="cuda")
+    compiled = torch.compile(mod.forward, backend="inductor")
+    with torch.no_grad():
+        _, codes = run_and_get_code(compiled, *inputs)
+        ms = do_bench(lambda: compiled(*inputs), quantiles=[0.5, 0.2, 0.8])
+    code = "\n".join(codes)
+    return {
+        "available": True,
+        "device": _gpu_name(),
+        "code": extract_kernels(code),
+        "kernels": len(_TRITON_KERNEL.findall(code)),
+        "inductor_ms": float(ms[0]),
+        "inductor_ms_p20_p80": [float(ms[1]), float(ms[2])],
+        "note": "torch.compile default mode; do_bench median (L2 flushed between runs)",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("region")
+    args = p.parse_args(argv)
+    print(json.dumps(_measure(Path(args.region))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

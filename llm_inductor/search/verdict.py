@@ -1,0 +1,96 @@
+"""From a candidate's source to an attempt's outcome: verify, then judge speed.
+
+The verifier (``llm_inductor.verify.engine.verify``) says whether a candidate is
+correct and, on a GPU, times it against Inductor. The search adds one judgement of
+its own: a correct kernel that does not beat Inductor by ``speed_margin`` is
+``slower``, not a winner. On the CPU (interpret mode) nothing is timed, so any
+correct kernel counts, and that is said wherever the result is shown.
+
+The verifier is a parameter (``Verifier``) so that tests can inject timing records
+at this layer; the default imports the real engine lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable
+
+from llm_inductor.config import Config
+
+Verifier = Callable[[str, str, Config], Any]  # (region_path, candidate_source, cfg) -> VerifyResult
+
+# Verifier reasons that mean "correct but not fast enough" rather than "wrong".
+_SLOWER_REASONS = {"slower", "slower_than_inductor", "not_faster", "slow"}
+
+
+def default_verifier(region_path: str, source: str, cfg: Config) -> Any:
+    from llm_inductor.verify.engine import verify
+
+    return verify(region_path, source, device="auto", speed=None, config=cfg)
+
+
+def code_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    if isinstance(result, dict):
+        return result
+    return result.to_dict()
+
+
+def _feedback(result: Any, d: dict[str, Any]) -> str:
+    fb = getattr(result, "feedback", None)
+    if callable(fb):
+        return str(fb())
+    return str(d.get("feedback") or d.get("message") or "")
+
+
+def _num(timings: dict[str, Any], *names: str) -> float | None:
+    for n in names:
+        v = timings.get(n)
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+    return None
+
+
+def judge(result: Any, cfg: Config, floor_ms: float | None) -> dict[str, Any]:
+    """outcome (ok | slower | the verifier's reason), accepted (correct), timings, feedback, record."""
+    d = _as_dict(result)
+    timings = d.get("timings") or {}
+    cand = _num(timings, "candidate_ms", "candidate")
+    ind = _num(timings, "inductor_ms", "inductor")
+    speedup = _num(timings, "speedup") or (ind / cand if cand and ind else None)
+    roof = _num(timings, "roofline_pct", "pct_roofline", "roofline")
+    if roof is None and cand and floor_ms:
+        roof = 100.0 * floor_ms / cand
+    reason = str(d.get("reason", "ok" if d.get("accepted") else "rejected"))
+    correct = bool(d.get("accepted")) or reason in _SLOWER_REASONS
+    outcome = reason if not correct else "ok"
+    if correct and (reason in _SLOWER_REASONS or (speedup is not None and speedup < 1.0 + cfg.speed_margin)):
+        outcome = "slower"
+    return {
+        "outcome": outcome,
+        "accepted": correct,
+        "message": str(d.get("message", "")),
+        "feedback": _feedback(result, d),
+        "candidate_ms": cand,
+        "inductor_ms": ind,
+        "speedup": speedup,
+        "roofline_pct": roof,
+        "verification": d,
+    }
+
+
+def verify_candidate(verifier: Verifier, region_path: str, source: str, cfg: Config, floor_ms: float | None) -> dict[str, Any]:
+    start = time.monotonic()
+    try:
+        result = verifier(region_path, source, cfg)
+        out = judge(result, cfg, floor_ms)
+    except Exception as e:  # a verifier crash is this candidate's failure, not the search's
+        out = {"outcome": "verifier_error", "accepted": False, "message": f"{type(e).__name__}: {e}",
+               "feedback": "", "verification": None}  # fmt: skip
+    out["verify_seconds"] = time.monotonic() - start
+    out["code_hash"] = code_hash(source)
+    return out

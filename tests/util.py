@@ -1,0 +1,53 @@
+"""Helpers shared by the backend tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import llm_inductor
+from llm_inductor import _state
+from llm_inductor.cache.entry import Entry
+
+KERNELS = Path(__file__).parent / "kernels_backend"
+
+
+def regions_of(fn: Any, *inputs: Any, training: bool = False, **options: Any) -> list[_state.RegionRow]:
+    """Compile fn in discover mode, run it once, and return every region row of every graph."""
+    _state.reset()
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend=llm_inductor.backend(mode="discover", min_region_us=0, **options))
+    if training:
+        compiled(*inputs).sum().backward()
+    else:
+        with torch.no_grad():
+            compiled(*inputs)
+    return [row for r in _state.reports for row in r.regions]
+
+
+def entry_for(region_py: str | Path, kernel: str) -> Entry:
+    """An entry serving kernel (a file name under kernels_backend/) for the region file's key."""
+    region_py = Path(region_py)
+    meta = json.loads(region_py.with_suffix(".json").read_text())
+    return Entry(
+        key=meta["key"],
+        key_fields=meta["key_fields"],
+        kernel_source=(KERNELS / kernel).read_text(),
+        region_source=region_py.read_text(),
+        region_meta=meta,
+        provenance={"provider": "test"},
+    )
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.eps))
