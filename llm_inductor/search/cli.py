@@ -1,0 +1,78 @@
+"""``llm-inductor tune [SCRIPT.py [args] | REGION.py ... | --pending] [--export-batch F] [--import-batch F]``.
+
+Exit codes (DESIGN.md): 0 a winner was stored (or a batch round was written), 1 no
+winner at all, 2 bad usage (no provider, no GPU without LLM_INDUCTOR_INTERPRET=1,
+a missing file), 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from llm_inductor._errors import NegativeResult, UsageError
+from llm_inductor.config import Config
+from llm_inductor.search.progress import config_lines, summary_table
+
+
+def _is_region(path: str) -> bool:
+    p = Path(path)
+    return p.suffix == ".py" and p.name.startswith("region_") and p.with_suffix(".json").is_file()
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from llm_inductor.search.tune import tune
+
+    cfg, _ = Config.load()
+    if args.import_batch and args.fresh:
+        raise UsageError("--fresh starts searches over; it cannot be combined with --import-batch.")
+    if not (args.target or args.pending or args.import_batch):
+        raise UsageError("Nothing to tune: pass SCRIPT.py [args], region files, --pending, or --import-batch FILE.")
+    regions: list[str] = []
+    script = None
+    script_args: list[str] = []
+    if args.target:
+        if _is_region(args.target):
+            regions = [args.target, *args.rest]
+        else:
+            script, script_args = args.target, args.rest
+    report = tune(
+        regions, script=script, script_args=script_args, pending=args.pending, export_batch=args.export_batch,
+        import_batch=args.import_batch, config=cfg, fresh=args.fresh, script_timeout=args.timeout,
+    )  # fmt: skip
+    if not report.rows:
+        raise NegativeResult("nothing to tune: no pending hot regions. Compile with backend='llm' first, or pass SCRIPT.py.")
+    print(summary_table(report.rows))
+    print(f"\nprovider {report.provider}, target {report.device}; config:\n{config_lines(cfg)}")
+    if report.answered:
+        print(f"\nimported {report.answered} answer(s)")
+    if report.next_batch:
+        print(f"\nwrote {report.exported} request(s) for the next round to {report.next_batch}")
+        print("answer them (OpenAI Batch API or any OpenAI-compatible endpoint), then run:")
+        print("  llm-inductor tune --import-batch OUTPUT.jsonl")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "provider": report.provider, "device": report.device, "next_batch": report.next_batch,
+            "exported": report.exported, "answered": report.answered, "rows": [r.to_dict() for r in report.rows],
+            "config": {name: value for name, _, value in cfg.describe()},
+        }, indent=1, default=str))  # fmt: skip
+    if report.winners or report.waiting:
+        return 0
+    print("no winner: every region stays with Inductor", file=sys.stderr)
+    return 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="search LLM-written Triton kernels for hot regions and store the winners")
+    p.add_argument("target", nargs="?", help="a script to run (its hot regions are tuned) or region_<key16>.py files")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the script's arguments, or more region files")
+    p.add_argument("--pending", action="store_true", help="tune the regions recorded as pending in the cache")
+    p.add_argument("--export-batch", metavar="REQUESTS.jsonl", help="write this round's prompts as Batch API requests")
+    p.add_argument("--import-batch", metavar="OUTPUT.jsonl", help="read Batch API answers; verify, store, plan the next round")
+    p.add_argument("--fresh", action="store_true", help="discard earlier search state of these regions")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop the script after S seconds")
+    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,119 @@
+"""The in-graph gate: time the whole graph with and without a region winner, in one process.
+
+A kernel that beats Inductor alone can still slow the model, for example when it
+breaks Inductor's fusions with its neighbours (FIELD.md: standalone wins often give
+1-3% end to end, or regress). So a winner is served only if the graph around it,
+compiled by the llm backend with the winner substituted, is no slower than the same
+graph compiled by Inductor alone. Both are compiled and timed in one child process
+(``python -m llm_inductor.search.gate``) on the GPU, alternating, with L2 flushed.
+
+On the CPU (interpret mode) nothing is timed: the gate is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from llm_inductor.config import Config
+from llm_inductor.search.graphs import graph_for
+
+GATE_NOISE = 0.01  # do_bench medians of one graph drift by <1% between runs on the H200
+SERVED, SLOWS_GRAPH, UNGATED = "served", "slows_graph", "ungated"
+
+
+def status_for(gate: dict[str, Any]) -> str:
+    if gate.get("passed"):
+        return SERVED
+    return SLOWS_GRAPH if gate.get("measured") else UNGATED
+
+
+def in_graph_gate(key16: str, entry: Any, cfg: Config, device: str, timeout: float = 900.0) -> dict[str, Any]:
+    if device != "cuda":
+        return {"measured": False, "passed": True, "note": "not measured (cpu)"}
+    graph = graph_for(key16, cfg)
+    if graph is None:
+        return {"measured": False, "passed": False, "note": "not measured (no graph file recorded for this region)"}
+    with tempfile.TemporaryDirectory(prefix="llm_gate_") as tmp:
+        entry_path = Path(tmp) / "entry.json"
+        entry_path.write_text(entry.to_json())
+        cmd = [sys.executable, "-m", "llm_inductor.search.gate", str(graph), str(entry_path), "--scratch", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"measured": False, "passed": False, "note": f"not measured (graph A/B ran past {timeout:g}s)"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"measured": False, "passed": False, "note": f"not measured (graph A/B failed: {tail[0][:300]})"}
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not r.get("substituted"):
+        return {**r, "measured": False, "passed": False, "note": "not measured (the region was not found in its graph)"}
+    passed = r["with_ms"] <= r["without_ms"] * (1.0 + GATE_NOISE)
+    verdict = "no slower" if passed else "slower"
+    return {**r, "measured": True, "passed": passed, "graph": graph.name,
+            "note": f"graph {r['without_ms']:.4f} ms -> {r['with_ms']:.4f} ms with the kernel ({verdict})"}  # fmt: skip
+
+
+def _ab(graph: Path, entry_path: Path, scratch: str) -> dict[str, Any]:
+    import torch
+    from triton.testing import do_bench
+
+    from llm_inductor import _state
+    from llm_inductor.cache.entry import Entry
+    from llm_inductor.cache.store import MemoryStore
+
+    _state.set_store(MemoryStore([Entry.from_json(entry_path.read_text())]))
+    spec = importlib.util.spec_from_file_location("llm_graph", graph)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    inputs = mod.make_inputs(seed=0, device="cuda")
+
+    # Two top-level functions: Dynamo caches per code object, so each keeps its own compiled graph.
+    def without(*a: Any) -> Any:
+        return mod.forward(*a)
+
+    def with_kernel(*a: Any) -> Any:
+        return mod.forward(*a)
+
+    a = torch.compile(without, backend="inductor")
+    b = torch.compile(with_kernel, backend="llm", options={"mode": "cache", "cache_dir": scratch})
+    with torch.no_grad():
+        ref = a(*inputs)
+        _state.reset()
+        out = b(*inputs)
+        substituted = _state.stats()["substituted"]
+        refs = ref if isinstance(ref, (tuple, list)) else (ref,)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        diff = max(((x.float() - y.float()).abs().max().item() for x, y in zip(refs, outs) if x.numel()), default=0.0)
+        times: dict[str, list[float]] = {"without": [], "with": []}
+        for _ in range(3):  # alternate, so drift (clocks, temperature) hits both sides alike
+            times["without"].append(do_bench(lambda: a(*inputs)))
+            times["with"].append(do_bench(lambda: b(*inputs)))
+    return {
+        "without_ms": sorted(times["without"])[1],
+        "with_ms": sorted(times["with"])[1],
+        "substituted": substituted,
+        "max_abs_diff": diff,
+        "gpu": torch.cuda.get_device_name(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="time a graph file with and without a cache entry")
+    p.add_argument("graph")
+    p.add_argument("entry")
+    p.add_argument("--scratch", default=tempfile.gettempdir())
+    args = p.parse_args(argv)
+    print(json.dumps(_ab(Path(args.graph), Path(args.entry), args.scratch)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

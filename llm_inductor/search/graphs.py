@@ -1,0 +1,78 @@
+"""Graph files: the whole ATen graph a hot region came from, for the in-graph gate.
+
+A region winner is served only after the graph around it has been timed with and
+without it (``gate.py``). The region file alone cannot show that, since a kernel
+that wins alone can still slow the graph by breaking Inductor's fusions with its
+neighbours, so each pending region also records its graph, rendered exactly like a
+region file (``forward`` + ``make_inputs``, sidecar beside it) by ``passes.region``.
+``graphs/by_region/<key16>`` names the graph file of each region.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from llm_inductor.config import Config
+from llm_inductor.passes.partition import Region
+
+log = logging.getLogger(__name__)
+
+
+def graphs_dir(cfg: Config) -> Path:
+    return cfg.cache_path / "graphs"
+
+
+def whole_graph_region(gm: fx.GraphModule) -> Region:
+    """The entire graph as one Region: every call, tensor placeholders in, tensor outputs out."""
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)]
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    outputs: list[fx.Node] = []
+    for a in out_node.all_input_nodes:
+        if a.op == "call_function" and isinstance(a.meta.get("val"), torch.Tensor) and a not in outputs:
+            outputs.append(a)
+    return Region(0, nodes, None, inputs, outputs)
+
+
+def record_graph(info: Any, cfg: Config) -> Path | None:
+    """Write the graph that ``info`` (a RegionInfo) belongs to, once per graph; None if it cannot be rendered.
+
+    Called where a hot miss is recorded as pending. Never raises: the gate then says
+    "not measured (no graph file)" and the winner is not served until it is.
+    """
+    try:
+        from llm_inductor.passes.region import describe
+
+        gm = info.region.nodes[0].graph.owning_module
+        if gm is None:
+            return None
+        g = describe(whole_graph_region(gm))
+        folder = graphs_dir(cfg)
+        py = folder / f"graph_{g.key16}.py"
+        if not py.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            meta = g.sidecar()
+            meta["regions"] = sorted({*meta.get("regions", []), info.key16})
+            py.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+            py.write_text(g.source())
+        link = folder / "by_region" / info.key16
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.write_text(py.name)
+        return py
+    except Exception as e:  # a graph that cannot be rendered only costs the gate its measurement
+        log.info("llm_inductor: no graph file for region %s: %s: %s", getattr(info, "key16", "?"), type(e).__name__, e)
+        return None
+
+
+def graph_for(key16: str, cfg: Config) -> Path | None:
+    link = graphs_dir(cfg) / "by_region" / key16
+    if not link.is_file():
+        return None
+    py = graphs_dir(cfg) / link.read_text().strip()
+    return py if py.is_file() else None

@@ -1,0 +1,209 @@
+"""The search loop: plan a round, draw its candidates, verify each, feed back, stop.
+
+One ``Searcher`` drives many regions in one run. Per region it keeps a
+``SearchState`` (saved after every answer) and two meters: the region's budget and
+the run's. Live providers are called concurrently (the provider's semaphore bounds
+the requests in flight); verification runs one candidate at a time in a thread,
+because on the GPU it times kernels and two timings at once would disturb each
+other. Batch files go through the same ``plan``/``consume`` steps, one round per
+export/import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from llm_inductor.config import Config
+from llm_inductor.search import records
+from llm_inductor.search.batch import BATCH_DISCOUNT, parse_custom_id
+from llm_inductor.search.budget import Limits, Meter, call_estimate
+from llm_inductor.search.context import RegionContext
+from llm_inductor.search.prompts import extract_code
+from llm_inductor.search.providers import Completion, Provider, Request, messages_tokens
+from llm_inductor.search.replay import response_line
+from llm_inductor.search.state import SearchState, save_state
+from llm_inductor.search.strategies import select_strategy
+from llm_inductor.search.verdict import Verifier, default_verifier, verify_candidate
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[SearchState, RegionContext, str], None]
+ANSWER_KEPT = 4000  # characters of an answer with no code block, replayed in its feedback turn
+
+
+@dataclass
+class Searcher:
+    cfg: Config
+    provider: Provider
+    device: str  # "cuda" | "cpu" (interpret mode: correctness only)
+    verifier: Verifier = default_verifier
+    progress: Progress | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    run_meter: Meter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run_meter = Meter(Limits.per_run(self.cfg))
+        self.strategy = select_strategy(self.cfg.strategy)
+        self._verify_lock: asyncio.Lock | None = None
+        self._reserved: dict[str, tuple[int, float]] = {}
+        self._discount = BATCH_DISCOUNT if not self.provider.live else 1.0
+
+    # ------------------------------------------------------------------ planning
+    def region_meter(self, state: SearchState) -> Meter:
+        return Meter(Limits.per_region(self.cfg), state.spend)
+
+    def plan(self, state: SearchState, ctx: RegionContext, meter: Meter) -> list[Request]:
+        """The next round's requests that fit both budgets, issued into the state; [] when stopped."""
+        if state.outstanding:  # a round still waiting for answers (a re-export, or a resumed run)
+            for r in state.requests():
+                self._reserve(r, meter)
+            return state.requests()
+        if state.done or self.stop(state, meter):
+            return []
+        admitted: list[Request] = []
+        why = None
+        for r in self.strategy.plan(state, ctx, self.cfg):
+            est = call_estimate(messages_tokens(r.messages), meter, self.cfg, self._discount)
+            why = meter.exhausted(1, *est) or self.run_meter.exhausted(1, *est)
+            if why:
+                break
+            self._reserve(r, meter, est)
+            admitted.append(r)
+        if not admitted:
+            state.done = why or "budget"
+            return []
+        state.round += 1
+        state.issue(admitted)
+        save_state(self.cfg, state)
+        return admitted
+
+    def _reserve(self, r: Request, meter: Meter, est: tuple[int, float] | None = None) -> None:
+        est = est or call_estimate(messages_tokens(r.messages), meter, self.cfg, self._discount)
+        meter.reserve(*est)
+        self.run_meter.reserve(*est)
+        self._reserved[r.custom_id] = est
+
+    def _settle(self, r: Request, meter: Meter, c: Completion | None) -> None:
+        est = self._reserved.pop(r.custom_id, None)
+        if est is None:  # answered without a reservation (a batch file from an earlier session)
+            if c is not None:
+                meter.spend.add(c)
+                self.run_meter.spend.add(c)
+            return
+        meter.settle(*est, c)
+        self.run_meter.settle(*est, c)
+
+    def stop(self, state: SearchState, meter: Meter) -> str | None:
+        """Why this region's search ends now (target, rounds, budget), recorded in the state; else None."""
+        reason = self._target(state)
+        if reason is None and state.round >= self.cfg.rounds:
+            reason = f"rounds ({state.round})"
+        if reason is None:
+            est = call_estimate(0, meter, self.cfg, self._discount)
+            reason = meter.exhausted(1, *est) or self.run_meter.exhausted(1, *est)
+        if reason:
+            state.done = reason
+        return reason
+
+    def _target(self, state: SearchState) -> str | None:
+        w = state.winner()
+        if w is None:
+            return None
+        if w.get("speedup") is None:
+            return "target: correct (speed not judged without a GPU)"
+        if w["speedup"] >= self.cfg.target_speedup:
+            return f"target: {w['speedup']:.2f}x >= {self.cfg.target_speedup:g}x"
+        goal = getattr(self.cfg, "target_roofline", None)
+        if goal and (w.get("roofline_pct") or 0.0) >= goal:
+            return f"target: {w['roofline_pct']:.0f}% of roofline >= {goal:g}%"
+        return None
+
+    # ------------------------------------------------------------------ answers
+    def consume(self, state: SearchState, ctx: RegionContext, request: Request, c: Completion) -> dict[str, Any]:
+        """Turn one answer into a recorded attempt: extract the module, verify it, judge it."""
+        cid = parse_custom_id(request.custom_id)
+        a: dict[str, Any] = {
+            "custom_id": request.custom_id, "round": cid.round, "slot": cid.slot, "parent": request.parent,
+            "prompt_hash": request.prompt_hash, "tokens_in": c.tokens_in, "tokens_out": c.tokens_out,
+            "tokens_estimated": c.tokens_estimated, "cost": c.cost, "llm_seconds": c.seconds,
+            "http_attempts": c.http_attempts, "accepted": False, "code": None,
+        }  # fmt: skip
+        if not c.ok:
+            a.update(outcome=c.error or "bad_response", message=c.message)
+        else:
+            records.record_response(self.cfg, response_line(request, c))
+            code = extract_code(c.text)
+            if code is None:
+                a.update(outcome="no_code", message="the answer has no ```python block defining forward",
+                         answer=(c.text or "")[:ANSWER_KEPT])  # fmt: skip
+            else:
+                a["code"] = code
+                a.update(verify_candidate(self.verifier, str(ctx.path), code, self.cfg, ctx.floor_ms))
+        verification = a.pop("verification", None)
+        if a["outcome"] == "ok" and verification is not None:
+            a["verification"] = verification  # kept for the winner's entry only
+        state.outstanding.pop(request.custom_id, None)
+        state.attempts.append(a)
+        records.record_attempt(self.cfg, a, run_id=self.run_id, key=state.key, provider=self.provider.name,
+                               model=self.provider.model, strategy=state.strategy)  # fmt: skip
+        save_state(self.cfg, state)
+        self._report(state, ctx, f"r{a['round']} c{a['slot']}: {a['outcome']}")
+        return a
+
+    def _report(self, state: SearchState, ctx: RegionContext, what: str) -> None:
+        if self.progress is not None:
+            self.progress(state, ctx, what)
+
+    # ------------------------------------------------------------------ live
+    async def _call(self, r: Request) -> tuple[Request, Completion]:
+        try:
+            return r, await self.provider.complete(r)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a provider bug is this call's failure, not the run's
+            return r, Completion(None, error="bad_response", message=f"{type(e).__name__}: {e}")
+
+    async def _verify_consume(self, state: SearchState, ctx: RegionContext, r: Request, c: Completion) -> None:
+        if self._verify_lock is None:
+            self._verify_lock = asyncio.Lock()
+        async with self._verify_lock:
+            await asyncio.to_thread(self.consume, state, ctx, r, c)
+
+    async def run_region(self, state: SearchState, ctx: RegionContext) -> SearchState:
+        """Rounds until a target, the round limit or a budget stops this region's search."""
+        meter = self.region_meter(state)
+        try:
+            while True:
+                reqs = self.plan(state, ctx, meter)
+                if not reqs:
+                    break
+                self._report(state, ctx, f"round {state.round}: {len(reqs)} request(s)")
+                tasks = [asyncio.ensure_future(self._call(r)) for r in reqs]
+                for fut in asyncio.as_completed(tasks):
+                    r, c = await fut
+                    self._settle(r, meter, c)
+                    await self._verify_consume(state, ctx, r, c)
+        finally:
+            meter.close_session()
+            save_state(self.cfg, state)
+        return state
+
+    # ------------------------------------------------------------------ batch
+    def consume_batch(self, state: SearchState, ctx: RegionContext, answers: dict[str, Completion]) -> int:
+        """Consume the answers to this region's outstanding requests; returns how many were answered."""
+        meter = self.region_meter(state)
+        n = 0
+        for r in state.requests():
+            c = answers.get(r.custom_id)
+            if c is None:
+                continue
+            self._settle(r, meter, c)
+            self.consume(state, ctx, r, c)
+            n += 1
+        meter.close_session()
+        save_state(self.cfg, state)
+        return n

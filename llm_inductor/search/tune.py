@@ -1,0 +1,237 @@
+"""``tune``: search kernels for pending regions (or a script's hot regions) and store the winners.
+
+Three ways in, one loop: a live provider (OpenAI-compatible or replay) runs every
+round now; batch files run one round per ``--export-batch``/``--import-batch``,
+with the search state in ``<cache_dir>/search/`` between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Coroutine, Sequence
+
+import torch
+
+from llm_inductor import _state
+from llm_inductor._errors import UsageError
+from llm_inductor.config import Config
+from llm_inductor.search import batch
+from llm_inductor.search.context import RegionContext, load_context, read_region
+from llm_inductor.search.loop import Searcher
+from llm_inductor.search.progress import ProgressLine, RegionRow, region_row
+from llm_inductor.search.providers import Provider, select_provider
+from llm_inductor.search.state import SearchState, load_state, save_state
+from llm_inductor.search.verdict import Verifier, default_verifier
+from llm_inductor.search.winners import store_winner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneReport:
+    rows: list[RegionRow] = field(default_factory=list)
+    config: Config | None = None
+    provider: str = ""
+    device: str = ""
+    exported: int = 0  # requests written
+    next_batch: str | None = None  # where they were written
+    answered: int = 0  # batch answers consumed
+
+    @property
+    def winners(self) -> int:
+        return sum(r.outcome == "winner" for r in self.rows)
+
+    @property
+    def waiting(self) -> bool:
+        return self.exported > 0
+
+
+def target_device(cfg: Config) -> str:
+    """"cuda", or "cpu" under interpret mode; refuses otherwise (speed cannot be judged without a GPU)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if cfg.interpret:
+        return "cpu"
+    raise UsageError(
+        "No GPU on this machine: a kernel's speed cannot be judged here, so tune refuses. Run it on the GPU "
+        "machine, or set LLM_INDUCTOR_INTERPRET=1 (and TRITON_INTERPRET=1) to tune for correctness only."
+    )
+
+
+def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run, also from code that already runs inside an event loop (notebooks, online mode)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _key16(path: Path) -> str:
+    return read_region(path)[1]["key16"]
+
+
+def pending_regions(cfg: Config, store: Any) -> list[Path]:
+    """Region files of hot misses: the store's pending records, then region files no entry covers."""
+    paths: dict[str, Path] = {}
+    for rec in store.pending():
+        p = Path(rec.region_path)
+        if p.is_file():
+            paths.setdefault(rec.key[:16], p)
+    folder = cfg.cache_path / "regions"
+    for p in sorted(folder.glob("region_*.py")) if folder.is_dir() else []:
+        key16 = p.stem.removeprefix("region_")
+        if key16 not in paths and p.with_suffix(".json").is_file():
+            try:
+                meta = read_region(p)[1]
+            except UsageError:
+                continue
+            if store.lookup(meta["key"]) is None:
+                paths[key16] = p
+    return list(paths.values())
+
+
+def script_regions(script: str, args: Sequence[str], cfg: Config, timeout: float | None) -> list[Path]:
+    """Run the script in cache mode (hot misses become pending, with region files); return those files."""
+    from llm_inductor._cli_regions import run_script
+
+    _state.reset()
+    run_script(script, list(args), {"mode": "cache", "cache_dir": cfg.cache_dir}, timeout)
+    seen: dict[str, Path] = {}
+    for report in _state.reports:
+        for row in report.regions:
+            if row.status == "pending" and row.region_path:
+                seen.setdefault(row.key16, Path(row.region_path))
+    return list(seen.values())
+
+
+class _Run:
+    def __init__(self, cfg: Config, provider: Provider, device: str, store: Any, verifier: Verifier,
+                 progress: bool, fresh: bool) -> None:  # fmt: skip
+        self.cfg, self.provider, self.device, self.store = cfg, provider, device, store
+        self.line = ProgressLine() if progress else None
+        self.searcher = Searcher(cfg, provider, device, verifier, self.line)
+        self.fresh = fresh
+        self.contexts: dict[str, RegionContext] = {}
+
+    def context(self, path: Path) -> RegionContext:
+        key16 = _key16(path)
+        if key16 not in self.contexts:
+            self.contexts[key16] = load_context(path, self.cfg, self.store, self.device)
+        return self.contexts[key16]
+
+    def open(self, path: Path) -> tuple[SearchState, RegionContext]:
+        ctx = self.context(path)
+        state = None if self.fresh else load_state(self.cfg, ctx.key16)
+        if state is None:
+            state = SearchState(ctx.key, str(path), self.cfg.strategy)
+            save_state(self.cfg, state)
+        return state, ctx
+
+    def finish(self, state: SearchState, ctx: RegionContext) -> RegionRow:
+        if state.done and state.result is None and state.winner() is not None:
+            state.result = store_winner(ctx, state, self.store, self.cfg, self.provider.name, self.provider.model,
+                                        self.device)  # fmt: skip
+            save_state(self.cfg, state)
+        if self.line is not None:
+            self.line.end()
+        return region_row(state, ctx)
+
+
+def tune(
+    regions: Sequence[str | Path] = (),
+    *,
+    script: str | None = None,
+    script_args: Sequence[str] = (),
+    pending: bool = False,
+    export_batch: str | Path | None = None,
+    import_batch: str | Path | None = None,
+    config: Config | None = None,
+    verifier: Verifier | None = None,
+    store: Any = None,
+    progress: bool = True,
+    fresh: bool = False,
+    script_timeout: float | None = None,
+) -> TuneReport:
+    """Tune region files, a script's hot regions, the pending regions, or a batch round; see the module doc."""
+    cfg = config or _state.config()
+    device = target_device(cfg)
+    files = bool(export_batch or import_batch)
+    provider = batch.BatchProvider(cfg) if files else select_provider(cfg)
+    if not files and not provider.live:
+        raise UsageError("LLM_INDUCTOR_PROVIDER=batch answers through files: pass --export-batch or --import-batch.")
+    store = store if store is not None else _state.store(cfg)
+    run = _Run(cfg, provider, device, store, verifier or default_verifier, progress, fresh)
+    report = TuneReport(config=cfg, provider=provider.name, device=device)
+
+    if import_batch:
+        paths = _import(run, Path(import_batch), report)
+    else:
+        paths = [Path(p) for p in regions]
+        if script:
+            paths += script_regions(script, script_args, cfg, script_timeout)
+        if pending:
+            paths += pending_regions(cfg, store)
+    paths = list({_key16(p): p for p in paths}.values())
+
+    if files:
+        _export(run, paths, report, export_batch, import_batch)
+    else:
+        run_async(_live(run, paths, report))
+    return report
+
+
+async def _live(run: _Run, paths: list[Path], report: TuneReport) -> None:
+    try:
+        for path in paths:
+            state, ctx = run.open(path)
+            if not state.done:
+                await run.searcher.run_region(state, ctx)
+            report.rows.append(run.finish(state, ctx))
+    finally:
+        await run.provider.close()
+
+
+def _import(run: _Run, path: Path, report: TuneReport) -> list[Path]:
+    """Consume a Batch output file; returns the region files whose searches it advanced."""
+    from llm_inductor.search.state import all_states
+
+    waiting = {s.key16: s for s in all_states(run.cfg) if s.outstanding}
+    requests = {cid: r for s in waiting.values() for cid, r in ((r.custom_id, r) for r in s.requests())}
+    answers = batch.read_outputs(path, requests, run.cfg)
+    unknown = sorted(cid for cid in answers if cid not in requests)
+    if unknown:
+        log.warning("llm_inductor: %d answer(s) match no outstanding request (already imported?): %s",
+                    len(unknown), ", ".join(unknown[:5]))  # fmt: skip
+    touched = []
+    for key16, state in waiting.items():
+        mine = {cid: c for cid, c in answers.items() if cid.startswith(key16 + "-")}
+        if not mine:
+            continue
+        ctx = run.context(Path(state.region_path))
+        report.answered += run.searcher.consume_batch(state, ctx, mine)
+        touched.append(Path(state.region_path))
+    if not touched:
+        raise UsageError(f"{path}: no answer matches an outstanding request under {run.cfg.cache_path / 'search'}.")
+    return touched
+
+
+def _export(run: _Run, paths: list[Path], report: TuneReport, export: str | Path | None, imported: str | Path | None) -> None:
+    requests = []
+    for path in paths:
+        state, ctx = run.open(path)
+        reqs = run.searcher.plan(state, ctx, run.searcher.region_meter(state))
+        requests += reqs
+        save_state(run.cfg, state)
+        report.rows.append(run.finish(state, ctx))
+    if not requests:
+        return
+    if export is None:
+        export = run.cfg.cache_path / "search" / "batches" / f"requests-{run.searcher.run_id}.jsonl"
+    report.exported = batch.write_requests(export, requests, run.cfg.model)
+    report.next_batch = str(export)

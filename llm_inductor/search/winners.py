@@ -1,0 +1,90 @@
+"""A region's winner → a cache entry → the store, after the in-graph gate.
+
+The entry carries the kernel and the region file, the verifier's record, speed per
+GPU model (standalone and in-graph), and provenance: provider, model, prompt hash,
+tokens (real or estimated), cost and time of the whole search. Signing is the
+store's business. Only a ``served`` entry resolves the region's pending record.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from importlib import metadata
+from typing import Any
+
+import torch
+
+from llm_inductor.cache.entry import Entry
+from llm_inductor.config import Config
+from llm_inductor.search.context import RegionContext
+from llm_inductor.search.gate import SERVED, in_graph_gate, status_for
+from llm_inductor.search.prompts import PROMPT_VERSION
+from llm_inductor.search.similar import add_to_index
+from llm_inductor.search.state import SearchState
+
+log = logging.getLogger(__name__)
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)  # not `import triton`: it must not load before interpret mode is set
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions(device: str) -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.machine()}, interpreter)"
+    return {"torch": torch.__version__, "triton": _version("triton"), "gpu": gpu}
+
+
+def build_entry(ctx: RegionContext, state: SearchState, w: dict[str, Any], provider: str, model: str,
+                device: str, gate: dict[str, Any] | None = None) -> Entry:  # fmt: skip
+    ver = w.get("verification") or {}
+    v = versions(device)
+    speed = {
+        "candidate_ms": w.get("candidate_ms"),
+        "inductor_ms": w.get("inductor_ms"),
+        "speedup": w.get("speedup"),
+        "roofline_pct": w.get("roofline_pct"),
+        "floor_ms": ctx.floor_ms,
+        "in_graph": gate or {},
+    }
+    s = state.spend
+    return Entry(
+        key=ctx.key,
+        key_fields=ctx.meta.get("key_fields", {}),
+        kernel_source=w["code"],
+        region_source=ctx.source,
+        region_meta=ctx.meta,
+        verification=ver,
+        speed={v["gpu"]: speed},
+        envelope=dict(ver.get("envelope") or {}),
+        provenance={
+            "provider": provider, "model": model, "prompt_hash": w["prompt_hash"],
+            "prompt_version": PROMPT_VERSION, "strategy": state.strategy, "custom_id": w["custom_id"],
+            "tokens_in": s.tokens_in, "tokens_out": s.tokens_out, "tokens_estimated": s.tokens_estimated,
+            "cost": round(s.dollars, 6), "seconds": round(s.seconds, 3), "calls": s.calls, "rounds": state.round,
+        },  # fmt: skip
+        versions=v,
+        status="served",
+    )
+
+
+def store_winner(ctx: RegionContext, state: SearchState, store: Any, cfg: Config, provider: str, model: str,
+                 device: str) -> dict[str, Any] | None:  # fmt: skip
+    """Gate and store the region's winner; returns {entry_id, status, gate} or None without a winner."""
+    w = state.winner()
+    if w is None:
+        return None
+    probe = build_entry(ctx, state, w, provider, model, device)
+    gate = in_graph_gate(ctx.key16, probe, cfg, device)
+    entry = build_entry(ctx, state, w, provider, model, device, gate)
+    entry.status = status_for(gate)
+    store.put(entry)
+    if entry.status == SERVED:
+        store.resolve_pending(ctx.key)
+    else:
+        log.warning("llm_inductor: region %s winner stored as %s: %s", ctx.key16, entry.status, gate.get("note"))
+    add_to_index(entry, cfg)
+    return {"entry_id": entry.entry_id, "status": entry.status, "gate": gate}
