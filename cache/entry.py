@@ -141,7 +141,7 @@ class Entry:
     def from_json(cls, text: str | bytes) -> "Entry":
         """Parse an entry; raises EntryError (a ValueError) on bad JSON, an unknown schema or a hash mismatch."""
         try:
-            d = json.loads(text)
+            d = json.loads(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise EntryError("malformed", f"entry is not JSON: {e}") from None
         return cls.from_dict(d)

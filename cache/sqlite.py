@@ -241,6 +241,14 @@ class SqliteStore:
 
         self._run("hit counters", None, w)
 
+    def compact(self) -> None:
+        """Give freed pages back to the filesystem (after prune)."""
+        def w(c: sqlite3.Connection) -> None:
+            c.execute("VACUUM")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        self._run("compact", None, w)
+
     def counters(self) -> dict[str, int]:
         return self._run("counters", {}, lambda c: dict(c.execute("SELECT name, value FROM counters").fetchall()))
 

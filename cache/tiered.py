@@ -146,7 +146,7 @@ class TieredStore:
                 return hit
             for tier in self.tiers:
                 body = tier.body(entry_id)
-                entry = self._parse(body, tier.name) if body is not None else None
+                entry = self._parse(body, tier.name, entry_id[:64]) if body is not None else None
                 if entry is not None and entry.entry_id == entry_id and self.judge(entry).servable:
                     return entry
         except Exception as e:
@@ -157,9 +157,13 @@ class TieredStore:
         """Sign (if unsigned) and write to local and shared; returns the entry as stored."""
         return self.write(entry)[0]
 
-    def write(self, entry: Entry) -> tuple[Entry, list[str]]:
-        """Like put, and also say which tiers took the write."""
-        if not entry.signature:
+    def write(self, entry: Entry, sign_unsigned: bool = True) -> tuple[Entry, list[str]]:
+        """Like put, and also say which tiers took the write.
+
+        ``cache import`` passes sign_unsigned=False: signing is for entries verified in
+        this process, never for code that arrived from elsewhere.
+        """
+        if not entry.signature and sign_unsigned:
             entry = self.signer().sign(entry)
         body = entry.to_json()
         written = []
@@ -188,11 +192,11 @@ class TieredStore:
         self.local.resolve_pending(key)
 
     # ------------------------------------------------------------ resolution
-    def _parse(self, body: Any, where: str) -> Entry | None:
+    def _parse(self, body: Any, where: str, key: str) -> Entry | None:
         try:
             return Entry.from_dict(body) if isinstance(body, dict) else Entry.from_json(body)
         except EntryError as e:
-            report_unreadable(e.key, where, e.reason, str(e))
+            report_unreadable(key, where, e.reason, str(e))
             return None
 
     def _resolve(self, key: str) -> Entry | None:
@@ -202,7 +206,7 @@ class TieredStore:
         for tier in self.tiers:
             servable = []
             for body in tier.bodies_for_key(key):
-                entry = self._parse(body, tier.name)
+                entry = self._parse(body, tier.name, key)
                 if entry is None or entry.key != key:
                     continue
                 verdict = trust.judge(entry)
@@ -249,6 +253,10 @@ class TieredStore:
                 for entry_id, body in p.scan():
                     add(entry_id, body, p.name)
         return sorted(rows.values(), key=lambda r: -(r.added or (r.entry.created if r.entry else 0.0)))
+
+    def entries(self) -> list[Entry]:
+        """Every readable entry in the local tier and the packs (servable or not; ``judge`` says which)."""
+        return [r.entry for r in self.listings(shared=False) if r.entry is not None]
 
     def find(self, prefix: str, listings: Iterable[Listing] | None = None) -> list[Listing]:
         """Listings whose key or entry id starts with prefix."""

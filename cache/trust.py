@@ -160,20 +160,21 @@ class Trust:
 
     def judge(self, entry: Entry) -> Verdict:
         try:
+            target = self.revoked.match(entry)  # outside the memo: revocations arrive while a process runs
+            if target is not None:
+                why = self.revoked.targets[target] or "no reason given"
+                return Verdict("revoked", f"{target.split(':')[0]} revoked ({why})")
             ident = entry.content_hash + (entry.signature or "")
             hit = self._memo.get(ident)
             if hit is None:
                 hit = self._judge(entry)
-                if hit.reason not in ("revoked", "policy_unavailable"):  # these can change in-process
+                if hit.reason != "policy_unavailable":
                     self._memo[ident] = hit
             return hit
         except Exception as e:  # a judge that raises would break the compile path
             return Verdict("malformed", f"{type(e).__name__}: {e}")
 
     def _judge(self, entry: Entry) -> Verdict:
-        target = self.revoked.match(entry)
-        if target is not None:
-            return Verdict("revoked", f"{target.split(':')[0]} revoked ({self.revoked.targets[target] or 'no reason given'})")
         if entry.status != "served":
             return Verdict("status", entry.status)
         if not entry.signature or not entry.signer:
@@ -242,11 +243,11 @@ def report_miss(key: str, where: str, verdict: Verdict) -> None:
                   key[:16], where, verdict)
 
 
-def report_unreadable(key: str | None, where: str, reason: str, message: str) -> None:
+def report_unreadable(key: str, where: str, reason: str, message: str) -> None:
     level = logging.INFO if reason == "schema" else logging.WARNING
     what = "refused" if reason == "tampered" else "skipped"
     _say_once(("unreadable", key, where, reason), level, "llm_inductor: %s an entry for key %s in the %s tier: %s",
-              what, (key or "?")[:16], where, message)
+              what, key[:16], where, message)
 
 
 def forget_reports() -> None:

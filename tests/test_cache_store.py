@@ -1,0 +1,192 @@
+"""The local tier and the tiered store: round trips, signing, trust verdicts, revocation, pending records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cache_data.helpers import HERE, digest, make_entry, open_test_store
+from llm_inductor.cache import sign
+from llm_inductor.cache.entry import Entry, EntryError
+from llm_inductor.cache.store import KernelStore, PendingRegion
+from llm_inductor.cache.trust import forget_reports
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reports():
+    forget_reports()
+
+
+def test_round_trip_signs_with_the_local_key_and_serves(tmp_path):
+    store = open_test_store(tmp_path)
+    assert isinstance(store, KernelStore)
+    stored = store.put(make_entry())
+    key_file = tmp_path / "keys" / "local.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stored.signer == sign.load_public(tmp_path / "keys" / "local.pub").fingerprint
+    fresh = open_test_store(tmp_path)  # another process: nothing in memory
+    hit = fresh.lookup(stored.key)
+    assert hit is not None and hit.entry_id == stored.entry_id and hit.kernel_source == stored.kernel_source
+    assert fresh.get(stored.entry_id).entry_id == stored.entry_id
+    assert fresh.get(stored.key + ":" + "0" * 16) is None
+
+
+def test_repeated_lookups_are_served_from_memory(tmp_path, monkeypatch):
+    store = open_test_store(tmp_path)
+    stored = store.put(make_entry())
+    assert store.lookup(stored.key) is not None
+    assert store.lookup(digest("absent")) is None
+    calls = []
+    monkeypatch.setattr(store.local, "bodies_for_key", lambda key: calls.append(key) or [])
+    for _ in range(3):
+        assert store.lookup(stored.key).entry_id == stored.entry_id
+        assert store.lookup(digest("absent")) is None
+    assert calls == []
+    store.flush()
+    assert store.local.counters() == {"hits": 4, "misses": 4}
+
+
+def test_unknown_schema_is_a_miss(tmp_path):
+    store = open_test_store(tmp_path)
+    entry = store.signer().sign(make_entry())
+    body = json.loads(entry.to_json())
+    body["schema"] = 99
+    store.local.put(entry.entry_id, entry.key, entry.content_hash, entry.created, json.dumps(body))
+    with pytest.raises(EntryError) as e:
+        Entry.from_json(json.dumps(body))
+    assert e.value.reason == "schema"
+    assert store.lookup(entry.key) is None
+
+
+def test_tampered_source_is_refused_with_a_warning_naming_the_key(tmp_path, caplog):
+    store = open_test_store(tmp_path)
+    good = store.put(make_entry("a"))
+    evil = dataclasses.replace(good, kernel_source=good.kernel_source + "\nimport os\n")
+    # 1: the stored content hash no longer matches; 2: the hash is recomputed but the signature is the old one
+    body = json.loads(good.to_json())
+    body["kernel_source"] = evil.kernel_source
+    store.local.put(good.key + ":tampered00000001", good.key, good.content_hash, time.time(), json.dumps(body))
+    second = store.put(make_entry("b"))
+    forged = dataclasses.replace(second, kernel_source=evil.kernel_source)
+    store.local.delete([second.entry_id])
+    store.local.put(forged.entry_id, forged.key, forged.content_hash, forged.created, forged.to_json())
+    fresh = open_test_store(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert fresh.lookup(second.key) is None
+        hit = fresh.lookup(good.key)  # the intact entry of that key is still served
+    assert hit is not None and "import os" not in hit.kernel_source
+    text = caplog.text
+    assert f"refused kernel {second.key[:16]}" in text and "tampered" in text
+    assert f"refused an entry for key {good.key[:16]}" in text and "content hash mismatch" in text
+
+
+def test_untrusted_key_other_versions_and_gpu_are_misses_naming_cache_verify(tmp_path, caplog):
+    store = open_test_store(tmp_path)
+    other_team = sign.SigningKey(sign._crypto().Ed25519PrivateKey.generate(), "other team")
+    old_torch = make_entry("old", versions={**make_entry().versions, "torch": "2.9.1"})
+    other_gpu = make_entry("gpu", versions={**make_entry().versions, "gpu": "NVIDIA A100"})
+    entries = [other_team.sign(make_entry("team")), store.put(old_torch), store.put(other_gpu), make_entry("unsigned")]
+    store.write(entries[-1], sign_unsigned=False)
+    store.write(entries[0], sign_unsigned=False)
+    fresh = open_test_store(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        for e in entries:
+            assert fresh.lookup(e.key) is None
+            assert fresh.lookup(e.key) is None  # a second lookup says nothing more
+    reasons = {e.key[:16]: str(fresh.judge(e)).split(":")[0] for e in entries}
+    assert reasons == {entries[0].key[:16]: "untrusted_key", entries[1].key[:16]: "torch_version",
+                       entries[2].key[:16]: "gpu_model", entries[3].key[:16]: "unsigned"}
+    lines = [r.getMessage() for r in caplog.records if "cache verify" in r.getMessage()]
+    assert len(lines) == 4 and all(any(e.key[:16] in line for line in lines) for e in entries)
+
+
+def test_trusting_the_other_teams_public_key_serves_its_entries(tmp_path):
+    keys = tmp_path / "their_keys"
+    key_path, pub_path = sign.generate(keys, "team")
+    theirs = sign.load_private(key_path).sign(make_entry("team"))
+    mine = open_test_store(tmp_path / "mine")
+    mine.write(theirs, sign_unsigned=False)
+    assert open_test_store(tmp_path / "mine").lookup(theirs.key) is None
+    trusting = open_test_store(tmp_path / "mine", LLM_INDUCTOR_TRUSTED_KEYS=str(keys))  # a folder of .pub files
+    assert trusting.lookup(theirs.key).entry_id == theirs.entry_id
+
+
+def test_revoked_key_and_content_hash_are_not_served(tmp_path):
+    store = open_test_store(tmp_path)
+    a, b = store.put(make_entry("a")), store.put(make_entry("b"))
+    assert store.lookup(a.key) is not None and store.lookup(b.key) is not None
+    store.revoke(f"key:{a.key}", "bad numerics")
+    store.revoke(f"hash:{b.content_hash}", "")
+    assert store.lookup(a.key) is None and store.lookup(b.key) is None and store.get(a.entry_id) is None
+    fresh = open_test_store(tmp_path)
+    assert fresh.lookup(a.key) is None and fresh.lookup(b.key) is None
+    assert str(fresh.judge(a)).startswith("revoked")
+
+
+def test_policy_failing_entry_is_refused(tmp_path, caplog):
+    store = open_test_store(tmp_path, policy=lambda src: ["import of os"] if "import os" in src else [])
+    bad = store.put(make_entry("bad", kernel_source="import os\n" + make_entry().kernel_source))
+    with caplog.at_level(logging.WARNING):
+        assert store.lookup(bad.key) is None
+    assert f"refused kernel {bad.key[:16]}" in caplog.text and "import of os" in caplog.text
+
+
+def test_best_servable_entry_wins_and_old_ids_stay_reachable(tmp_path):
+    store = open_test_store(tmp_path)
+    slow = store.put(make_entry(speed={"cpu": {"speedup": 1.1}}))
+    fast = store.put(make_entry(speed={"cpu": {"speedup": 1.6}}))
+    assert store.lookup(slow.key).entry_id == fast.entry_id
+    assert store.get(slow.entry_id).entry_id == slow.entry_id  # a graph compiled against the older one
+
+
+def test_pending_records_count_sightings_and_resolve_on_put(tmp_path):
+    store = open_test_store(tmp_path)
+    rec = lambda key, us: PendingRegion(key=key, region_path=f"/r/{key[:16]}.py", ops=["mul"], est_us=us,  # noqa: E731
+                                        share=0.5, device="cpu")
+    store.add_pending(rec(digest("x"), 3.0))
+    store.add_pending(rec(digest("x"), 3.0))
+    store.add_pending(rec(digest("y"), 9.0))
+    got = open_test_store(tmp_path).pending()
+    assert [(p.key, p.seen) for p in got] == [(digest("y"), 1), (digest("x"), 2)]
+    store.put(make_entry("y"))
+    assert [p.key for p in store.pending()] == [digest("x")]
+    store.resolve_pending(digest("x"))
+    assert store.pending() == []
+
+
+def test_eight_processes_write_and_read_200_entries(tmp_path):
+    start = tmp_path / "start"
+    script = HERE / "concurrent_writer.py"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(i), "8", "200", str(start)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 8 and time.time() < deadline:
+        time.sleep(0.1)
+    start.touch()  # all at once
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [o[1][-2000:] for o in outs]
+    store = open_test_store(tmp_path / "cache")
+    rows = store.local.rows()
+    assert len(rows) == 200
+    expected = {f"concurrent-{n}" for n in range(200)}
+    seen = set()
+    for r in rows:
+        entry = Entry.from_json(r["body"])  # intact: the content hash matches
+        assert store.judge(entry).servable  # and signed by this cache's (single, raced-for) local key
+        seen.add(entry.region_source.strip().removeprefix("# region "))
+    assert seen == expected
+    assert sum(int(o[0].split()[-1]) for o in outs) > 0  # the workers read each other's entries meanwhile
+    with sqlite3.connect(store.local.path) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
