@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.fx as fx
@@ -40,34 +40,45 @@ def whole_graph_region(gm: fx.GraphModule) -> Region:
     return Region(0, nodes, None, inputs, outputs)
 
 
-def record_graph(info: Any, cfg: Config) -> Path | None:
-    """Write the graph that ``info`` (a RegionInfo) belongs to, once per graph; None if it cannot be rendered.
+def record_graph(gm: fx.GraphModule | None, infos: Sequence[Any], cfg: Config) -> Path | None:
+    """Write the graph these regions (RegionInfo) belong to, once per graph; None if it cannot be rendered.
 
-    Called where a hot miss is recorded as pending. Never raises: the gate then says
-    "not measured (no graph file)" and the winner is not served until it is.
+    Usable as ``_state.graph_hook`` (``tune SCRIPT.py`` installs it) and from online
+    mode. Never raises: without a graph file the gate says "not measured (no graph
+    file)" and the winner is stored as ``ungated``, which is not served.
     """
+    if gm is None or not infos:
+        return None
     try:
         from llm_inductor.passes.region import describe
 
-        gm = info.region.nodes[0].graph.owning_module
-        if gm is None:
-            return None
         g = describe(whole_graph_region(gm))
         folder = graphs_dir(cfg)
         py = folder / f"graph_{g.key16}.py"
         if not py.exists():
             folder.mkdir(parents=True, exist_ok=True)
             meta = g.sidecar()
-            meta["regions"] = sorted({*meta.get("regions", []), info.key16})
+            meta["regions"] = sorted(i.key16 for i in infos)
             py.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
             py.write_text(g.source())
-        link = folder / "by_region" / info.key16
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.write_text(py.name)
+        links = folder / "by_region"
+        links.mkdir(parents=True, exist_ok=True)
+        for info in infos:
+            (links / info.key16).write_text(py.name)
         return py
     except Exception as e:  # a graph that cannot be rendered only costs the gate its measurement
-        log.info("llm_inductor: no graph file for region %s: %s: %s", getattr(info, "key16", "?"), type(e).__name__, e)
+        log.info("llm_inductor: no graph file for regions %s: %s: %s", [i.key16 for i in infos], type(e).__name__, e)
         return None
+
+
+def graph_hook(cfg: Config) -> Callable[[fx.GraphModule, str, Sequence[Any]], None]:
+    """A ``_state.graph_hook`` that records the graph of every hot region it sees."""
+
+    def hook(gm: fx.GraphModule, kind: str, infos: Sequence[Any]) -> None:
+        hot = [i for i in infos if (i.cost or {}).get("hot")]
+        record_graph(gm, hot, cfg)
+
+    return hook
 
 
 def graph_for(key16: str, cfg: Config) -> Path | None:

@@ -29,11 +29,8 @@ def tune_misses(infos: Sequence[Any], cfg: Config, *, verifier: Any = None, stor
     from llm_inductor.search.graphs import record_graph
     from llm_inductor.search.tune import tune
 
-    paths = []
-    for info in infos:
-        path = info.write(cfg.cache_path / "regions")
-        record_graph(info, cfg)
-        paths.append(path)
+    paths = [info.write(cfg.cache_path / "regions") for info in infos]
+    record_graph(infos[0].region.nodes[0].graph.owning_module, infos, cfg)
     try:
         report = tune(paths, config=cfg, verifier=verifier, store=store, progress=False)
     except LLMInductorError as e:  # no provider, no GPU: say how to fix it, compile on with Inductor

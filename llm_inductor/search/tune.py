@@ -99,9 +99,14 @@ def pending_regions(cfg: Config, store: Any) -> list[Path]:
 def script_regions(script: str, args: Sequence[str], cfg: Config, timeout: float | None) -> list[Path]:
     """Run the script in cache mode (hot misses become pending, with region files); return those files."""
     from llm_inductor._cli_regions import run_script
+    from llm_inductor.search.graphs import graph_hook
 
     _state.reset()
-    run_script(script, list(args), {"mode": "cache", "cache_dir": cfg.cache_dir}, timeout)
+    old, _state.graph_hook = _state.graph_hook, graph_hook(cfg)  # graph files for the in-graph gate
+    try:
+        run_script(script, list(args), {"mode": "cache", "cache_dir": cfg.cache_dir}, timeout)
+    finally:
+        _state.graph_hook = old
     seen: dict[str, Path] = {}
     for report in _state.reports:
         for row in report.regions:

@@ -9,11 +9,7 @@ store's business. Only a ``served`` entry resolves the region's pending record.
 from __future__ import annotations
 
 import logging
-import platform
-from importlib import metadata
 from typing import Any
-
-import torch
 
 from llm_inductor.cache.entry import Entry
 from llm_inductor.config import Config
@@ -26,29 +22,29 @@ from llm_inductor.search.state import SearchState
 log = logging.getLogger(__name__)
 
 
-def _version(pkg: str) -> str | None:
-    try:
-        return metadata.version(pkg)  # not `import triton`: it must not load before interpret mode is set
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def versions(device: str) -> dict[str, Any]:
-    gpu = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.machine()}, interpreter)"
-    return {"torch": torch.__version__, "triton": _version("triton"), "gpu": gpu}
+    """{"torch", "triton", "gpu"} as the store's trust check reads them ("cpu" for CPU entries)."""
+    from llm_inductor.cache.trust import current_versions
+
+    return dict(current_versions(device))
+
+
+def _us(ms: float | None) -> float | None:
+    return None if ms is None else 1e3 * ms
 
 
 def build_entry(ctx: RegionContext, state: SearchState, w: dict[str, Any], provider: str, model: str,
                 device: str, gate: dict[str, Any] | None = None) -> Entry:  # fmt: skip
     ver = w.get("verification") or {}
     v = versions(device)
-    speed = {
-        "candidate_ms": w.get("candidate_ms"),
-        "inductor_ms": w.get("inductor_ms"),
+    speed = {  # cache/entry.py's speed record, per GPU model
         "speedup": w.get("speedup"),
+        "candidate_us": _us(w.get("candidate_ms")),
+        "inductor_us": _us(w.get("inductor_ms")),
         "roofline_pct": w.get("roofline_pct"),
-        "floor_ms": ctx.floor_ms,
-        "in_graph": gate or {},
+        "floor_us": _us(ctx.floor_ms),
+        "graph_ab": gate or {},
+        "timings": (ver.get("timings") or {}),
     }
     s = state.spend
     return Entry(
