@@ -129,6 +129,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # Binary ops whose two tensor operands may be swapped: their operands are ordered by
 # structural hash, so `w * x` and `x * w` get one key (HF's RMSNorm writes the former).
+# Only when both operands are contiguous: TensorIterator lays the output out after the
+# first operand's strides, so swapping two permuted operands would change the output strides.
 _COMMUTATIVE = {
     "add.Tensor", "mul.Tensor", "maximum.default", "minimum.default", "eq.Tensor", "ne.Tensor",
     "logical_and.default", "logical_or.default", "bitwise_and.Tensor", "bitwise_or.Tensor", "bitwise_xor.Tensor",
@@ -139,9 +141,10 @@ def _commutes(n: fx.Node) -> bool:
     t = n.target
     if not isinstance(t, torch._ops.OpOverload) or len(n.args) != 2 or n.kwargs.get("alpha", 1) != 1:
         return False
-    return f"{t._schema.name.split('::')[-1]}.{t._overloadname}" in _COMMUTATIVE and all(
-        isinstance(a, fx.Node) for a in n.args
-    )
+    if f"{t._schema.name.split('::')[-1]}.{t._overloadname}" not in _COMMUTATIVE:
+        return False
+    vals = [a.meta.get("val") if isinstance(a, fx.Node) else None for a in n.args]
+    return all(isinstance(v, torch.Tensor) and v.is_contiguous() for v in vals)
 
 
 class _Canon:

@@ -1,0 +1,112 @@
+"""A stored Triton kernel replaces its region, runs under the interpreter, and is counted."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+import llm_inductor
+from llm_inductor import _graph_pass, _state
+from llm_inductor.cache.store import MemoryStore
+from util import RMSNorm, entry_for, regions_of
+
+
+def rmsnorm_entry(tmp_path, dim=33, rows=5):
+    torch.manual_seed(0)
+    model, x = RMSNorm(dim), torch.randn(rows, dim)
+    _state.export_dir = str(tmp_path / "regions")
+    (row,) = regions_of(model, x)
+    _state.export_dir = None
+    assert row.ops == ["pow", "mean", "add", "rsqrt", "mul", "mul"]
+    return model, x, entry_for(row.region_path, "rmsnorm.py")
+
+
+def serve(model, x, **options):
+    _state.reset()
+    torch._dynamo.reset()
+    with torch.no_grad():
+        return torch.compile(model, backend=llm_inductor.backend(min_region_us=0, **options))(x)
+
+
+def test_stored_kernel_is_substituted_and_counted(tmp_path):
+    model, x, entry = rmsnorm_entry(tmp_path)
+    _state.set_store(MemoryStore([entry]))
+    out = serve(model, x, interpret=True)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+    stats = llm_inductor.stats()
+    assert (stats["hits"], stats["misses"], stats["substituted"], stats["kernel_calls"]) == (1, 0, 1, 1)
+    assert _state.reports[0].substituted == 1
+
+
+def test_kernel_really_runs(tmp_path):
+    """A kernel that scales its output by 2 shows up in the result: the op is not a no-op."""
+    model, x, entry = rmsnorm_entry(tmp_path)
+    entry.kernel_source = entry.kernel_source.replace("x * rstd * w", "2.0 * x * rstd * w")
+    _state.set_store(MemoryStore([entry]))
+    out = serve(model, x, interpret=True)
+    with torch.no_grad():
+        torch.testing.assert_close(out, 2 * model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_graphs_stay_with_inductor_without_interpret(tmp_path):
+    model, x, entry = rmsnorm_entry(tmp_path)
+    _state.set_store(MemoryStore([entry]))
+    serve(model, x)
+    stats = llm_inductor.stats()
+    assert stats["hits"] == 1 and stats["substituted"] == 0 and stats["kernel_calls"] == 0
+
+
+def test_discover_mode_never_substitutes(tmp_path):
+    model, x, entry = rmsnorm_entry(tmp_path)
+    _state.set_store(MemoryStore([entry]))
+    serve(model, x, interpret=True, mode="discover")
+    assert llm_inductor.stats()["substituted"] == 0
+
+
+def test_hot_miss_is_recorded_pending_with_its_region_file(tmp_path):
+    model, x = RMSNorm(16), torch.randn(3, 16)
+    store = MemoryStore()
+    _state.set_store(store)
+    serve(model, x)
+    (record,) = store.pending()
+    assert record.ops == ["pow", "mean", "add", "rsqrt", "mul", "mul"]
+    assert record.region_path.endswith(f"region_{record.key[:16]}.py")
+    assert llm_inductor.stats()["pending"] == 1
+    with open(record.region_path) as f:
+        assert "def make_inputs" in f.read()
+
+
+def test_kill_switch_is_exactly_inductor(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_INDUCTOR_DISABLE", "1")
+    model, x = RMSNorm(16), torch.randn(3, 16)
+    serve(model, x)
+    assert llm_inductor.stats()["graphs"] == 0
+
+
+def test_inductor_options_pass_through(tmp_path):
+    model, x = RMSNorm(16), torch.randn(3, 16)
+    seen = {}
+    original = _graph_pass.run
+
+    def spy(gm, kind, cfg):
+        import torch._inductor.config as ic
+
+        seen["max_autotune"] = ic.max_autotune
+        return original(gm, kind, cfg)
+
+    _graph_pass.run = spy
+    try:
+        serve(model, x, max_autotune=True)
+    finally:
+        _graph_pass.run = original
+    assert seen == {"max_autotune": True}
+
+
+def test_unknown_option_names_the_fix():
+    with pytest.raises(llm_inductor._errors.UsageError, match="neither an llm_inductor setting"):
+        llm_inductor.backend(max_autotunez=True)
+    with pytest.raises(llm_inductor._errors.UsageError, match="Valid modes"):
+        llm_inductor.backend(mode="fast")
