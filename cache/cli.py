@@ -265,10 +265,9 @@ def _entry_from(result: Any, region_source: str, meta: dict[str, Any], kernel_so
                 provenance: dict[str, Any], speed: dict[str, Any] | None = None) -> Entry:
     versions = current_versions(str(getattr(result, "device", None) or "cpu"))
     timings = getattr(result, "timings", None) or {}
-    record: dict[str, Any] = {"timings": timings}
-    if isinstance(timings, dict):
-        record.update({k: timings[k] for k in ("speedup", "candidate_us", "inductor_us", "roofline_pct", "graph_ab")
-                       if k in timings})
+    record = {k: timings[k] for k in ("speedup", "pct_of_roofline", "floor_ms", "measurements", "graph_ab")
+              if k in timings}
+    record["judged"] = "speedup" in record  # speed is not judged under the CPU interpreter
     return Entry(
         key=meta["key"], key_fields=meta["key_fields"], kernel_source=kernel_source,
         region_source=region_source, region_meta=meta, verification=result.to_dict(),

@@ -190,3 +190,25 @@ def test_eight_processes_write_and_read_200_entries(tmp_path):
     with sqlite3.connect(store.local.path) as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_entry_failing_the_real_policy_is_never_imported(tmp_path, caplog):
+    pytest.importorskip("llm_inductor.verify.policy")
+    from llm_inductor import _runtime
+
+    marker = tmp_path / "imported"
+    evil = f"import os\nopen({str(marker)!r}, 'w').write('ran')\n" + make_entry().kernel_source
+    store = open_test_store(tmp_path / "cache", policy=None)  # the real llm_inductor.verify.policy
+    stored = store.put(make_entry("evil", kernel_source=evil))  # signed by a trusted key all the same
+    fresh = open_test_store(tmp_path / "cache", policy=None)
+    with caplog.at_level(logging.WARNING):
+        assert fresh.lookup(stored.key) is None
+        assert fresh.get(stored.entry_id) is None
+    assert f"refused kernel {stored.key[:16]}" in caplog.text and "policy:" in caplog.text
+    _runtime.set_resolver(fresh.get)  # what an FX-cache replay naming this entry would do
+    try:
+        with pytest.raises(RuntimeError, match="not in any cache tier"):
+            _runtime.kernel(stored.entry_id, [])
+    finally:
+        _runtime.set_resolver(None)
+    assert not marker.exists()
