@@ -145,7 +145,7 @@ def _standin(region_path: str, source: str, cfg: Any) -> _Result:
     try:
         compile(source, str(path), "exec")
     except SyntaxError as e:
-        return _Result(False, "syntax_error", f"line {e.lineno}: {e.msg}")
+        return _Result(False, "compile_error", f"SyntaxError: line {e.lineno}: {e.msg}")
     ref = _load(Path(region_path))
     try:
         cand = _load(path)
@@ -155,7 +155,7 @@ def _standin(region_path: str, source: str, cfg: Any) -> _Result:
             got = cand.forward(*[t.clone() for t in inputs])
             diff = (got - expected).abs().max().item()
             if not torch.allclose(got, expected, rtol=1.3e-6, atol=1e-5):
-                return _Result(False, "mismatch", f"output 0 differs on seed {seed}: max abs error {diff:.3g}")
+                return _Result(False, "wrong_values", f"output 0 differs on seed {seed}: max abs error {diff:.3g}")
     except Exception as e:
         return _Result(False, "runtime_error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=2)}")
     return _Result(True, "ok", "correct on 3 seeds", envelope={"sizes": [{}]})

@@ -26,8 +26,6 @@ def _cmd(args: argparse.Namespace) -> int:
     from llm_inductor.search.tune import tune
 
     cfg, _ = Config.load()
-    if args.import_batch and args.fresh:
-        raise UsageError("--fresh starts searches over; it cannot be combined with --import-batch.")
     if not (args.target or args.pending or args.import_batch):
         raise UsageError("Nothing to tune: pass SCRIPT.py [args], region files, --pending, or --import-batch FILE.")
     regions: list[str] = []
@@ -35,9 +33,18 @@ def _cmd(args: argparse.Namespace) -> int:
     script_args: list[str] = []
     if args.target:
         if _is_region(args.target):
-            regions = [args.target, *args.rest]
+            # Region files take our options after them too (a script's trailing args are its own).
+            extra = argparse.ArgumentParser(prog="llm-inductor tune", add_help=False)
+            _add_options(extra)
+            opts, files = extra.parse_known_args(args.rest)
+            for name, value in vars(opts).items():
+                if value not in (None, False):
+                    setattr(args, name, value)
+            regions = [args.target, *files]
         else:
             script, script_args = args.target, args.rest
+    if args.import_batch and args.fresh:
+        raise UsageError("--fresh starts searches over; it cannot be combined with --import-batch.")
     report = tune(
         regions, script=script, script_args=script_args, pending=args.pending, export_batch=args.export_batch,
         import_batch=args.import_batch, config=cfg, fresh=args.fresh, script_timeout=args.timeout,
@@ -65,14 +72,21 @@ def _cmd(args: argparse.Namespace) -> int:
     return 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="search LLM-written Triton kernels for hot regions and store the winners")
-    p.add_argument("target", nargs="?", help="a script to run (its hot regions are tuned) or region_<key16>.py files")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="the script's arguments, or more region files")
+def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pending", action="store_true", help="tune the regions recorded as pending in the cache")
     p.add_argument("--export-batch", metavar="REQUESTS.jsonl", help="write this round's prompts as Batch API requests")
     p.add_argument("--import-batch", metavar="OUTPUT.jsonl", help="read Batch API answers; verify, store, plan the next round")
     p.add_argument("--fresh", action="store_true", help="discard earlier search state of these regions")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the script after S seconds")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune", help="search LLM-written Triton kernels for hot regions and store the winners",
+        description="Options go before SCRIPT.py: everything after it is the script's own arguments.",
+    )  # fmt: skip
+    p.add_argument("target", nargs="?", help="a script to run (its hot regions are tuned) or region_<key16>.py files")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the script's arguments, or more region files")
+    _add_options(p)
     p.set_defaults(func=_cmd)

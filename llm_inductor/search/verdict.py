@@ -55,14 +55,20 @@ def _num(timings: dict[str, Any], *names: str) -> float | None:
     return None
 
 
+def _median(timings: dict[str, Any], name: str) -> float | None:
+    """The median over the verifier's repeated measurements (``timings["measurements"]``)."""
+    values = sorted(float(m[name]) for m in timings.get("measurements") or [] if isinstance(m.get(name), (int, float)))
+    return values[len(values) // 2] if values else None
+
+
 def judge(result: Any, cfg: Config, floor_ms: float | None) -> dict[str, Any]:
     """outcome (ok | slower | the verifier's reason), accepted (correct), timings, feedback, record."""
     d = _as_dict(result)
     timings = d.get("timings") or {}
-    cand = _num(timings, "candidate_ms", "candidate")
-    ind = _num(timings, "inductor_ms", "inductor")
+    cand = _num(timings, "candidate_ms") or _median(timings, "candidate_ms")
+    ind = _num(timings, "inductor_ms") or _median(timings, "inductor_ms")
     speedup = _num(timings, "speedup") or (ind / cand if cand and ind else None)
-    roof = _num(timings, "roofline_pct", "pct_roofline", "roofline")
+    roof = _num(timings, "pct_of_roofline", "roofline_pct")
     if roof is None and cand and floor_ms:
         roof = 100.0 * floor_ms / cand
     reason = str(d.get("reason", "ok" if d.get("accepted") else "rejected"))
