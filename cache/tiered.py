@@ -71,7 +71,7 @@ class TieredStore:
         self._lock = threading.RLock()
         self._trust: Trust | None = None
         self._signer: sign.SigningKey | None = None
-        self._memo: dict[str, Entry | None] = {}
+        self._memo: dict[str, tuple[Entry, str] | None] = {}  # key → (entry, entry_id) or a miss
         self._hits: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         atexit.register(self.flush)
@@ -129,11 +129,15 @@ class TieredStore:
             hit = self._memo.get(key, _UNSET)
             if hit is _UNSET:
                 with self._lock:
-                    hit = self._memo[key] = self._resolve(key)
-            self._counts["hits" if hit is not None else "misses"] += 1
-            if hit is not None:
-                self._hits[hit.entry_id] += 1
-            return hit
+                    entry = self._resolve(key)
+                    # entry_id hashes the whole entry: computed once here, not on every hit
+                    hit = self._memo[key] = (entry, entry.entry_id) if entry is not None else None
+            if hit is None:
+                self._counts["misses"] += 1
+                return None
+            self._counts["hits"] += 1
+            self._hits[hit[1]] += 1
+            return hit[0]
         except Exception as e:
             log.warning("llm_inductor: cache lookup for %s failed (%s: %s); treated as a miss", key[:16], type(e).__name__, e)
             return None
@@ -142,7 +146,8 @@ class TieredStore:
         """The servable entry with this exact id (an FX-cache replay names one), or None."""
         try:
             hit = self.lookup(entry_id.split(":", 1)[0])
-            if hit is not None and hit.entry_id == entry_id:
+            memo = self._memo.get(entry_id.split(":", 1)[0])
+            if hit is not None and memo is not None and memo[1] == entry_id:
                 return hit
             for tier in self.tiers:
                 body = tier.body(entry_id)
