@@ -104,7 +104,8 @@ def script_regions(script: str, args: Sequence[str], cfg: Config, timeout: float
     _state.reset()
     old, _state.graph_hook = _state.graph_hook, graph_hook(cfg)  # graph files for the in-graph gate
     try:
-        run_script(script, list(args), {"mode": "cache", "cache_dir": cfg.cache_dir}, timeout)
+        keep = {k: getattr(cfg, k) for k in ("cache_dir", "hot_threshold", "min_region_us", "interpret", "strict")}
+        run_script(script, list(args), {**keep, "mode": "cache"}, timeout)
     finally:
         _state.graph_hook = old
     seen: dict[str, Path] = {}
