@@ -263,17 +263,9 @@ def _verify(region_source: str, meta: dict[str, Any], kernel_source: str, cfg: C
 
 def _entry_from(result: Any, region_source: str, meta: dict[str, Any], kernel_source: str,
                 provenance: dict[str, Any], speed: dict[str, Any] | None = None) -> Entry:
-    versions = current_versions(str(getattr(result, "device", None) or "cpu"))
-    timings = getattr(result, "timings", None) or {}
-    record = {k: timings[k] for k in ("speedup", "pct_of_roofline", "floor_ms", "measurements", "graph_ab")
-              if k in timings}
-    record["judged"] = "speedup" in record  # speed is not judged under the CPU interpreter
-    return Entry(
-        key=meta["key"], key_fields=meta["key_fields"], kernel_source=kernel_source,
-        region_source=region_source, region_meta=meta, verification=result.to_dict(),
-        speed={**(speed or {}), versions["gpu"]: record}, envelope=dict(getattr(result, "envelope", None) or {}),
-        provenance=provenance, versions=versions,
-    )
+    versions = current_versions(str(getattr(result, "device", None) or "cpu"))  # where the verifier ran
+    return Entry.from_verification(result, region_source=region_source, region_meta=meta, kernel_source=kernel_source,
+                                   provenance=provenance, versions=versions, speed=speed)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -309,6 +301,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rows = list({r.entry_id: r for k in args.keys for r in _match(store, k, rows)}.values())
     else:
         rows = [r for r in rows if r.verdict.fixable]
+    # the same kernel for the same key, already verified and signed here: nothing to do
+    done = {(r.entry.key, r.entry.kernel_source): r.entry_id for r in store.listings() if r.entry and r.verdict.servable}
+    for r in [r for r in rows if r.entry and (r.entry.key, r.entry.kernel_source) in done and not args.force]:
+        print(f"{r.entry_id[:16]}  served already as {done[(r.entry.key, r.entry.kernel_source)]}")
+        rows.remove(r)
     if not rows:
         print("nothing to verify: every entry is served here, or cannot be fixed by verifying (see `cache ls`)")
         return 0
@@ -328,6 +325,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                                      "time": time.time()}}
         stored, tiers = store.write(_entry_from(result, e.region_source, e.region_meta, e.kernel_source,
                                                 provenance, speed=e.speed))
+        if tiers and "local" in r.tiers:
+            store.remove([r.entry_id])  # the local copy it replaces; shared and pack copies stay where they are
         print(f"{e.key16}  verified ({r.verdict.reason} before); stored {stored.entry_id} in {', '.join(tiers) or 'no tier'}, "
               f"signed with {store.signer().source}: {'served' if store.judge(stored).servable else store.judge(stored)}")
     return 1 if failed else 0

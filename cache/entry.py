@@ -101,6 +101,25 @@ class Entry:
         values = [float(v) for v in values if isinstance(v, (int, float))]
         return max(values) if values else None
 
+    @classmethod
+    def from_verification(cls, result: Any, *, region_source: str, region_meta: dict[str, Any], kernel_source: str,
+                          provenance: dict[str, Any], versions: dict[str, str],
+                          speed: dict[str, Any] | None = None) -> "Entry":
+        """An unsigned entry for a kernel the verifier accepted (a ``VerifyResult``) on ``versions["gpu"]``.
+
+        Speed records of other GPU models (``speed``) are kept; this GPU's is replaced.
+        """
+        timings = getattr(result, "timings", None) or {}
+        record = {k: timings[k] for k in ("speedup", "pct_of_roofline", "floor_ms", "measurements", "graph_ab")
+                  if k in timings}
+        record["judged"] = "speedup" in record  # speed is not judged under the CPU interpreter
+        return cls(
+            key=region_meta["key"], key_fields=region_meta["key_fields"], kernel_source=kernel_source,
+            region_source=region_source, region_meta=region_meta, verification=result.to_dict(),
+            speed={**(speed or {}), versions["gpu"]: record}, envelope=dict(getattr(result, "envelope", None) or {}),
+            provenance=provenance, versions=dict(versions),
+        )
+
     # ------------------------------------------------------------ serialization
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

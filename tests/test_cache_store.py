@@ -212,3 +212,22 @@ def test_entry_failing_the_real_policy_is_never_imported(tmp_path, caplog):
     finally:
         _runtime.set_resolver(None)
     assert not marker.exists()
+
+
+def test_revocation_in_a_pack_reaches_every_tier(tmp_path):
+    from llm_inductor.cache.pack import write_pack
+
+    maker = open_test_store(tmp_path / "maker")
+    local_one, pack_one = maker.put(make_entry("local")), maker.put(make_entry("packed"))
+    withdraw = tmp_path / "withdraw.jsonl"
+    write_pack(withdraw, [], [(f"key:{local_one.key}", "withdrawn"), (f"hash:{pack_one.content_hash}", "withdrawn")])
+    shipped = tmp_path / "shipped.jsonl"
+    write_pack(shipped, [pack_one])
+    packs = os.pathsep.join([str(shipped), str(withdraw)])
+    consumer = open_test_store(tmp_path / "maker", LLM_INDUCTOR_PACKS=packs)
+    assert consumer.lookup(local_one.key) is None  # in the local tier, revoked by a pack
+    other = open_test_store(tmp_path / "other", LLM_INDUCTOR_PACKS=packs,
+                            LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub"))
+    assert other.lookup(pack_one.key) is None  # in a pack, revoked by another pack
+    assert open_test_store(tmp_path / "other", LLM_INDUCTOR_PACKS=str(shipped),
+                           LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub")).lookup(pack_one.key)
