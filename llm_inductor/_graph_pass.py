@@ -89,6 +89,7 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
     store = _state.store(cfg)
     hits: list[tuple[RegionInfo, Any]] = []
     infos: list[RegionInfo] = []
+    hot_misses: list[tuple[RegionInfo, _state.RegionRow]] = []
     for region, cost, share, hot in ranked:
         _state.bump("regions")
         _state.bump("hot", hot)
@@ -125,6 +126,8 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
             continue
         _state.bump("misses")
         row.status = "miss"
+        if hot:
+            hot_misses.append((info, row))
         if hot and cfg.mode in ("cache", "tune"):
             try:
                 row.region_path = _record_pending(store, info, share, cfg)
@@ -132,6 +135,8 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
                 _state.bump("pending")
             except Exception as e:
                 fail(cfg, "pending", _where(region, info), e)
+    if hot_misses and (cfg.tune or cfg.mode == "tune") and _substitutable(device, cfg):
+        hits += _tune_online(hot_misses, store, cfg)
     if _state.graph_hook is not None:
         _state.graph_hook(gm, kind, infos)
     if not hits:
@@ -170,3 +175,19 @@ def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> 
         )
     )
     return str(path)
+
+
+def _tune_online(misses: list[tuple[RegionInfo, Any]], store: Any, cfg: Config) -> list[tuple[RegionInfo, Any]]:
+    """Online mode: tune this graph's hot misses now (within budget), then serve the winners."""
+    from llm_inductor.search.online import tune_misses
+
+    if not tune_misses([info for info, _ in misses], cfg):
+        return []
+    won = []
+    for info, row in misses:
+        entry = store.lookup(info.digest)
+        if entry is not None:
+            _state.bump("tuned")
+            row.status = "hit (tuned now)"
+            won.append((info, entry))
+    return won
