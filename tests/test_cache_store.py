@@ -8,14 +8,11 @@ import logging
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from cache_data.helpers import HERE, digest, make_entry, open_test_store
+from cache_data.helpers import digest, make_entry, open_test_store
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.store import KernelStore, PendingRegion
@@ -164,29 +161,41 @@ def test_pending_records_count_sightings_and_resolve_on_put(tmp_path):
     assert store.pending() == []
 
 
+def _writer(cache: str, index: int, n: int, total: int, barrier, results) -> None:
+    """One of n processes: write its share of the entries while reading everyone's."""
+    barrier.wait(timeout=60)  # all at once
+    store = open_test_store(cache)
+    read = 0
+    for k in range(index, total, n):
+        assert store.write(make_entry(f"concurrent-{k}"))[1] == ["local"]
+        reader = open_test_store(cache)  # no memory tier: every lookup reads the database
+        read += sum(reader.lookup(digest(f"concurrent-{j}")) is not None for j in range(index % 5, total, 20))
+    assert all(open_test_store(cache).lookup(digest(f"concurrent-{k}")) for k in range(index, total, n))
+    results.put(read)
+
+
 def test_eight_processes_write_and_read_200_entries(tmp_path):
-    start = tmp_path / "start"
-    script = HERE / "concurrent_writer.py"
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(i), "8", "200", str(start)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
-    deadline = time.time() + 120
-    while len(list(tmp_path.glob("ready-*"))) < 8 and time.time() < deadline:
-        time.sleep(0.1)
-    start.touch()  # all at once
-    outs = [p.communicate(timeout=180) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 8, [o[1][-2000:] for o in outs]
-    store = open_test_store(tmp_path / "cache")
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # torch is imported already: forking skips 8 imports
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), i, 8, 200, barrier, results)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * 8
+    reads = [results.get(timeout=5) for _ in procs]
+    assert sum(reads) > 0  # the workers saw each other's entries while writing
+    store = open_test_store(tmp_path)
     rows = store.local.rows()
     assert len(rows) == 200
-    expected = {f"concurrent-{n}" for n in range(200)}
     seen = set()
     for r in rows:
         entry = Entry.from_json(r["body"])  # intact: the content hash matches
         assert store.judge(entry).servable  # and signed by this cache's (single, raced-for) local key
         seen.add(entry.region_source.strip().removeprefix("# region "))
-    assert seen == expected
-    assert sum(int(o[0].split()[-1]) for o in outs) > 0  # the workers read each other's entries meanwhile
+    assert seen == {f"concurrent-{n}" for n in range(200)}
     with sqlite3.connect(store.local.path) as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
