@@ -19,17 +19,12 @@ from llm_inductor.config import Config
 from llm_inductor.search.batch import output_line, parse_custom_id, read_requests
 from llm_inductor.search.state import load_state
 from llm_inductor.search.tune import tune
-from test_search_support import COMPILE_SCRIPT, GOOD, WRONG, answer, copy_region, make_region, read_jsonl, verifier
-
-_REGION: list[Path] = []
-
+from test_search_support import COMPILE_SCRIPT, GOOD, WRONG, answer, copy_region, shared_region, read_jsonl, verifier
 
 @pytest.fixture
 def region(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LLM_INDUCTOR_INTERPRET", "1")
-    if not _REGION:
-        _REGION.append(make_region(tmp_path / "exported"))
-    return copy_region(_REGION[0], Path(Config.load()[0].cache_dir))
+    return copy_region(shared_region(tmp_path), Path(Config.load()[0].cache_dir))
 
 
 def answer_file(path: Path, requests_file: Path, code: str, usage=(900, 250)) -> Path:

@@ -19,17 +19,12 @@ from llm_inductor.config import Config
 from llm_inductor.search.state import load_state
 from llm_inductor.search.tune import tune
 from loopback import LoopbackLLM, Reply, sequence
-from test_search_support import GOOD, SYNTAX_ERROR, WRONG, answer, copy_region, make_region, read_jsonl, verifier, with_timing
+from test_search_support import GOOD, SYNTAX_ERROR, WRONG, answer, copy_region, shared_region, read_jsonl, verifier, with_timing
 
 SECRET = "sk-loopback-SECRET-4242"
-_REGION: list[Path] = []
-
-
 @pytest.fixture
 def region(tmp_path: Path) -> Path:
-    if not _REGION:
-        _REGION.append(make_region(tmp_path / "exported"))
-    return copy_region(_REGION[0], Path(Config.load()[0].cache_dir))
+    return copy_region(shared_region(tmp_path), Path(Config.load()[0].cache_dir))
 
 
 @pytest.fixture

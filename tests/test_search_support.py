@@ -99,6 +99,16 @@ def make_region(folder: Path) -> Path:
     return Path(rows[0].region_path)
 
 
+_SHARED: list[Path] = []
+
+
+def shared_region(tmp_path: Path) -> Path:
+    """make_region once per test session (it compiles); later calls reuse the files."""
+    if not _SHARED or not _SHARED[0].is_file():
+        _SHARED[:] = [make_region(tmp_path / "exported")]
+    return _SHARED[0]
+
+
 def copy_region(src: Path, cache_dir: Path) -> Path:
     """Put a region file (and sidecar) where the backend writes pending regions."""
     dst = cache_dir / "regions"

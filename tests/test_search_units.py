@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -16,17 +16,12 @@ from llm_inductor.search.context import load_context
 from llm_inductor.search.providers import Completion, Request, account, registered, select_provider
 from llm_inductor.search.state import SearchState
 from llm_inductor.search.strategies import select_strategy
-from test_search_support import GOOD, answer, copy_region, make_region, verifier
-
-_REGION: list[Path] = []
-
+from test_search_support import GOOD, answer, copy_region, shared_region, verifier
 
 @pytest.fixture
 def region(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LLM_INDUCTOR_INTERPRET", "1")
-    if not _REGION:
-        _REGION.append(make_region(tmp_path / "exported"))
-    return copy_region(_REGION[0], Path(Config.load()[0].cache_dir))
+    return copy_region(shared_region(tmp_path), Path(Config.load()[0].cache_dir))
 
 
 # ----------------------------------------------------------------------------- providers
@@ -210,3 +205,37 @@ def test_online_mode_tunes_the_graphs_misses(region, tmp_path):
     assert store.lookup(seen[0].digest).kernel_source == GOOD
     graph_link = cfg.cache_path / "graphs" / "by_region" / seen[0].key16
     assert graph_link.is_file() and (cfg.cache_path / "graphs" / graph_link.read_text()).is_file()
+
+
+# ----------------------------------------------------------------------------- in-graph gate
+
+
+def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_path):
+    """The gate's A/B child, run in-process on the CPU: the region is found again in its graph file."""
+    import torch
+
+    import llm_inductor
+    from llm_inductor import _state
+    from llm_inductor.cache.entry import Entry
+    from llm_inductor.search import gate
+    from llm_inductor.search.graphs import graph_for, record_graph
+
+    cfg, _ = Config.load()
+    _state.graph_hook = lambda gm, kind, infos: record_graph(gm, infos, cfg)
+    w = torch.randn(33)
+    with torch.no_grad():  # the region with a neighbour Inductor keeps: the graph is more than the region
+        torch.compile(lambda x: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w) @ w.new_ones(33, 5),
+                      backend=llm_inductor.backend(mode="discover", min_region_us=0))(torch.randn(8, 33))  # fmt: skip
+    key16 = region.stem.removeprefix("region_")
+    graph = graph_for(key16, cfg)
+    assert graph is not None and "aten.mm" in graph.read_text()
+    meta = json.loads(region.with_suffix(".json").read_text())
+    entry = Entry(meta["key"], meta["key_fields"], GOOD, region.read_text(), meta, versions={"gpu": "cpu"})
+    entry_path = tmp_path / "entry.json"
+    entry_path.write_text(entry.to_json())
+
+    r = gate._ab(graph, entry_path, str(tmp_path / "scratch"), device="cpu")
+    assert r["substituted"] == 1 and r["max_abs_diff"] < 1e-4 and r["with_ms"] > 0 and r["without_ms"] > 0
+    assert gate.status_for({"measured": True, "passed": False}) == "slows_graph"
+    assert gate.status_for({"measured": False, "passed": False}) == "ungated"
+    assert gate.in_graph_gate(key16, entry, cfg, "cpu") == {"measured": False, "passed": True, "note": "not measured (cpu)"}

@@ -82,6 +82,7 @@ def _measure(region_path: Path) -> dict[str, Any]:
     spec = importlib.util.spec_from_file_location("llm_region", region_path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # Dynamo resolves the traced function's globals through sys.modules
     spec.loader.exec_module(mod)
     inputs = mod.make_inputs(seed=0, device="cuda")
     compiled = torch.compile(mod.forward, backend="inductor")

@@ -1,0 +1,53 @@
+"""``llm-inductor tune SCRIPT.py``: run the script in cache mode, tune its hot misses, store the winners."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llm_inductor.cli import main
+from llm_inductor.config import Config
+from loopback import LoopbackLLM, Reply, sequence
+from test_search_support import GOOD, answer, verifier
+
+SCRIPT = """
+import sys
+import torch
+w = torch.randn(33)
+def f(x):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+with torch.no_grad():
+    torch.compile(f)(torch.randn(8, 33))
+print("script ran with", sys.argv[1:])
+"""
+
+
+def test_tune_script_end_to_end(tmp_path, monkeypatch, capsys):
+    import llm_inductor.search.tune as tune_module
+
+    script = tmp_path / "model.py"
+    script.write_text(SCRIPT)
+    monkeypatch.setenv("LLM_INDUCTOR_INTERPRET", "1")
+    monkeypatch.setenv("LLM_INDUCTOR_MIN_REGION_US", "0")
+    monkeypatch.setenv("LLM_INDUCTOR_MODEL", "loopback-model")
+    monkeypatch.setenv("LLM_INDUCTOR_CANDIDATES", "1")
+    monkeypatch.setattr(tune_module, "default_verifier", verifier())
+    summary = tmp_path / "summary.json"
+    with LoopbackLLM(sequence(Reply.text(answer(GOOD)))) as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        code = main(["tune", "--json", str(summary), str(script), "--flag"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "script ran with ['--flag']" in out.out  # the script got its own arguments
+    rows = json.loads(summary.read_text())["rows"]
+    assert [r["outcome"] for r in rows] == ["winner"] and rows[0]["calls"] == 1
+    assert "round 1" in out.err  # the live progress line
+    # The run recorded the region's graph for the in-graph gate.
+    cache = Config.load()[0].cache_path
+    assert (cache / "graphs" / "by_region" / rows[0]["key16"]).is_file()
+    # Tuning again finds nothing pending: the winner resolved the region.
+    monkeypatch.setenv("LLM_INDUCTOR_PROVIDER", "batch")
+    assert main(["tune", "--pending", "--export-batch", str(tmp_path / "r.jsonl")]) == 1
+    assert "nothing to tune" in capsys.readouterr().err
