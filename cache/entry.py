@@ -40,6 +40,14 @@ class EntryError(ValueError):
         self.key = key
 
 
+_DICT_FIELDS = ("key_fields", "region_meta", "verification", "speed", "envelope", "provenance", "versions")
+_TYPES: dict[str, Any] = {
+    **{name: dict for name in _DICT_FIELDS},
+    **{name: str for name in ("key", "kernel_source", "region_source", "status")},
+    "created": (int, float), "signature": (str, type(None)), "signer": (str, type(None)),
+}
+
+
 @dataclass
 class Entry:
     key: str  # KernelKey digest
@@ -150,8 +158,9 @@ class Entry:
             entry = cls(**{k: v for k, v in d.items() if k in names})
         except TypeError as e:
             raise EntryError("malformed", f"entry fields do not fit schema {ENTRY_SCHEMA}: {e}", key) from None
-        if not isinstance(entry.kernel_source, str) or not isinstance(entry.key, str):
-            raise EntryError("malformed", "entry key and kernel_source must be strings", key)
+        wrong = [f.name for f in fields(cls) if not isinstance(getattr(entry, f.name), _TYPES.get(f.name, object))]
+        if wrong:
+            raise EntryError("malformed", f"entry fields of the wrong type: {wrong}", key)
         if recorded is not None and recorded != entry.content_hash:
             raise EntryError("tampered", f"content hash mismatch for key {entry.key[:16]}: the entry was altered", key)
         return entry

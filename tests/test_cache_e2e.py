@@ -53,16 +53,15 @@ def machine_a(tmp_path_factory):
     """Machine A: compile (writes the region file), `cache add` the kernel, export a pack."""
     pytest.importorskip("llm_inductor.verify.engine", reason="the verifier has not landed yet")
     root = tmp_path_factory.mktemp("e2e")
-    env = _env(root, "A", LLM_INDUCTOR_INTERPRET="1")
-    first = _compile(env)
+    first = _compile(_env(root, "A", LLM_INDUCTOR_INTERPRET="1"))
     assert first["stats"]["pending"] == 1 and first["stats"]["substituted"] == 0
     (region,) = (root / "A" / "regions").glob("region_*.py")
-    added = _cache(env, "add", str(region), str(HERE / "rmsnorm_candidate.py"))
-    assert added.returncode == 0, added.stdout + added.stderr
-    assert "served" in added.stdout
     pack = root / "team.jsonl.gz"
-    exported = _cache(env, "export", str(pack))
-    assert exported.returncode == 0 and "wrote 1 entry" in exported.stdout, exported.stderr
+    with pytest.MonkeyPatch.context() as mp:  # the CLI in this process: no interpreter start-up per command
+        mp.setenv("LLM_INDUCTOR_CACHE_DIR", str(root / "A"))
+        mp.setenv("LLM_INDUCTOR_INTERPRET", "1")
+        assert main(["cache", "add", str(region), str(HERE / "rmsnorm_candidate.py")]) == 0
+        assert main(["cache", "export", str(pack)]) == 0
     return root, region, pack
 
 
@@ -84,7 +83,7 @@ def test_a_fresh_process_on_another_machine_hits_with_zero_provider_calls(machin
     root, region, pack = machine_a
     trust_a = str(root / "A" / "keys" / "local.pub")
     env_b = _env(root, "B", LLM_INDUCTOR_TRUSTED_KEYS=trust_a, LLM_INDUCTOR_INTERPRET="1")
-    imported = _cache(env_b, "import", str(pack))
+    imported = _cache(env_b, "import", str(pack))  # a real `llm-inductor` process: exit code and output
     assert imported.returncode == 0 and "imported 1 entry (1 served here" in imported.stdout, imported.stderr
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingEndpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -99,10 +98,6 @@ def test_a_fresh_process_on_another_machine_hits_with_zero_provider_calls(machin
     assert stats.get("kernel_calls", 1) >= 1
     assert out["max_err"] < 1e-5  # fp32 RMSNorm of 33 elements: a few ulps
     assert len(out["kernels"]) == 1  # the kernel module was written and imported from B's cache
-    # the same process on B without trusting A's key: a miss, and Inductor compiles the region
-    untrusting = _compile(_env(root, "B2", LLM_INDUCTOR_INTERPRET="1", LLM_INDUCTOR_PACKS=str(pack)))
-    assert (untrusting["stats"]["hits"], untrusting["stats"]["substituted"]) == (0, 0)
-    assert untrusting["max_err"] < 1e-5
 
 
 @pytest.mark.parametrize("why", ["untrusted_key", "torch_version"])

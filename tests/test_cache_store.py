@@ -65,6 +65,22 @@ def test_unknown_schema_is_a_miss(tmp_path):
     assert store.lookup(entry.key) is None
 
 
+@pytest.mark.parametrize("damage, reason", [
+    (lambda d: "{not json", "malformed"),
+    (lambda d: json.dumps([d]), "malformed"),
+    (lambda d: json.dumps({**d, "region_meta": "a string"}), "malformed"),
+    (lambda d: json.dumps({k: v for k, v in d.items() if k != "kernel_source"}), "malformed"),
+    (lambda d: json.dumps({**d, "schema": 2}), "schema"),
+    (lambda d: json.dumps({**d, "envelope": {"s0": [1, 10**6]}}), "tampered"),
+])
+def test_entry_parse_errors_carry_reason_codes(damage, reason):
+    good = json.loads(make_entry().to_json())
+    assert Entry.from_json(json.dumps(good)).content_hash == good["content_hash"]
+    with pytest.raises(EntryError) as e:
+        Entry.from_json(damage(good))
+    assert e.value.reason == reason
+
+
 def test_tampered_source_is_refused_with_a_warning_naming_the_key(tmp_path, caplog):
     store = open_test_store(tmp_path)
     good = store.put(make_entry("a"))
