@@ -1,0 +1,148 @@
+"""Judging one input draw: the worker's records and tensors against the parent's references.
+
+Checks run in a fixed order and the first failure is the reason, so a reason is
+always the most specific one: a torch op in the wrapper is ``torch_compute``
+even though its values may also be wrong; an unwritten element is
+``unwritten_output`` rather than a NaN mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from llm_inductor.verify.compare import Verdict, judge, same_bits, strides_match, unwritten
+from llm_inductor.verify.draws import Draw
+from llm_inductor.verify.regionfile import TensorMeta
+
+
+@dataclass
+class Finding:
+    check: str  # the CheckResult that failed
+    reason: str  # a code from result.REASONS
+    message: str
+
+
+@dataclass
+class Expected:
+    """What the parent knows about one draw, out of the candidate's reach."""
+
+    draw: Draw
+    inputs: list[torch.Tensor]  # CPU copies
+    specs: list[TensorMeta]
+    ref64: list[torch.Tensor]
+    ind: list[torch.Tensor]  # Inductor's outputs
+    eager: list[torch.Tensor]  # eager PyTorch in the region's dtypes
+    exact: list[bool] = field(default_factory=list)  # per output: nearly constant reference → no floor
+
+    def verdicts(self, outs: list[torch.Tensor]) -> list[Verdict]:
+        exact = self.exact or [False] * len(outs)
+        return [judge(o, r, {"inductor": i, "eager": e}, exact=x)
+                for o, r, i, e, x in zip(outs, self.ref64, self.ind, self.eager, exact)]
+
+
+def isolation(rec: dict[str, Any], where: str) -> Finding | None:
+    """Tripwires, streams and the dispatch guard, from one worker record."""
+    if rec.get("tamper"):
+        return Finding("isolation", "tamper", f"{where}: the candidate replaced {', '.join(rec['tamper'][:5])}")
+    if rec.get("new_threads"):
+        return Finding("isolation", "thread", f"{where}: {rec['new_threads']} new thread(s) alive after the call")
+    if rec.get("foreign_streams"):
+        return Finding("isolation", "stream", f"{where}: {rec['foreign_streams']} launch(es) on a stream other than "
+                       "the caller's; work must be ordered on the current stream")
+    if rec.get("violations"):
+        return Finding("guard", "torch_compute", f"{where}: torch ops ran outside Triton launches: "
+                       f"{', '.join(rec['violations'])}; only allocation, views and copies may run in the wrapper")
+    return None
+
+
+def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any],
+              deterministic: bool = True) -> tuple[Finding | None, list[Verdict]]:
+    """First failing check for one draw (all its calls), and the last call's verdicts."""
+    outs_by_call: list[list[torch.Tensor]] = data["outputs"]
+    label = exp.draw.label()
+    n = len(records)
+    for k, rec in enumerate(records):
+        where = f"{label}, call {k + 1} of {n}"
+        found = isolation(rec, where)
+        if found:
+            return found, []
+        if rec["launches"] == 0:
+            return Finding("launch", "no_launch", f"{where}: no Triton kernel was launched"), []
+        if "bad_outputs" in rec:
+            return Finding("outputs", "output_mismatch", f"{where}: forward returned {rec['bad_outputs']}, "
+                           "not tensors"), []
+        if rec.get("reused_output"):
+            return Finding("outputs", "cached_output", f"{where}: an output shares storage with an output handed "
+                           "out earlier; allocate outputs afresh in every call"), []
+        found = structure(rec["outputs"], exp.specs, where)
+        if found:
+            return found, []
+    parities = [rec["parity"] for rec in records]
+    for j in range(len(exp.specs)):
+        hole = unwritten([outs[j] for outs in outs_by_call], parities)
+        if hole:
+            count, idx = hole
+            total = outs_by_call[0][j].numel()
+            return Finding("written", "unwritten_output", f"{label}, output {j}: {count} of {total} elements "
+                           f"were never written (poison left, first at {list(idx)})"), []
+    for k, after in enumerate(data["inputs_after"]):
+        for j, (was, now) in enumerate(zip(exp.inputs, after)):
+            if not same_bits(was, now):
+                diff = _first_diff(was, now)
+                return Finding("inputs_unchanged", "input_mutated", f"{label}, call {k + 1}: input {j} changed "
+                               f"during the call (first at {diff}); a kernel must not write its inputs"), []
+    per_call = [exp.verdicts(outs) for outs in outs_by_call]
+    good = [all(v.ok for v in verdicts) for verdicts in per_call]
+    if not all(good):
+        k = good.index(False)
+        j, bad = next((j, v) for j, v in enumerate(per_call[k]) if not v.ok)
+        if any(good):
+            right = [i + 1 for i, g in enumerate(good) if g]
+            return Finding("stateful", "stateful", f"{label}: calls {right} were right but call {k + 1} of {n} "
+                           f"was wrong on the same inputs (output {j}: {bad.detail})"), per_call[k]
+        check = "nan_inf" if bad.reason == "nan_mismatch" else "values"
+        return Finding(check, bad.reason, f"{label}, output {j}: {bad.detail}"), per_call[k]
+    if deterministic:
+        for k in range(1, n):
+            for j, (a, b) in enumerate(zip(outs_by_call[0], outs_by_call[k])):
+                if not same_bits(a, b):
+                    return Finding("deterministic", "nondeterministic", f"{label}: calls 1 and {k + 1} on the same "
+                                   f"inputs differ in output {j} (first at {_first_diff(a, b)})"), per_call[-1]
+    return None, per_call[-1]
+
+
+def structure(outs: list[dict[str, Any]], specs: list[TensorMeta], where: str) -> Finding | None:
+    if len(outs) != len(specs):
+        return Finding("outputs", "output_mismatch", f"{where}: {len(outs)} outputs, the region has {len(specs)}")
+    for j, (o, s) in enumerate(zip(outs, specs)):
+        got = f"{o['dtype'].replace('torch.', '')}{o['shape']} stride={tuple(o['stride'])}"
+        if o["dtype"] != str(s.dtype) or tuple(o["shape"]) != s.shape:
+            return Finding("outputs", "output_mismatch", f"{where}: output {j} is {got}, want {s.line()}")
+        if not strides_match(s.shape, tuple(o["stride"]), s.stride):
+            return Finding("outputs", "stride_mismatch", f"{where}: output {j} is {got}, want {s.line()}; "
+                           "the graph downstream depends on the strides")
+    return None
+
+
+def _first_diff(a: torch.Tensor, b: torch.Tensor) -> list[int]:
+    if a.shape != b.shape:
+        return [-1]
+    if a.dtype.is_floating_point:
+        view = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[a.element_size()]
+        ne = a.contiguous().view(view) != b.contiguous().view(view)
+    else:
+        ne = a != b
+    flat = ne.reshape(-1).nonzero()
+    if not len(flat):
+        return []
+    return [int(i) for i in torch.unravel_index(flat[0, 0], a.shape)]
+
+
+def worst(verdicts: list[Verdict]) -> tuple[float, float]:
+    """(candidate, inductor) rms rel error, the worst over outputs."""
+    c = max((v.cand.rms_rel for v in verdicts if v.cand), default=0.0)
+    i = max((v.yard["inductor"].rms_rel for v in verdicts if v.yard), default=0.0)
+    return c, i

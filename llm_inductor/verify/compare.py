@@ -1,0 +1,223 @@
+"""Comparing a candidate's outputs with the references: the tolerance rule and its reasons.
+
+The rule, per output and per input draw, with r the float64 reference, c the
+candidate's output and y the yardstick: the larger error of Inductor's output and
+of eager PyTorch in the region's dtypes (errors measured in float64 over the
+elements that are finite in the reference). Eager counts because Inductor may
+skip roundings the graph asks for (a bf16 cast between two fp32 ops): a kernel
+that rounds exactly where the graph says must not fail for matching eager.
+
+    err(c, r) <= max(K * err(y, r), floor[dtype])     for each of three norms:
+      max abs   max_j |c_j - r_j|                     (floor: floor_abs * S, S = max_j |r_j|)
+      max rel   max_j |c_j - r_j| / (|r_j| + S*f)     (floor: floor_rel; S*f keeps zeros finite)
+      rms rel   ||c - r||_2 / ||r||_2                 (floor: floor_rel)
+
+Why K = 4: Inductor's error is what this dtype and region allow in practice. A
+valid kernel may sum in another order or fuse multiply-adds differently; the
+error bounds of such reorderings are of the same order (Higham, "Accuracy and
+Stability", ch. 4: the bound scales with n*u for every order), and measured
+differences between valid orders stay within 2-3x. Rounding to a lower precision
+costs far more than 4x: fp32 to tf32 or fp16 is 2^13 times the unit roundoff,
+bf16 2^16, so 4x admits reordering and rejects lower precision.
+
+Why these floors: where Inductor happens to be exact (a copy, a max), K * 0 would
+demand bit equality. floor_rel is a few units of roundoff of the output dtype,
+widened for fp32 to 1e-5 (~170 u) because the float64 reference makes even a
+correctly rounded fp32 accumulation over a few thousand terms err by ~sqrt(n)*u.
+bf16 and fp16 floors are one unit roundoff of the output (2^-8, 2^-11 scaled to
+2^-10 for fp16's double rounding through fp32). The rms norm cannot be gamed by
+a single badly conditioned element, so a cheat computing in lower precision is
+caught even when cancellation makes Inductor's max error large.
+
+A reference that is nearly constant across draws (its spread is within the
+floor) gets no floor ("exact" mode): a constant kernel would otherwise pass.
+
+NaN and Inf: the candidate's non-finite positions must match the reference's
+(cast to the output dtype, so true overflow is Inf) exactly; where Inductor or
+eager disagree with the reference, matching them is accepted too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from llm_inductor.verify.guard import BOOL_POISON, FLOAT_POISON_BITS, INT_POISON
+
+K = 4.0
+FLOORS = {  # dtype → (floor_rel, floor_abs as a fraction of the output's scale)
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.bfloat16: (2.0**-8, 2.0**-8),
+    torch.float16: (2.0**-10, 2.0**-10),
+}
+_FP8_FLOOR = (2.0**-3, 2.0**-3)
+# Rejected errors below this (rms rel) look like rounding to a lower precision, not a logic bug.
+LOW_PRECISION_BELOW = {torch.float64: 2.0**-20, torch.float32: 2.0**-6, torch.bfloat16: 2.0**-3, torch.float16: 2.0**-5}
+
+
+def floors(dtype: torch.dtype) -> tuple[float, float]:
+    return FLOORS.get(dtype, _FP8_FLOOR)
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
+
+
+@dataclass
+class Errors:
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    rms_rel: float = 0.0
+    abs_index: tuple[int, ...] = ()
+    rel_index: tuple[int, ...] = ()
+    value: float = 0.0  # the value at rel_index, and the reference there
+    expected: float = 0.0
+
+    def text(self) -> str:
+        return (f"max abs {self.max_abs:.3g} at {list(self.abs_index)}, max rel {self.max_rel:.3g} at "
+                f"{list(self.rel_index)} (got {self.value:.6g}, want {self.expected:.6g}), rms rel {self.rms_rel:.3g}")
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    reason: str  # ok | nan_mismatch | wrong_values | low_precision
+    detail: str
+    cand: Errors | None = None
+    yard: dict[str, Errors] | None = None  # the yardsticks' errors: inductor, eager
+
+
+def _index(flat: int, shape: torch.Size) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if len(shape) else ()
+
+
+def errors(x: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, scale: float, floor_rel: float) -> Errors:
+    if not bool(mask.any()):
+        return Errors()
+    zero = torch.zeros_like(r)
+    rr, xx = torch.where(mask, r, zero), torch.where(mask, x, zero)
+    diff = (xx - rr).abs()
+    rel = diff / (rr.abs() + scale * floor_rel)
+    a, ra = int(diff.reshape(-1).argmax()), int(rel.reshape(-1).argmax())
+    norm = float(rr.norm())
+    return Errors(
+        float(diff.reshape(-1)[a]), float(rel.reshape(-1)[ra]),
+        float(diff.norm()) / norm if norm > 0 else float(diff.norm()),
+        _index(a, r.shape), _index(ra, r.shape), float(x.reshape(-1)[ra]), float(r.reshape(-1)[ra]),
+    )
+
+
+def _classes(x: torch.Tensor) -> torch.Tensor:
+    """0 finite, 1 NaN, 2 +Inf, 3 -Inf."""
+    c = torch.zeros(x.shape, dtype=torch.int8)
+    c[x.isnan()] = 1
+    c[x == float("inf")] = 2
+    c[x == float("-inf")] = 3
+    return c
+
+
+def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.Tensor], *,
+          exact: bool = False) -> Verdict:
+    """Compare one output (all on CPU). cand and the yardsticks have the output dtype; ref64 is float64 for floats."""
+    dtype = cand.dtype
+    if not dtype.is_floating_point:
+        want = ref64.to(dtype)
+        bad = cand != want
+        for y in yardsticks.values():
+            bad &= cand != y.to(dtype)
+        if bool(bad.any()):
+            j = int(bad.reshape(-1).nonzero()[0])
+            return Verdict(False, "wrong_values", f"{int(bad.sum())} of {bad.numel()} elements differ; first at "
+                           f"{list(_index(j, cand.shape))}: got {cand.reshape(-1)[j].item()}, want {want.reshape(-1)[j].item()}")
+        return Verdict(True, "ok", "exact")
+    c, r = cand.double(), ref64.double()
+    rc = ref64.to(dtype).double()  # what a correctly rounded kernel stores: overflow shows as Inf
+    cls_c, cls_r = _classes(c), _classes(rc)
+    bad = cls_c != cls_r
+    for y in yardsticks.values():
+        bad &= cls_c != _classes(y.double())
+    if bool(bad.any()):
+        j = int(bad.reshape(-1).nonzero()[0])
+        return Verdict(False, "nan_mismatch", f"{int(bad.sum())} of {bad.numel()} elements differ in NaN/Inf; first at "
+                       f"{list(_index(j, c.shape))}: got {c.reshape(-1)[j].item()}, want {rc.reshape(-1)[j].item()}")
+    finite_r = cls_r == 0
+    scale = float(r[finite_r].abs().max()) if bool(finite_r.any()) else 0.0
+    scale = scale if scale > 0 else torch.finfo(dtype).tiny
+    floor_rel, floor_abs = floors(dtype)
+    if exact:
+        floor_rel, floor_abs = unit_roundoff(dtype), 0.0
+    ce = errors(c, r, finite_r & (cls_c == 0), scale, floor_rel)
+    ye = {name: errors(y.double(), r, finite_r & y.double().isfinite(), scale, floor_rel)
+          for name, y in yardsticks.items()}
+    yard = [max((getattr(e, m) for e in ye.values()), default=0.0) for m in ("max_abs", "max_rel", "rms_rel")]
+    bounds = (max(K * yard[0], floor_abs * scale), max(K * yard[1], floor_rel), max(K * yard[2], floor_rel))
+    got = (ce.max_abs, ce.max_rel, ce.rms_rel)
+    if all(g <= b for g, b in zip(got, bounds)):
+        return Verdict(True, "ok", ce.text(), ce, ye)
+    which = [n for n, g, b in zip(("max abs", "max rel", "rms rel"), got, bounds) if g > b]
+    reason = "low_precision" if ce.rms_rel <= LOW_PRECISION_BELOW.get(dtype, 0.0) else "wrong_values"
+    detail = (f"{', '.join(which)} over the bound (abs {bounds[0]:.3g}, rel {bounds[1]:.3g}, rms {bounds[2]:.3g}"
+              f"{', exact mode: the reference is nearly constant' if exact else ''}): candidate {ce.text()}; "
+              + "; ".join(f"{name} {e.text()}" for name, e in ye.items()))
+    return Verdict(False, reason, detail, ce, ye)
+
+
+def spread(refs: list[torch.Tensor]) -> float:
+    """How much an output's reference moves across draws, relative to its scale (inf if it cannot tell)."""
+    base = refs[0].double()
+    ok = base.isfinite()
+    if not bool(ok.any()) or len(refs) < 2:
+        return float("inf")
+    scale = float(base[ok].abs().max()) or 1.0
+    worst = 0.0
+    for r in refs[1:]:
+        r = r.double()
+        if r.shape != base.shape:
+            return float("inf")
+        m = ok & r.isfinite()
+        if bool(m.any()):
+            worst = max(worst, float((r[m] - base[m]).abs().max()) / scale)
+    return worst
+
+
+def unwritten(outs: list[torch.Tensor], parities: list[int]) -> tuple[int, tuple[int, ...]] | None:
+    """(count, first index) of elements still holding the poison, for one output across calls."""
+    first = outs[0]
+    if first.numel() == 0:
+        return None
+    if first.dtype in FLOAT_POISON_BITS:
+        int_dtype, bits = FLOAT_POISON_BITS[first.dtype]
+        hit = torch.zeros(first.shape, dtype=torch.bool)
+        for o in outs:
+            hit |= o.view(int_dtype) == bits
+    elif first.dtype.is_floating_point or first.dtype.is_complex:
+        return None  # fp8: a NaN is a NaN; the NaN check reports it
+    else:
+        pairs = [(o, p) for o, p in zip(outs, parities)]
+        even = [o for o, p in pairs if p % 2 == 0]
+        odd = [o for o, p in pairs if p % 2 == 1]
+        if not even or not odd:
+            return None
+        sentinel = BOOL_POISON if first.dtype == torch.bool else INT_POISON
+        hit = (even[-1] == sentinel[0]) & (odd[-1] == sentinel[1])
+    if not bool(hit.any()):
+        return None
+    return int(hit.sum()), _index(int(hit.reshape(-1).nonzero()[0]), first.shape)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.is_floating_point:
+        view = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[a.element_size()]
+        return torch.equal(a.contiguous().view(view), b.contiguous().view(view))
+    return torch.equal(a, b)
+
+
+def strides_match(shape: tuple[int, ...], got: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Strides of dims of size 1 carry no meaning; every other stride must match."""
+    if any(s == 0 for s in shape):
+        return True
+    return all(g == w for s, g, w in zip(shape, got, want) if s != 1)

@@ -1,0 +1,142 @@
+"""Input draws: which inputs each check uses, rebuilt identically in the parent and the worker.
+
+A ``Draw`` is data (seed, distribution, sizes). Both sides call ``build_inputs``
+with the region's ``make_inputs`` on the CPU and the same transform, so the
+parent has bit-identical inputs for its references without shipping tensors to
+the worker; the worker ships its inputs back after each call and the parent
+compares them with its own copy, so a worker that altered them is caught too.
+
+Transforms act on each input's whole storage and keep its strides and storage
+offset, because strides are part of the region's contract.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+# Base draws: different seeds and value distributions. "x100"/"x0.01" move values
+# away from the unit scale where constants like eps hide bugs; "positive" feeds
+# log/sqrt-like ops; "mixed" spans six decades per element (catches lower
+# precision in accumulators); "nan_inf" injects NaN, +Inf and -Inf.
+BASE_DISTS = ("normal", "x100", "x0.01", "positive", "mixed", "nan_inf")
+
+
+@dataclass(frozen=True)
+class Draw:
+    name: str
+    seed: int
+    dist: str = "normal"
+    sizes: tuple[tuple[str, int], ...] = ()
+    positive: bool = False  # fold every float input to |x| (the region's domain needs it)
+
+    @property
+    def size_map(self) -> dict[str, int]:
+        return dict(self.sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed, "dist": self.dist, "sizes": dict(self.sizes),
+                "positive": self.positive}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Draw":
+        return cls(d["name"], int(d["seed"]), d["dist"], tuple(sorted(d["sizes"].items())), bool(d["positive"]))
+
+    def label(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes)
+        return f"draw '{self.name}' (seed {self.seed}{', ' + sizes if sizes else ''})"
+
+
+def fresh_seed() -> int:
+    """Unpredictable, never 0 (seed 0 is what a cheat would have seen)."""
+    return 1 + secrets.randbelow(2**31 - 2)
+
+
+@dataclass
+class Plan:
+    base: list[Draw] = field(default_factory=list)
+    sizes: list[Draw] = field(default_factory=list)
+
+
+def plan_draws(symbols: dict[str, int], positive: bool, has_float_inputs: bool) -> Plan:
+    plan = Plan()
+    for dist in BASE_DISTS:
+        if dist == "nan_inf" and not has_float_inputs:
+            continue
+        plan.base.append(Draw(dist, fresh_seed(), dist, (), positive))
+    for sym, hint in sorted(symbols.items()):
+        for size in extra_sizes(hint):
+            sizes = tuple(sorted({**symbols, sym: size}.items()))
+            plan.sizes.append(Draw(f"{sym}={size}", fresh_seed(), "normal", sizes, positive))
+    return plan
+
+
+def extra_sizes(hint: int) -> list[int]:
+    """1, an odd size below the hint and one above (never powers of two): kernels that
+    fit one shape, assume a full block, or index past a row's end show up here."""
+    out = [1]
+    for cand in (max(3, hint // 2) | 1, (hint + hint // 2) | 1):
+        while cand & (cand - 1) == 0 or cand == hint or cand in out:
+            cand += 2
+        out.append(cand)
+    return out
+
+
+def build_inputs(make_inputs: Callable[..., Sequence[torch.Tensor]], draw: Draw, device: str) -> list[torch.Tensor]:
+    """make_inputs(seed, sizes) on the CPU, the draw's transform, then moved to device keeping strides."""
+    kwargs: dict[str, Any] = {"seed": draw.seed, "device": "cpu"}
+    if draw.sizes:
+        kwargs["sizes"] = draw.size_map
+    raw = make_inputs(**kwargs)
+    raw = list(raw) if isinstance(raw, (tuple, list)) else [raw]
+    g = torch.Generator().manual_seed(draw.seed ^ 0x5EED)
+    out = []
+    for t in raw:
+        base = _storage_tensor(t)
+        if t.dtype.is_floating_point:
+            base = _transform(base, draw, g)
+        base = base.to(device)
+        out.append(base.as_strided(t.shape, t.stride(), t.storage_offset()))
+    return out
+
+
+def _storage_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D copy of t's whole storage (so the view's strides and offset stay meaningful)."""
+    n = t.untyped_storage().nbytes() // t.element_size()
+    return torch.empty(0, dtype=t.dtype).set_(t.untyped_storage(), 0, (n,), (1,)).clone()
+
+
+def _transform(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
+    work = x.to(torch.float64)
+    if draw.dist == "x100":
+        work = work * 100
+    elif draw.dist == "x0.01":
+        work = work * 0.01
+    elif draw.dist == "positive":
+        work = work.abs() + 1e-3
+    elif draw.dist == "mixed":
+        decades = torch.rand(work.shape, generator=g, dtype=torch.float64) * 6 - 3
+        work = work * torch.pow(10.0, decades)
+    if draw.positive:
+        work = work.abs() + 1e-3
+    if draw.dist == "nan_inf" and work.numel():
+        k = max(1, min(16, work.numel() // 128))
+        pos = torch.randperm(work.numel(), generator=g)[:k]
+        specials = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=torch.float64)
+        work[pos] = specials[torch.arange(k) % 3]
+    if x.dtype != torch.float64:
+        finfo = torch.finfo(x.dtype)
+        work = torch.where(work.isfinite(), work.clamp(finfo.min, finfo.max), work)
+    return work.to(x.dtype)
+
+
+def clone_inputs(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Fresh storage for every input, same strides and offsets (each call gets its own copy)."""
+    out = []
+    for t in inputs:
+        storage = t.untyped_storage().clone()
+        out.append(torch.empty(0, dtype=t.dtype, device=t.device).set_(storage, t.storage_offset(), t.shape, t.stride()))
+    return out

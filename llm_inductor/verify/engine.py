@@ -1,0 +1,287 @@
+"""``verify()``: the one path every candidate takes (the tuner, ``llm-inductor cache verify``, ``llm-inductor verify``).
+
+    static policy → worker: import under the guard → base draws → extra sizes →
+    re-check → (GPU) timing vs Inductor → outputs checked again after timing
+
+Every step is a named check. The first failure ends the run and is the result's
+reason; the message says which check, which draw, which call, and by how much.
+References are computed here, in the parent; the worker only returns tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_inductor._errors import UsageError
+from llm_inductor.config import Config
+from llm_inductor.verify import policy
+from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, worst
+from llm_inductor.verify.compare import floors, spread
+from llm_inductor.verify.draws import Draw, build_inputs, plan_draws
+from llm_inductor.verify.pool import POOL, Worker, WorkerFailure
+from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
+from llm_inductor.verify.regionfile import Region, load_region
+from llm_inductor.verify.result import CheckResult, VerifyResult, versions
+
+log = logging.getLogger(__name__)
+
+# Ops whose Inductor kernels are nondeterministic by nature (atomics): bit-equality is not asked of them.
+NONDETERMINISTIC_OPS = {"index_put", "index_put_", "scatter_add", "index_add", "scatter_reduce", "_unsafe_index_put",
+                        "embedding_dense_backward", "_embedding_bag_backward"}
+_SIZE_REASONS = {"wrong_values", "low_precision", "nan_mismatch", "unwritten_output", "output_mismatch",
+                 "stride_mismatch", "stale_output"}
+
+
+class _Reject(Exception):
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+def verify(region_path: str | Path, candidate_source: str, *, device: str = "auto", speed: bool | None = None,
+           inductor_mode: str = "default", config: Config | None = None, static_policy: bool = True) -> VerifyResult:
+    """Verify one candidate against one region file. Raises UsageError for a bad region or device."""
+    cfg = config if config is not None else Config.load()[0]
+    dev = resolve_device(device)
+    region = load_region(region_path)
+    return _Run(region, candidate_source, dev, cfg, inductor_mode, static_policy,
+                (dev == "cuda") if speed is None else speed).execute()
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; use cpu (Triton interpreter) or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but torch sees no GPU here; use --device cpu to verify under the interpreter")
+    return device
+
+
+class _Run:
+    def __init__(self, region: Region, source: str, device: str, cfg: Config, inductor_mode: str,
+                 static_policy: bool, speed: bool) -> None:
+        self.region, self.source, self.device, self.cfg = region, source, device, cfg
+        self.mode, self.static_policy, self.speed = inductor_mode, static_policy, speed
+        self.checks: dict[str, CheckResult] = {}
+        self.timings: dict[str, Any] = {}
+        self.envelope: dict[str, Any] = {}
+        self.worker: Worker | None = None
+        self.parity = 0
+        self.calls = 0
+        self.first: Draw | None = None
+        self.expected: dict[Draw, Expected] = {}
+        self.deterministic = not (set(region.ops) & NONDETERMINISTIC_OPS)
+
+    # ------------------------------------------------------------------ driver
+    def execute(self) -> VerifyResult:
+        gpu = torch.cuda.get_device_name() if self.device == "cuda" else None
+        try:
+            self.static()
+            self.worker = POOL.take(self.device)
+            self.load()
+            plan = self.plan()
+            self.first = plan.base[0]
+            self.run_draws(plan.base, "values")
+            self.run_draws(plan.sizes, "sizes")
+            self.recheck()
+            if self.speed and self.device == "cuda":
+                self.time(plan.base[0])
+            elif self.speed:
+                self.passed("speed", "not judged: timings under the Triton interpreter mean nothing")
+            reason, message, accepted = "ok", "all checks passed", True
+        except _Reject as r:
+            f = r.finding
+            self.checks[f.check] = CheckResult(f.check, False, f.message)
+            reason, message, accepted = f.reason, f"{f.check}: {f.message}", False
+        except WorkerFailure as e:
+            self.checks["worker"] = CheckResult("worker", False, str(e))
+            reason, message, accepted = e.reason, f"worker: {e}", False
+        finally:
+            if self.worker is not None:
+                self.worker.close()
+        return VerifyResult(accepted, reason, message, list(self.checks.values()), self.timings, self.envelope,
+                            versions(self.device, gpu), self.device)
+
+    def passed(self, name: str, detail: str) -> None:
+        self.checks[name] = CheckResult(name, True, detail)
+
+    def reject(self, check: str, reason: str, message: str) -> None:
+        raise _Reject(Finding(check, reason, message))
+
+    @property
+    def timeout(self) -> float:
+        return float(self.cfg.verify_timeout)
+
+    # ------------------------------------------------------------------ steps
+    def static(self) -> None:
+        if not self.static_policy:
+            self.passed("policy", "skipped (static_policy=False)")
+            return
+        violations = policy.check_source(self.source)
+        if violations:
+            self.reject("policy", violations[0].code, "; ".join(str(v) for v in violations[:5]))
+        self.passed("policy", "admitted by the allowlist")
+
+    def load(self) -> None:
+        assert self.worker is not None
+        path = self.worker.dir / "candidate.py"
+        path.write_text(self.source)
+        resp = self.worker.request({"op": "load", "region": str(self.region.path.resolve()), "candidate": str(path)},
+                                   self.timeout)
+        if not resp["ok"]:
+            self.reject("import", resp["reason"], resp["message"])
+        found = isolation({**resp, "violations": resp.get("import_violations")}, "at import")
+        if found:
+            self.reject(found.check, found.reason, found.message)
+        self.passed("import", "imported in the worker")
+
+    def plan(self):
+        inputs = self.region.make_inputs(seed=1)
+        has_float = any(t.dtype.is_floating_point for t in inputs)
+        plan = plan_draws(self.region.symbols, positive=False, has_float_inputs=has_float)
+        # Positive-only where the op needs it: finite inputs giving a NaN reference (log, sqrt of a negative).
+        first = self.expect(plan.base[0])
+        positive = any(bool(r.isnan().any()) for r in first.ref64 if r.dtype.is_floating_point)
+        if positive:
+            plan = plan_draws(self.region.symbols, positive=True, has_float_inputs=has_float)
+        usual = [self.expect(d) for d in plan.base if d.dist != "nan_inf"]
+        exact = []
+        for j, spec in enumerate(usual[0].specs):
+            s = spread([e.ref64[j] for e in usual]) if spec.dtype.is_floating_point else float("inf")
+            exact.append(s <= floors(spec.dtype)[0])
+        for e in (self.expect(d) for d in plan.base):
+            e.exact = exact
+        flagged = [j for j, x in enumerate(exact) if x]
+        self.passed("reference_spread", (f"outputs {flagged} are nearly constant across draws: judged without a "
+                                         "tolerance floor") if flagged else "every output varies across draws")
+        self.envelope = {
+            "sizes": {s: sorted({h, *(dict(d.sizes)[s] for d in plan.sizes)}) for s, h in self.region.symbols.items()},
+            "static_shapes": not self.region.symbols,
+            "draws": [d.to_dict() for d in (*plan.base, *plan.sizes)],
+            "positive_only": positive,
+            "dtypes": {"inputs": [str(t.dtype) for t in inputs], "outputs": [str(s.dtype) for s in usual[0].specs]},
+            "inductor_mode": self.mode,
+        }
+        return plan
+
+    def expect(self, draw: Draw) -> Expected:
+        """Inputs, specs and both references for a draw (memoized for this run)."""
+        if draw not in self.expected:
+            make = self.region.module.make_inputs
+            inputs = build_inputs(make, draw, "cpu")
+            on_dev = inputs if self.device == "cpu" else build_inputs(make, draw, self.device)
+            ref64 = [r.cpu() for r in fp64_reference(self.region, on_dev)]
+            ind, how = inductor_reference(self.region, on_dev, self.mode)
+            self.checks.setdefault("references", CheckResult("references", True, f"float64 eager and {how}"))
+            eager = [t.cpu() for t in eager_reference(self.region, on_dev)]
+            self.expected[draw] = Expected(draw, inputs, self.region.output_specs(inputs, draw.size_map), ref64,
+                                           [t.cpu() for t in ind], eager)
+        return self.expected[draw]
+
+    def call(self, draw: Draw, calls: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        assert self.worker is not None
+        out = self.worker.dir / f"run{self.calls}.pt"
+        resp = self.worker.request({"op": "run", "draw": draw.to_dict(), "calls": calls, "parity0": self.parity,
+                                    "out": str(out)}, self.timeout)
+        self.parity += calls
+        self.calls += calls
+        if not resp["ok"]:
+            self.reject("run", resp["reason"], f"{draw.label()}: {resp['message']}")
+        data = torch.load(out, weights_only=True)
+        out.unlink()
+        return resp["calls"], data
+
+    def run_draws(self, draws: list[Draw], check: str) -> None:
+        worst_c = worst_i = 0.0
+        for n, draw in enumerate(draws):
+            # An unpredictable number of calls per draw, every one of them checked: a kernel that
+            # turns wrong after N calls cannot know which call is the last one looked at.
+            records, data = self.call(draw, 2 + secrets.randbelow(3))
+            exp = self.expect(draw)
+            found, verdicts = judge_run(exp, records, data, self.deterministic)
+            if found is None:
+                c, i = worst(verdicts)
+                worst_c, worst_i = max(worst_c, c), max(worst_i, i)
+                for name in ("launch", "guard", "isolation", "outputs", "written", "inputs_unchanged", "deterministic"):
+                    self.checks.setdefault(name, CheckResult(name, True, "every call"))
+                continue
+            if found.reason in ("wrong_values", "low_precision", "nan_mismatch"):
+                later = n > 0 or check != "values"
+                found = self.stale(draw, data["outputs"][-1]) or (self.stateful() if later else None) or found
+            if check == "sizes" and found.reason in _SIZE_REASONS:
+                found = Finding("sizes", "wrong_at_size", f"{found.reason} at {draw.label()}, while the region's "
+                                f"own sizes passed: {found.message}")
+            self.reject(found.check, found.reason, found.message)
+        if draws:
+            self.passed(check, f"{len(draws)} draws ({', '.join(d.name for d in draws)}); worst rms rel error "
+                        f"{worst_c:.3g} (inductor {worst_i:.3g})")
+            if check == "values":
+                self.passed("nan_inf", "NaN/Inf positions match" if any(d.dist == "nan_inf" for d in draws)
+                            else "no float inputs to inject into")
+
+    def stale(self, draw: Draw, outs: list[torch.Tensor]) -> Finding | None:
+        """Do the outputs belong to other inputs: an earlier draw's, or make_inputs(seed=0)'s?"""
+        seed0 = Draw("seed 0", 0, "normal", draw.sizes, draw.positive)
+        for other in [*(d for d in self.expected if d != draw), seed0]:
+            exp = self.expect(other)
+            if [tuple(s.shape) for s in exp.specs] != [tuple(o.shape) for o in outs]:
+                continue
+            if all(v.ok for v in exp.verdicts(outs)):
+                return Finding("values", "stale_output", f"the outputs for {draw.label()} are the reference outputs "
+                               f"of {other.label()}: results are reused instead of computed")
+        return None
+
+    def stateful(self) -> Finding | None:
+        """A later draw failed: does the first draw, which passed, fail now on the same inputs?"""
+        calls = self.calls
+        assert self.first is not None
+        records, data = self.call(self.first, 1)
+        found, _ = judge_run(self.expect(self.first), records, data, self.deterministic)
+        if found is not None:
+            return Finding("stateful", "stateful", f"{self.first.label()} passed earlier and fails now, after "
+                           f"{calls} calls: {found.message}")
+        return None
+
+    def recheck(self) -> None:
+        found = self.stateful()
+        if found:
+            self.reject(found.check, found.reason, found.message)
+        self.passed("recheck", f"{self.first.label()} still right after {self.calls} calls")
+
+    def time(self, draw: Draw) -> None:
+        from llm_inductor.passes.cost import device_spec
+        from llm_inductor.verify.timing import judge_speed
+
+        assert self.worker is not None
+        out = self.worker.dir / "timed.pt"
+        resp = self.worker.request({"op": "time", "draw": draw.to_dict(), "inductor_mode": self.mode,
+                                    "out": str(out)}, max(self.timeout, 300.0))
+        if not resp["ok"]:
+            self.reject("speed", resp["reason"], resp["message"])
+        found = isolation(resp, "while timing")
+        if found:
+            self.reject(found.check, found.reason, found.message)
+        # The last timed call's outputs, then a fresh draw: right when timed, and still right after.
+        data = torch.load(out, weights_only=True)
+        exp = self.expect(draw)
+        bad = [v for v in exp.verdicts(data["outputs"][0]) if not v.ok]
+        if bad:
+            self.reject("post_timing", bad[0].reason, f"the last timed call's output is wrong: {bad[0].detail}")
+        spec = device_spec(self.device)
+        reason, message, self.timings = judge_speed(resp, self.cfg.speed_margin, spec.bandwidth, spec.flops)
+        fresh = Draw("after timing", secrets.randbelow(2**31 - 2) + 1, "normal", draw.sizes, draw.positive)
+        records, data = self.call(fresh, 2)
+        found, _ = judge_run(self.expect(fresh), records, data, self.deterministic)
+        if found:
+            self.reject("post_timing", found.reason, f"after timing: {found.message}")
+        self.passed("post_timing", "the last timed output and a fresh draw after timing are right")
+        self.envelope["timed_sizes"] = dict(draw.sizes) or "static"
+        if reason != "ok":
+            self.reject("speed", reason, message)
+        self.passed("speed", message)

@@ -1,0 +1,442 @@
+"""Static policy: an allowlist walk over the candidate's AST, before anything runs.
+
+Everything not named here is rejected, with a reason code naming what was found
+(``policy:file``, ``policy:monkeypatch``, ...). A blocklist would let the next
+trick through; an allowlist only lets through what a Triton wrapper needs:
+
+* imports of torch, triton, triton.language (+ .extra for libdevice) and math;
+* in the wrapper: allocation, views, reshapes, sizes, strides, dtypes, devices,
+  ``triton.cdiv``/``next_power_of_2`` and kernel launches;
+* in ``@triton.jit`` bodies: ``tl.*`` (minus inline assembly), other kernels in
+  the file, and Triton tensor methods; never ``torch``;
+* at module level: imports, function definitions and constants.
+
+The dynamic guard (guard.py) backs this up at run time; either layer alone stops
+the known cheats (tests/test_verify_adversarial.py shows both).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+from dataclasses import dataclass
+
+ALLOWED_MODULES = {"torch", "triton", "triton.language", "math", "__future__"}
+ALLOWED_PREFIXES = ("triton.language.extra",)  # libdevice lives here, per backend
+# Named reasons for imports people (and LLMs) reach for.
+_IMPORT_REASONS = {
+    "os": "process", "sys": "process", "subprocess": "process", "multiprocessing": "process", "signal": "process",
+    "shutil": "file", "pathlib": "file", "io": "file", "tempfile": "file", "glob": "file", "pickle": "file",
+    "socket": "network", "http": "network", "urllib": "network", "requests": "network", "ssl": "network",
+    "threading": "thread", "_thread": "thread", "concurrent": "thread", "asyncio": "thread",
+    "ctypes": "native_code", "cffi": "native_code",
+    "importlib": "exec", "builtins": "exec", "inspect": "reflection", "gc": "reflection",
+}
+
+# Builtins a wrapper may call; other builtins get named reasons or policy:builtin.
+ALLOWED_BUILTINS = {
+    "len", "range", "min", "max", "int", "float", "bool", "tuple", "list", "dict", "abs", "divmod",
+    "enumerate", "zip", "isinstance", "all", "any", "sum", "round", "reversed", "sorted", "str", "print",
+    "ValueError", "TypeError", "RuntimeError", "AssertionError", "NotImplementedError", "True", "False", "None",
+}
+_BUILTIN_REASONS = {
+    "open": "file", "exec": "exec", "eval": "exec", "compile": "exec", "__import__": "exec",
+    "getattr": "reflection", "setattr": "monkeypatch", "delattr": "monkeypatch", "vars": "reflection",
+    "globals": "reflection", "locals": "reflection", "dir": "reflection", "type": "reflection",
+    "object": "reflection", "super": "reflection", "breakpoint": "process", "input": "process",
+    "memoryview": "reflection", "id": "reflection", "exit": "process", "quit": "process",
+}
+
+# torch.<name> a wrapper may use: allocation, devices, sizes. dtypes are added below.
+TORCH_ALLOWED = {
+    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
+    "device", "Size", "Tensor", "dtype", "finfo", "iinfo", "strided", "contiguous_format", "preserve_format",
+}
+TORCH_CUDA_ALLOWED = {"device", "current_device", "get_device_capability", "get_device_properties", "is_available"}
+_TORCH_REASONS = {
+    "Stream": "stream", "Event": "stream", "stream": "stream", "current_stream": "stream", "set_stream": "stream",
+    "default_stream": "stream", "synchronize": "stream", "ExternalStream": "stream", "graph": "stream",
+    "CUDAGraph": "stream", "load_inline": "native_code", "load": "native_code", "cpp_extension": "native_code",
+    "utils": "native_code", "ops": "torch_compute", "_C": "native_code", "compile": "exec", "jit": "exec",
+    "testing": "monkeypatch", "multiprocessing": "process",
+}
+TRITON_ALLOWED = {"jit", "autotune", "heuristics", "Config", "cdiv", "next_power_of_2", "language"}
+# Methods and properties a wrapper may use on tensors (and ints, dicts of meta-parameters).
+WRAPPER_ATTRS = {
+    "view", "reshape", "permute", "transpose", "contiguous", "stride", "size", "numel", "dim", "ndim",
+    "is_contiguous", "expand", "expand_as", "unsqueeze", "squeeze", "flatten", "unflatten", "as_strided", "t",
+    "narrow", "select", "view_as", "element_size", "data_ptr", "new_empty", "new_zeros", "new_ones", "new_full",
+    "new_empty_strided", "to", "clone", "copy_", "storage_offset", "dtype", "device", "shape", "is_cuda",
+    "unbind", "split", "chunk", "movedim", "zero_", "fill_", "itemsize", "T", "mT", "type",
+    "is_floating_point", "float", "half", "bfloat16", "bit_length", "multi_processor_count",
+}
+TL_FORBIDDEN = {"inline_asm_elementwise": "inline_asm"}
+DECORATORS = {"jit", "autotune", "heuristics"}
+_MUTATING_METHODS = {"append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "add",
+                     "remove", "discard", "__setitem__"}
+
+
+@dataclass(frozen=True)
+class Violation:
+    code: str  # "policy:<name>"
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message} [{self.code}]"
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_dtypes() -> frozenset[str]:
+    import torch
+
+    return frozenset(n for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype))
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_attrs() -> frozenset[str]:
+    """Attributes Triton values have inside @triton.jit: tensor methods, dtype and pointer properties."""
+    import triton.language as tl
+
+    # Instance attributes set in __init__ (dir() of the class misses them); never .handle, the IR/interpreter object.
+    names = {"dtype", "shape", "numel", "type", "element_ty", "primitive_bitwidth", "fp_mantissa_width",
+             "exponent_bias", "name", "value", "address_space", "int_bitwidth", "int_signedness"}
+    for cls in (tl.tensor, tl.dtype, tl.pointer_type, tl.block_type, tl.constexpr):
+        names |= {n for n in dir(cls) if not n.startswith("_")}
+    return frozenset(names)
+
+
+def check_source(source: str) -> list[Violation]:
+    """Return the policy violations of a candidate's source; [] means admitted."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        return [Violation("policy:syntax", e.lineno or 0, f"syntax error: {e.msg}")]
+    return _Walker(tree).run()
+
+
+class _Walker:
+    def __init__(self, tree: ast.Module) -> None:
+        self.tree = tree
+        self.out: list[Violation] = []
+        self.modules: dict[str, str] = {}  # local name → module it is bound to ("tl" → "triton.language")
+        self.defined = _bound_names(tree)
+        self.module_names: set[str] = set()  # names bound at module level
+        self.kernels: set[str] = set()
+        self.globals_assigned: set[str] = set()  # module-level names bound by assignment
+
+    def bad(self, node: ast.AST, code: str, message: str) -> None:
+        self.out.append(Violation(f"policy:{code}", getattr(node, "lineno", 0), message))
+
+    def run(self) -> list[Violation]:
+        for stmt in self.tree.body:
+            self.module_stmt(stmt)
+        for stmt in self.tree.body:
+            if isinstance(stmt, ast.FunctionDef):
+                self.function(stmt, kernel=stmt.name in self.kernels)
+            elif isinstance(stmt, ast.Assign):
+                self.host_expr(stmt.value)
+        if not self.kernels:
+            self.bad(self.tree, "no_kernel", "the candidate must define at least one @triton.jit kernel")
+        if "forward" not in {s.name for s in self.tree.body if isinstance(s, ast.FunctionDef)}:
+            self.bad(self.tree, "no_forward", "the candidate must define forward(*inputs) at module level")
+        return sorted(self.out, key=lambda v: v.line)
+
+    # ------------------------------------------------------------------ module level
+    def module_stmt(self, s: ast.stmt) -> None:
+        if isinstance(s, (ast.Import, ast.ImportFrom)):
+            self.imports(s)
+        elif isinstance(s, ast.FunctionDef):
+            self.module_names.add(s.name)
+            if any(self.decorator(d) == "jit" for d in s.decorator_list):
+                self.kernels.add(s.name)
+        elif isinstance(s, ast.Assign) and all(isinstance(t, ast.Name) for t in s.targets):
+            for t in s.targets:
+                assert isinstance(t, ast.Name)
+                self.module_names.add(t.id)
+                self.globals_assigned.add(t.id)
+                if not _is_constant(s.value):
+                    self.bad(s, "global_state", f"module-level '{t.id}' is not a constant: no state across calls")
+        elif isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str):
+            pass  # docstring
+        elif isinstance(s, ast.Assign) and any(isinstance(t, ast.Attribute) for t in s.targets):
+            self.statement(s, kernel=False)  # reports monkeypatching with its own reason
+        elif isinstance(s, ast.Try):
+            self.bad(s, "try_except", "try/except is not allowed: a launch that fails must fail the candidate")
+        elif isinstance(s, ast.ClassDef):
+            self.bad(s, "class", "classes are not allowed: a candidate is kernels plus one wrapper")
+        else:
+            self.bad(s, "module_code", f"module-level {type(s).__name__} runs code at import; only imports, "
+                     "functions and constants may appear at module level")
+
+    def imports(self, s: ast.Import | ast.ImportFrom) -> None:
+        if isinstance(s, ast.Import):
+            for a in s.names:
+                if not self.module_ok(s, a.name):
+                    continue
+                local = a.asname or a.name.split(".")[0]
+                self.modules[local] = a.name if a.asname else a.name.split(".")[0]
+                self.module_names.add(local)
+            return
+        mod = s.module or ""
+        if s.level or not self.module_ok(s, mod):
+            if s.level:
+                self.bad(s, "import", "relative imports are not allowed")
+            return
+        for a in s.names:
+            full = f"{mod}.{a.name}"
+            local = a.asname or a.name
+            self.module_names.add(local)
+            if mod == "__future__":
+                continue
+            if mod == "triton.language" and a.name in TL_FORBIDDEN:
+                self.bad(s, TL_FORBIDDEN[a.name], f"'{full}' is not allowed")
+            elif mod == "triton" and a.name not in TRITON_ALLOWED:
+                self.bad(s, "import", f"'from triton import {a.name}' is not allowed; use {sorted(TRITON_ALLOWED)}")
+            elif mod == "torch" and a.name not in TORCH_ALLOWED and a.name not in _torch_dtypes():
+                self.bad(s, _TORCH_REASONS.get(a.name, "torch_attr"), f"'from torch import {a.name}' is not allowed")
+            self.modules[local] = full
+
+    def module_ok(self, s: ast.stmt, name: str) -> bool:
+        if name in ALLOWED_MODULES or any(name == p or name.startswith(p + ".") for p in ALLOWED_PREFIXES):
+            return True
+        root = name.split(".")[0]
+        reason = _IMPORT_REASONS.get(root, "import")
+        if name.startswith("torch.utils.cpp_extension") or name.startswith("torch.cuda"):
+            reason = "native_code" if "cpp_extension" in name else "stream"
+        self.bad(s, reason, f"import of '{name}' is not allowed; allowed: torch, triton, triton.language, math")
+        return False
+
+    def decorator(self, d: ast.expr) -> str | None:
+        target = d.func if isinstance(d, ast.Call) else d
+        path = self.dotted(target)
+        if path is None:
+            return None
+        if path[0] in self.modules:
+            path = self.modules[path[0]].split(".") + path[1:]
+        if len(path) == 2 and path[0] == "triton" and path[1] in DECORATORS:
+            return path[1]
+        return None
+
+    # ------------------------------------------------------------------ functions
+    def function(self, f: ast.FunctionDef, kernel: bool) -> None:
+        for d in f.decorator_list:
+            if self.decorator(d) is None:
+                self.bad(d, "decorator", "only @triton.jit, @triton.autotune and @triton.heuristics are allowed")
+            elif isinstance(d, ast.Call):
+                for a in (*d.args, *(k.value for k in d.keywords)):
+                    self.host_expr(a)
+        for default in (*f.args.defaults, *(x for x in f.args.kw_defaults if x is not None)):
+            if not _is_constant(default):
+                self.bad(default, "global_state", f"default argument of '{f.name}' is not a constant")
+        if kernel and "forward" == f.name:
+            self.bad(f, "no_forward", "forward must be the host wrapper, not a @triton.jit kernel")
+        for s in f.body:
+            self.statement(s, kernel)
+
+    def statement(self, s: ast.stmt, kernel: bool) -> None:
+        if isinstance(s, (ast.Global, ast.Nonlocal)):
+            self.bad(s, "global_state", f"'{type(s).__name__.lower()}' is not allowed: no state across calls")
+            return
+        if isinstance(s, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            self.bad(s, "try_except", "try/except is not allowed: a launch that fails must fail the candidate")
+            return
+        if isinstance(s, (ast.Import, ast.ImportFrom)):
+            self.bad(s, "import", "imports belong at module level")
+            return
+        if isinstance(s, (ast.ClassDef, ast.AsyncFunctionDef, ast.AsyncWith, ast.AsyncFor)):
+            self.bad(s, "class" if isinstance(s, ast.ClassDef) else "thread", f"{type(s).__name__} is not allowed")
+            return
+        if isinstance(s, ast.FunctionDef):
+            self.bad(s, "module_code", "nested functions are not allowed (use a lambda for the grid)")
+            return
+        if isinstance(s, ast.With):
+            for item in s.items:
+                (self.kernel_expr if kernel else self.host_expr)(item.context_expr)
+                path = self.resolved(item.context_expr.func if isinstance(item.context_expr, ast.Call) else item.context_expr)
+                if kernel or path != ["torch", "cuda", "device"]:
+                    self.bad(s, "stream" if path and "stream" in path[-1].lower() else "with",
+                             "only 'with torch.cuda.device(...)' is allowed")
+        for t in _targets(s):
+            self.target(t, kernel)
+        for node in ast.iter_child_nodes(s):
+            if isinstance(node, ast.stmt):
+                self.statement(node, kernel)
+            elif isinstance(node, ast.expr):
+                (self.kernel_expr if kernel else self.host_expr)(node)
+
+    def target(self, t: ast.expr, kernel: bool) -> None:
+        if isinstance(t, (ast.Tuple, ast.List)):
+            for e in t.elts:
+                self.target(e, kernel)
+        elif isinstance(t, ast.Starred):
+            self.target(t.value, kernel)
+        elif isinstance(t, ast.Attribute):
+            base = _root_name(t)
+            if base in self.modules or base in self.module_names:
+                self.bad(t, "monkeypatch", f"assignment to '{ast.unparse(t)}' changes a module or global object")
+            else:
+                self.bad(t, "setattr", f"assignment to attribute '{ast.unparse(t)}' is not allowed")
+        elif isinstance(t, ast.Subscript):
+            base = _root_name(t)
+            if base in self.module_names:
+                self.bad(t, "global_state", f"'{ast.unparse(t)}' writes into module-level state")
+
+    # ------------------------------------------------------------------ expressions
+    def common(self, node: ast.AST) -> bool:
+        """Checks shared by host and kernel code; False when the node was rejected."""
+        if isinstance(node, ast.Name):
+            return self.name(node)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
+            self.bad(node, "reflection", f"dunder attribute '{node.attr}' is not allowed")
+            return False
+        if isinstance(node, (ast.Await, ast.Yield, ast.YieldFrom)):
+            self.bad(node, "module_code", f"{type(node).__name__} is not allowed")
+            return False
+        return True
+
+    def name(self, node: ast.Name) -> bool:
+        n = node.id
+        if n in _BUILTIN_REASONS and n not in self.defined:
+            self.bad(node, _BUILTIN_REASONS[n], f"builtin '{n}' is not allowed")
+            return False
+        if n.startswith("__") and n.endswith("__"):
+            self.bad(node, "reflection", f"'{n}' is not allowed")
+            return False
+        if n in self.defined or n in ALLOWED_BUILTINS or not hasattr(builtins, n):
+            return True
+        self.bad(node, _BUILTIN_REASONS.get(n, "builtin"), f"builtin '{n}' is not allowed")
+        return False
+
+    def host_expr(self, e: ast.expr) -> None:
+        for node in ast.walk(e):
+            if not self.common(node):
+                continue
+            if isinstance(node, ast.Attribute):
+                self.host_attr(node)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                base = _root_name(node.func)
+                if node.func.attr in _MUTATING_METHODS and base in self.globals_assigned:
+                    self.bad(node, "global_state", f"'{ast.unparse(node.func)}' mutates module-level state")
+
+    def host_attr(self, node: ast.Attribute) -> None:
+        path = self.resolved(node)
+        if path and path[0] in ("torch", "triton", "math"):
+            self.module_attr(node, path)
+        elif not (isinstance(node.value, ast.Name) and node.value.id in self.modules):
+            if node.attr not in WRAPPER_ATTRS:
+                self.bad(node, "attr", f"'.{node.attr}' is not an allocation, view or size method; "
+                         "do the arithmetic in a @triton.jit kernel")
+
+    def module_attr(self, node: ast.Attribute, path: list[str]) -> None:
+        """A dotted path through an allowed module, e.g. torch.empty, torch.cuda.device, tl.load."""
+        root, rest = path[0], path[1:]
+        if not rest:
+            return
+        if root == "math":
+            return
+        if root == "triton":
+            if rest[0] == "language":
+                if len(rest) > 1 and rest[1] in TL_FORBIDDEN:
+                    self.bad(node, TL_FORBIDDEN[rest[1]], f"'{'.'.join(path)}' is not allowed")
+                return
+            if rest[0] not in TRITON_ALLOWED or len(rest) > 1:
+                self.bad(node, "monkeypatch" if rest[0] in ("testing", "runtime") else "triton_attr",
+                         f"'{'.'.join(path)}' is not allowed; use {sorted(TRITON_ALLOWED)}")
+            return
+        if rest[0] == "cuda":
+            if len(rest) == 1:
+                return  # the prefix of torch.cuda.<x>, judged at the outer Attribute node
+            if rest[1] not in TORCH_CUDA_ALLOWED:
+                self.bad(node, _TORCH_REASONS.get(rest[1], "torch_attr"), f"'{'.'.join(path)}' is not allowed")
+            return
+        if rest[0] in TORCH_ALLOWED or rest[0] in _torch_dtypes():
+            return
+        if isinstance(node.value, ast.Name):  # report once, at the first attribute below torch
+            self.bad(node, _TORCH_REASONS.get(rest[0], "torch_attr"),
+                     f"'torch.{rest[0]}' is not allowed in a wrapper: allocate, view and launch only; "
+                     "do the arithmetic in a @triton.jit kernel")
+
+    def kernel_expr(self, e: ast.expr) -> None:
+        for node in ast.walk(e):
+            if not self.common(node):
+                continue
+            if isinstance(node, ast.Name) and self.modules.get(node.id, "").startswith("torch"):
+                self.bad(node, "torch_in_kernel", "torch is not available inside @triton.jit kernels")
+            elif isinstance(node, ast.Attribute):
+                path = self.resolved(node)
+                if path and path[0] == "triton":
+                    self.module_attr(node, path)
+                elif path and path[0] == "math":
+                    pass
+                elif not (isinstance(node.value, ast.Name) and node.value.id in self.modules):
+                    if node.attr not in _kernel_attrs():
+                        self.bad(node, "attr", f"'.{node.attr}' is not a Triton tensor method or property")
+
+    # ------------------------------------------------------------------ helpers
+    def dotted(self, node: ast.expr) -> list[str] | None:
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name):
+            return [node.id, *reversed(parts)]
+        return None
+
+    def resolved(self, node: ast.expr) -> list[str] | None:
+        """The dotted path with the local module alias expanded (tl.load → triton.language.load)."""
+        path = self.dotted(node)
+        if path is None or path[0] not in self.modules:
+            return None
+        return self.modules[path[0]].split(".") + path[1:]
+
+
+def _targets(s: ast.stmt) -> list[ast.expr]:
+    if isinstance(s, ast.Assign):
+        return list(s.targets)
+    if isinstance(s, (ast.AugAssign, ast.AnnAssign)):
+        return [s.target]
+    if isinstance(s, ast.Delete):
+        return list(s.targets)
+    return []
+
+
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _bound_names(tree: ast.Module) -> set[str]:
+    """Every name the file binds anywhere (imports, defs, parameters, targets)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    return names
+
+
+def _is_constant(e: ast.expr) -> bool:
+    """Literals, tuples of constants, tl.constexpr(...) and triton.Config(...) lists: no mutable state."""
+    if isinstance(e, ast.Constant):
+        return True
+    if isinstance(e, ast.Tuple):
+        return all(_is_constant(x) for x in e.elts)
+    if isinstance(e, (ast.UnaryOp, ast.BinOp)):
+        return all(_is_constant(x) for x in ast.iter_child_nodes(e) if isinstance(x, ast.expr))
+    if isinstance(e, ast.Attribute):
+        return True  # e.g. torch.float32, tl.float32 (judged by the attribute rules)
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr in ("constexpr", "Config"):
+        return all(_is_constant(x) or isinstance(x, ast.Dict) for x in (*e.args, *(k.value for k in e.keywords)))
+    if isinstance(e, ast.List):  # an autotune config list: only triton.Config(...) entries
+        return bool(e.elts) and all(
+            isinstance(x, ast.Call) and isinstance(x.func, ast.Attribute) and x.func.attr == "Config" for x in e.elts
+        )
+    return False

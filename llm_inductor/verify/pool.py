@@ -1,0 +1,188 @@
+"""Parent side of the worker: start, talk to, time out, and replace worker processes.
+
+A worker is started as ``python -m llm_inductor.verify.worker`` (never by
+re-importing the user's script), in a new session so the whole process group
+can be killed, in a scratch directory, with an environment scrubbed of API
+keys, tokens, secrets and the signing key. Each request has a wall-clock
+limit; past it the worker is killed and the candidate rejected with
+``timeout``. A worker that dies (segfault, abort, ``os._exit``, the OOM killer)
+rejects its candidate with ``crash`` or ``oom``; the parent carries on.
+
+One worker serves one candidate (its imports and patches die with it). After
+the first verification in a process, a spare is started ahead so the next
+candidate does not wait for ``import torch``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+STARTUP_TIMEOUT = 180.0  # import torch + triton on a loaded 2-core machine, or CUDA init
+_SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY)", re.IGNORECASE)
+_DROP = {"LLM_INDUCTOR_SIGNING_KEY", "LLM_INDUCTOR_REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"}
+_SIGNALS = {signal.SIGSEGV: "segmentation fault", signal.SIGBUS: "bus error", signal.SIGABRT: "abort",
+            signal.SIGILL: "illegal instruction", signal.SIGFPE: "floating point exception"}
+
+
+class WorkerFailure(Exception):
+    """The worker could not answer: the candidate is rejected with ``reason``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def scrubbed_env(device: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DROP and not _SECRET.search(k)}
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    else:
+        env.pop("TRITON_INTERPRET", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a segfault leaves a Python traceback in the log
+    return env
+
+
+class Worker:
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.dir = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_"))
+        self.log_path = self.dir / "worker.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llm_inductor.verify.worker", "--device", device],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=self.dir,
+            env=scrubbed_env(device), start_new_session=True,
+        )
+        self._buf = b""
+        self.ready: dict[str, Any] | None = None
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        if self.ready is None:
+            self.ready = self._read(timeout, "worker startup")
+
+    def request(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.wait_ready()
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._died("sending a request") from None
+        return self._read(timeout, f"step '{msg.get('op')}'")
+
+    def _read(self, timeout: float, what: str) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise WorkerFailure("timeout", f"{what} ran past its {timeout:.0f} s limit; the worker was killed")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    raise self._died(what)
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def _died(self, what: str) -> WorkerFailure:
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.returncode
+        tail = self.log_tail()
+        if code is not None and code < 0:
+            sig = -code
+            if sig == signal.SIGKILL:
+                return WorkerFailure("oom", f"the worker was killed during {what} (SIGKILL: likely the OOM killer)")
+            name = _SIGNALS.get(signal.Signals(sig), signal.Signals(sig).name)
+            return WorkerFailure("crash", f"the worker died during {what}: {name}. {tail}")
+        return WorkerFailure("crash", f"the worker exited with code {code} during {what}. {tail}")
+
+    def log_tail(self, lines: int = 6) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])[:1200]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.ready is not None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b'{"op": "bye"}\n')
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+        for f in (self.proc.stdin, self.proc.stdout, self._log):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        for p in sorted(self.dir.glob("**/*"), reverse=True):
+            try:
+                p.unlink() if p.is_file() else p.rmdir()
+            except OSError:
+                pass
+        try:
+            self.dir.rmdir()
+        except OSError:
+            pass
+
+
+class Pool:
+    """Hands out fresh workers; keeps one spare started ahead once a process has verified before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: dict[str, Worker] = {}
+        self._taken: dict[str, int] = {}
+
+    def take(self, device: str) -> Worker:
+        with self._lock:
+            w = self._spare.pop(device, None)
+            self._taken[device] = self._taken.get(device, 0) + 1
+            if w is None or w.proc.poll() is not None:
+                if w is not None:
+                    w.close()
+                w = Worker(device)
+            if self._taken[device] > 1:
+                self._spare[device] = Worker(device)
+        return w
+
+    def shutdown(self) -> None:
+        with self._lock:
+            spares, self._spare = list(self._spare.values()), {}
+        for w in spares:
+            w.close()
+
+
+POOL = Pool()
+atexit.register(POOL.shutdown)

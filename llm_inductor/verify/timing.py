@@ -1,0 +1,121 @@
+"""Timing on the GPU: the candidate against the same region compiled by Inductor.
+
+Worker side (``time_pair``): both run in the same process on the same inputs,
+interleaved (candidate, Inductor, then Inductor, candidate), each timed with
+``triton.testing.do_bench``'s median, which zeroes a buffer larger than L2
+between repetitions. Two separate measurements; a candidate must win both.
+The last timed call's outputs go back to the parent, which checks them: a
+kernel that is right when checked and wrong when timed is caught.
+
+Parent side (``judge_speed``): speedup per measurement against the margin,
+throughput, and the roofline floor: max(bytes / bandwidth, matmul FLOPs / peak)
+with the ceilings measured on this GPU (``passes.cost.device_spec``, FIELD.md).
+A time below the floor by more than the measurement margin is impossible
+without skipping work, and is rejected as ``suspicious_speed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+# do_bench's median on an H200 varies by a few percent between runs; the floor
+# itself is a measured ceiling (4.25 TB/s copy vs 4.8 TB/s spec). A kernel 20%
+# under the floor is beyond both.
+SUSPICIOUS_BELOW_FLOOR = 0.8
+
+
+def _as_list(out: Any) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def time_pair(candidate: Callable[..., Any], forward: Callable[..., Any], inputs: Sequence[torch.Tensor],
+              req: dict[str, Any]) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """Runs in the worker. Returns (report, outputs of the last timed candidate call)."""
+    from triton.testing import do_bench
+
+    mode = req.get("inductor_mode") or "default"
+    compiled = torch.compile(forward, backend="inductor", mode=None if mode == "default" else mode)
+    last: list[Any] = [None]
+
+    def run_candidate() -> None:
+        last[0] = candidate(*inputs)
+
+    def run_inductor() -> None:
+        compiled(*inputs)
+
+    with torch.no_grad():
+        for _ in range(3):  # compile, autotune, warm caches
+            run_inductor()
+            run_candidate()
+        torch.cuda.synchronize()
+        fns = {"candidate": run_candidate, "inductor": run_inductor}
+        measurements = []
+        for order in (("candidate", "inductor"), ("inductor", "candidate")):
+            ms = {name: float(do_bench(fns[name], warmup=25, rep=int(req.get("rep_ms", 100)), return_mode="median"))
+                  for name in order}
+            measurements.append({"candidate_ms": ms["candidate"], "inductor_ms": ms["inductor"]})
+        run_candidate()
+        torch.cuda.synchronize()
+    report: dict[str, Any] = {"measurements": measurements, "gpu": torch.cuda.get_device_name()}
+    if req.get("measure_bandwidth"):
+        report["measured_bandwidth"] = copy_bandwidth()
+    report.update(work(forward, inputs))
+    return report, _as_list(last[0])
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Bytes/s of a device-to-device copy (read + write), do_bench median with L2 flush."""
+    from triton.testing import do_bench
+
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
+    dst = torch.empty_like(src)
+    ms = do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
+    return 2 * nbytes / (ms * 1e-3)
+
+
+def work(forward: Callable[..., Any], inputs: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Bytes a fused kernel must move (inputs read once, outputs written once) and matmul FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        outs = _as_list(forward(*inputs))
+    moved = sum(t.numel() * t.element_size() for t in (*inputs, *outs) if isinstance(t, torch.Tensor))
+    return {"bytes": float(moved), "flops": float(counter.get_total_flops())}
+
+
+def judge_speed(report: dict[str, Any], margin: float, bandwidth: float, peak_flops: float) -> tuple[str, str, dict]:
+    """(reason, message, timings) from a worker's timing report; reason is 'ok', 'slower' or 'suspicious_speed'."""
+    ms = report["measurements"]
+    bw = report.get("measured_bandwidth") or bandwidth
+    floor_ms = max(report["bytes"] / bw, report["flops"] / peak_flops) * 1e3
+    cand = sorted(m["candidate_ms"] for m in ms)[len(ms) // 2]
+    ind = sorted(m["inductor_ms"] for m in ms)[len(ms) // 2]
+    speedups = [m["inductor_ms"] / m["candidate_ms"] for m in ms]
+    timings = {
+        "measurements": ms,
+        "candidate_ms": cand,
+        "inductor_ms": ind,
+        "speedup": min(speedups),
+        "speedups": speedups,
+        "floor_ms": floor_ms,
+        "bytes": report["bytes"],
+        "flops": report["flops"],
+        "gbps": report["bytes"] / (cand * 1e-3) / 1e9,
+        "tflops": report["flops"] / (cand * 1e-3) / 1e12,
+        "pct_of_roofline": 100.0 * floor_ms / cand,
+        "inductor_pct_of_roofline": 100.0 * floor_ms / ind,
+        "bandwidth": bw,
+        "peak_flops": peak_flops,
+        "gpu": report.get("gpu"),
+    }
+    fastest = min(m["candidate_ms"] for m in ms)
+    if fastest < SUSPICIOUS_BELOW_FLOOR * floor_ms:
+        return ("suspicious_speed", f"candidate takes {fastest:.4f} ms but the roofline floor is {floor_ms:.4f} ms "
+                f"({report['bytes'] / 1e6:.1f} MB at {bw / 1e12:.2f} TB/s): it cannot have done the work", timings)
+    if min(speedups) < 1.0 + margin:
+        return ("slower", "speedup over Inductor " + " and ".join(f"{s:.3f}x" for s in speedups)
+                + f" (needs {1 + margin:.2f}x in both measurements)", timings)
+    return "ok", f"{min(speedups):.3f}x over Inductor", timings

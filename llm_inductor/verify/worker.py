@@ -1,0 +1,230 @@
+"""The verification worker: ``python -m llm_inductor.verify.worker --device cpu|cuda``.
+
+The only process that imports a candidate. It reads one JSON request per line on
+stdin and answers one JSON line on the protocol pipe (the original stdout; the
+candidate's own prints go to stderr). Tensors travel through ``torch.save``
+files that the parent loads with ``weights_only=True``. It never sees a
+reference: it returns outputs and inputs-after-the-call, and the parent judges.
+
+Requests: ``load`` (region + candidate), ``run`` (calls on one input draw),
+``time`` (GPU: candidate vs Inductor, interleaved), ``bye``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import traceback
+from typing import Any
+
+# The interpreter must be chosen before triton is imported (the parent sets it too).
+if "--device" in sys.argv and sys.argv[sys.argv.index("--device") + 1] == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+
+from llm_inductor.verify import guard  # noqa: E402
+from llm_inductor.verify.draws import Draw, build_inputs, clone_inputs  # noqa: E402
+
+MEMORY_HEADROOM = 8 << 30  # CPU: address space allowed above the warmed-up worker's
+
+
+class Failure(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Worker:
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.region: Any = None
+        self.fn: Any = None
+        self.candidate_path = ""
+        self.tripwires: guard.Tripwires | None = None
+        self.held: list[torch.Tensor] = []  # last request's outputs, alive so a cache that hands them out shows
+        self.stream: int | None = None
+
+    # ------------------------------------------------------------------ setup
+    def warm_up(self) -> None:
+        """Initialize everything the harness itself touches lazily, so tripwires see only the candidate."""
+        import torch._dynamo  # noqa: F401  (importing it wraps torch.manual_seed and friends)
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def _copy(src, dst, n, BLOCK: tl.constexpr):
+            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            tl.store(dst + offs, tl.load(src + offs, mask=offs < n), mask=offs < n)
+
+        if self.device == "cuda":
+            torch.cuda.init()
+            self.stream = torch.cuda.current_stream().cuda_stream
+        guard.install_launch_hooks(lambda: self.stream)
+        x = torch.arange(100, dtype=torch.float32, device=self.device)
+        with guard.DispatchGuard():
+            y = torch.empty_like(x)
+            _copy[(1,)](x, y, 100, BLOCK=128)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        guard.launches["count"] = 0
+
+    # ------------------------------------------------------------------ requests
+    def load(self, req: dict[str, Any]) -> dict[str, Any]:
+        import importlib.util
+
+        from llm_inductor.verify.regionfile import load_region
+
+        self.region = load_region(req["region"])
+        self.candidate_path = req["candidate"]
+        self.tripwires = guard.Tripwires()
+        spec = importlib.util.spec_from_file_location("llm_candidate", self.candidate_path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["llm_candidate"] = module
+        g = guard.DispatchGuard()
+        try:
+            with g:
+                spec.loader.exec_module(module)
+        except SyntaxError as e:
+            raise Failure("compile_error", f"syntax error at line {e.lineno}: {e.msg}") from None
+        except BaseException as e:  # noqa: BLE001  (SystemExit from the candidate too)
+            raise Failure("compile_error", "import failed: " + self.where(e)) from None
+        self.fn = getattr(module, "forward", None)
+        if not callable(self.fn):
+            raise Failure("compile_error", "the candidate defines no forward(*inputs)")
+        return {"import_violations": g.violations[:5], **self.tripwire_report()}
+
+    def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        draw = Draw.from_dict(req["draw"])
+        pristine = build_inputs(self.region.module.make_inputs, draw, self.device)
+        outputs, inputs_after, records = [], [], []
+        keep: list[torch.Tensor] = []
+        for k in range(int(req["calls"])):
+            parity = int(req.get("parity0", 0)) + k
+            inputs = clone_inputs(pristine)
+            g = guard.DispatchGuard(parity)
+            before = dict(guard.launches)
+            try:
+                with g:
+                    out = self.fn(*inputs)
+                if self.device == "cuda":
+                    torch.cuda.synchronize()
+            except BaseException as e:  # noqa: BLE001
+                raise self.classify(e) from None
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            rec: dict[str, Any] = {
+                "parity": parity,
+                "launches": guard.launches["count"] - before["count"],
+                "foreign_streams": guard.launches["foreign_streams"] - before["foreign_streams"],
+                "violations": sorted(set(g.violations))[:5],
+                **self.tripwire_report(),
+            }
+            if not all(isinstance(o, torch.Tensor) for o in outs):
+                rec["bad_outputs"] = [type(o).__name__ for o in outs]
+                outs = []
+            old = {t.untyped_storage().data_ptr() for t in (*keep, *self.held) if t.numel()}
+            rec["reused_output"] = any(o.numel() and o.untyped_storage().data_ptr() in old for o in outs)
+            rec["outputs"] = [
+                {"dtype": str(o.dtype), "shape": list(o.shape), "stride": list(o.stride()), "offset": o.storage_offset()}
+                for o in outs
+            ]
+            keep.extend(outs)
+            records.append(rec)
+            outputs.append([o.detach().cpu() for o in outs])
+            inputs_after.append([t.cpu() for t in inputs])
+        self.held = keep
+        torch.save({"outputs": outputs, "inputs_after": inputs_after}, req["out"])
+        return {"calls": records}
+
+    def time(self, req: dict[str, Any]) -> dict[str, Any]:
+        from llm_inductor.verify.timing import time_pair
+
+        draw = Draw.from_dict(req["draw"])
+        inputs = build_inputs(self.region.module.make_inputs, draw, self.device)
+        before = dict(guard.launches)
+        try:
+            report, last = time_pair(self.fn, self.region.forward, inputs, req)
+        except BaseException as e:  # noqa: BLE001
+            raise self.classify(e) from None
+        report["foreign_streams"] = guard.launches["foreign_streams"] - before["foreign_streams"]
+        report.update(self.tripwire_report())
+        torch.save({"outputs": [[o.detach().cpu() for o in last]], "inputs_after": [[t.cpu() for t in inputs]]},
+                   req["out"])
+        return report
+
+    # ------------------------------------------------------------------ helpers
+    def tripwire_report(self) -> dict[str, Any]:
+        tw = self.tripwires
+        return {"tamper": tw.replaced() if tw else [], "new_threads": tw.new_threads() if tw else 0}
+
+    def where(self, e: BaseException) -> str:
+        """'line N: code: ExcType: message', pointing into the candidate when the traceback passes through it."""
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == self.candidate_path]
+        head = f"line {frames[-1].lineno}: {frames[-1].line}: " if frames else ""
+        text = str(e).strip().splitlines()
+        return f"{head}{type(e).__name__}: {' '.join(text[:3])[:600]}"
+
+    def classify(self, e: BaseException) -> Failure:
+        text = f"{type(e).__name__}: {e}"
+        if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
+                or "out of memory" in text.lower():
+            return Failure("oom", self.where(e))
+        if "CompilationError" in type(e).__name__ or "CompilationError" in text:
+            return Failure("compile_error", self.where(e))
+        if "illegal memory access" in text or "CUDA error" in text or "misaligned address" in text:
+            return Failure("crash", self.where(e))
+        return Failure("runtime_error", self.where(e))
+
+
+def _limit_resources(device: str) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if device == "cpu":  # CUDA reserves huge address ranges; there a CUDA OOM is the limit
+        try:
+            with open("/proc/self/status") as f:
+                vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            want = vm + MEMORY_HEADROOM
+            if hard == resource.RLIM_INFINITY or want < hard:
+                resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+        except (OSError, StopIteration, ValueError):
+            pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
+    args = parser.parse_args()
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # the candidate's prints must not reach the protocol pipe
+    sys.stdout = sys.stderr
+    torch.set_num_threads(1)  # the parent and the other worker share the cores; the checks are small
+    worker = Worker(args.device)
+    worker.warm_up()
+    _limit_resources(args.device)
+    proto.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
+    for line in sys.stdin:
+        req = json.loads(line)
+        op = req.get("op")
+        if op == "bye":
+            break
+        try:
+            body = getattr(worker, op)(req)
+            reply = {"ok": True, **body}
+        except Failure as f:
+            reply = {"ok": False, "reason": f.reason, "message": str(f)}
+        except Exception as e:  # noqa: BLE001  (a harness bug: say so, the parent reports it)
+            reply = {"ok": False, "reason": "internal", "message": f"{type(e).__name__}: {e}",
+                     "traceback": traceback.format_exc()}
+        proto.write(json.dumps(reply) + "\n")
+        if not reply["ok"] and reply["reason"] == "crash":
+            break  # a CUDA error leaves the context unusable: this worker is done
+    proto.close()
+    os._exit(0)  # skip interpreter teardown: candidate threads or atexit hooks must not hang the exit
+
+
+if __name__ == "__main__":
+    sys.exit(main())
