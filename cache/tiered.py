@@ -15,6 +15,7 @@ import atexit
 import json
 import logging
 import threading
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,7 @@ class TieredStore:
         self._memo: dict[str, tuple[Entry, str] | None] = {}  # key → (entry, entry_id) or a miss
         self._hits: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
-        atexit.register(self.flush)
+        _track(self)
 
     @property
     def tiers(self) -> list[Tier]:
@@ -311,6 +312,18 @@ class TieredStore:
             self._counts.clear()
         if hits or counts:
             self.local.record_hits(hits, counts)
+
+
+_live: "weakref.WeakSet[TieredStore]" = weakref.WeakSet()
+_flush_at_exit: list[bool] = []
+
+
+def _track(store: TieredStore) -> None:
+    """Flush hit counts of the stores still alive at exit (one handler, registered with the first store)."""
+    if not _flush_at_exit:
+        _flush_at_exit.append(True)
+        atexit.register(lambda: [s.flush() for s in list(_live)])
+    _live.add(store)
 
 
 def open_store(cfg: Config) -> TieredStore:
