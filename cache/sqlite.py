@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DB_SCHEMA = 1
 BUSY_TIMEOUT_S = 10.0
 RETRIES = 8
+QUICK_CHECK_MAX_BYTES = 16 << 20  # about 1.5 ms per MB measured on the CPU machine
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -79,9 +80,13 @@ class SqliteStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         try:
-            row = conn.execute("PRAGMA quick_check(1)").fetchone()  # reads every page: finds truncation
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+            # quick_check reads every page, so it finds a truncated file at open rather than mid-lookup;
+            # past QUICK_CHECK_MAX_BYTES it costs too much per process, and a query meeting a bad page
+            # raises "malformed", which quarantines the file just the same.
+            if not self.path.exists() or self.path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+                row = conn.execute("PRAGMA quick_check(1)").fetchone()
+                if row is None or row[0] != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file; takes a lock once
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic and durable to the last checkpoint

@@ -27,7 +27,7 @@ from llm_inductor.cache.pack import PackTier
 from llm_inductor.cache.redis_store import RedisTier
 from llm_inductor.cache.sqlite import SqliteStore
 from llm_inductor.cache.store import PendingRegion
-from llm_inductor.cache.trust import Revocations, Trust, Verdict, current_versions, load_trusted, report_miss, report_unreadable
+from llm_inductor.cache.trust import Revocations, Trust, Verdict, load_trusted, report_miss, report_unreadable
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,6 @@ class TieredStore:
 
     def _resolve(self, key: str) -> Entry | None:
         trust = self.trust()
-        gpu = current_versions("cuda")["gpu"]
         not_served: tuple[str, Verdict] | None = None
         for tier in self.tiers:
             servable = []
@@ -223,7 +222,8 @@ class TieredStore:
                 elif not_served is None:
                     not_served = (tier.name, verdict)
             if servable:
-                best = max(servable, key=lambda e: (e.speedup(gpu) or 0.0, e.created))
+                # servable means verified on this GPU model: rank by the speedup measured on it
+                best = max(servable, key=lambda e: (e.speedup(e.versions["gpu"]) or 0.0, e.created))
                 if tier is not self.local:
                     self.local.put(best.entry_id, best.key, best.content_hash, best.created, best.to_json())
                 return best

@@ -164,7 +164,7 @@ class Trust:
             if target is not None:
                 why = self.revoked.targets[target] or "no reason given"
                 return Verdict("revoked", f"{target.split(':')[0]} revoked ({why})")
-            ident = entry.content_hash + (entry.signature or "")
+            ident = f"{entry.content_hash}:{entry.signer}:{entry.signature}"
             hit = self._memo.get(ident)
             if hit is None:
                 hit = self._judge(entry)
