@@ -38,9 +38,19 @@ def _crypto() -> Any:
 
 
 def _serialization() -> Any:
+    _crypto()  # the friendly error when the package is missing
     from cryptography.hazmat.primitives import serialization
 
     return serialization
+
+
+def available() -> bool:
+    """Whether signatures can be checked here (the GPU image may lack ``cryptography``)."""
+    try:
+        _crypto()
+    except UsageError:
+        return False
+    return True
 
 
 def fingerprint(raw: bytes) -> str:

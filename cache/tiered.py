@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+from llm_inductor._errors import LLMInductorError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.pack import PackTier
@@ -94,7 +95,12 @@ class TieredStore:
                         continue
                     if k is not None:
                         extra.append(k)
-                self._trust = Trust(load_trusted(self.cfg.trusted_keys, extra))
+                try:
+                    keys = load_trusted(self.cfg.trusted_keys, extra)
+                except LLMInductorError as e:  # no cryptography: judge() says so per entry
+                    log.warning("llm_inductor: no trusted keys: %s", e)
+                    keys = {}
+                self._trust = Trust(keys)
                 self._trust.revoked = self._gather_revocations()
             return self._trust
 

@@ -179,6 +179,8 @@ class Trust:
             return Verdict("status", entry.status)
         if not entry.signature or not entry.signer:
             return Verdict("unsigned", "no signature")
+        if not sign.available():
+            return Verdict("no_crypto", "signatures cannot be checked: pip install 'llm-inductor[signing]'")
         key = self.keys.get(entry.signer)
         if key is None:
             return Verdict("untrusted_key", f"signed by {entry.signer[:16]}, not a trusted key")
