@@ -20,6 +20,7 @@ from typing import Any
 from llm_inductor._errors import NegativeResult, UsageError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
+from llm_inductor.cache.key import KernelKey
 from llm_inductor.cache.pack import read_pack, write_pack
 from llm_inductor.cache.tiered import Listing, TieredStore, open_store
 from llm_inductor.cache.trust import current_versions, valid_target
@@ -97,6 +98,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(json.dumps({**d, **sources, "verdict": str(r.verdict), "tiers": r.tiers}, indent=1, default=str))
             continue
         print(json.dumps(d, indent=1, sort_keys=True, default=str))
+        try:  # what the key hashes, one line per field (diff two of these to see why keys differ)
+            print("-- key\n" + "\n".join(KernelKey.from_dict(r.entry.key_fields).debug_lines()))
+        except (KeyError, TypeError, ValueError) as e:
+            print(f"-- key fields unreadable: {e}")
         print("-- kernel source\n" + sources["kernel_source"].rstrip())
         print("-- region source\n" + sources["region_source"].rstrip())
     return 0
