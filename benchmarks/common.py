@@ -63,8 +63,7 @@ def estimate_s(case: Case, mode: str, device: str, tiny: bool) -> float:
     """Seconds a mode of a case is expected to take (compile cold and warm, check, timing)."""
     if device != "cuda" or tiny:
         return 4.0 if case.suite == "regions" else 30.0
-    base = case.est_s.get(mode) or case.est_s.get("default", 20.0)
-    return base
+    return case.est_s.get(mode) or case.est_s.get("default", 20.0)
 
 
 # ---------------------------------------------------------------------------- results file

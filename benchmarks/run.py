@@ -85,8 +85,9 @@ class Budget:
     def __init__(self, seconds: float | None, device: str, tiny: bool) -> None:
         self.start = time.monotonic()
         self.seconds, self.device, self.tiny = seconds, device, tiny
+        self._previous: Any = None
         if seconds is not None and hasattr(signal, "SIGALRM"):
-            signal.signal(signal.SIGALRM, self._alarm)
+            self._previous = signal.signal(signal.SIGALRM, self._alarm)
             signal.setitimer(signal.ITIMER_REAL, max(seconds - SAVE_MARGIN_S, 1.0))
 
     def _alarm(self, *_: Any) -> None:
@@ -107,6 +108,7 @@ class Budget:
     def cancel(self) -> None:
         if self.seconds is not None and hasattr(signal, "SIGALRM"):
             signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous or signal.SIG_DFL)
 
 
 def settings(args: argparse.Namespace, device: str, modes: list[str], patches: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ SEQ = {False: (4, 2048), True: (2, 24)}
 _NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 _BERT_NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 _TINY = {"hidden_size": 64, "intermediate_size": 112, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "num_hidden_layers": 2, "vocab_size": 512, "max_position_embeddings": 128}  # fmt: skip
+         "num_hidden_layers": 1, "vocab_size": 512, "max_position_embeddings": 128}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ SPECS = [
                "num_hidden_layers": 2, "vocab_size": 32000, "max_position_embeddings": 8192,
                "num_local_experts": 8, "num_experts_per_tok": 2},
               {**_TINY, "num_local_experts": 4, "num_experts_per_tok": 2},
-              "Mixtral-8x7B layers x2, 8 experts, top-2", {"default": 60.0, "max-autotune": 200.0}),
+              "Mixtral-8x7B layers x2, 8 experts, top-2", {"inductor": 60.0, "llm": 60.0, "max-autotune": 200.0}),
 ]  # fmt: skip
 
 
@@ -175,8 +175,7 @@ def train(spec: ModelSpec) -> Callable[[str, bool], Workload]:
 def _est(spec: ModelSpec, factor: float) -> dict[str, float]:
     base = {"eager": 15.0, "inductor": 45.0, "llm": 45.0, "max-autotune": 150.0, **spec.est_s}
     base["llm-max-autotune"] = base["max-autotune"]
-    out = {k: v * factor for k, v in base.items()}
-    return out
+    return {k: v * factor for k, v in base.items()}
 
 
 def _shape(spec: ModelSpec) -> Callable[[bool], str]:
