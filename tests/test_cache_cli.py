@@ -123,6 +123,8 @@ def test_prune_other_versions_and_size(cache, capsys):
     old = store.put(make_entry("old", versions={**a.versions, "triton": "3.1.0"}))
     rc, out, _ = run(capsys, "prune", "--other-versions")
     assert rc == 0 and old.entry_id[:33] in out and "1 of 3" in out
+    rc, out, _ = run(capsys, "prune", "--older-than", "1")
+    assert rc == 0 and "0 of 2" in out  # added seconds ago
     rc, out, _ = run(capsys, "prune", "--max-size", "0.000001")
     assert rc == 0 and open_test_store(cache_dir).local.rows() == []
 
