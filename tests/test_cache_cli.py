@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 
 import pytest
 
@@ -123,8 +125,11 @@ def test_prune_other_versions_and_size(cache, capsys):
     old = store.put(make_entry("old", versions={**a.versions, "triton": "3.1.0"}))
     rc, out, _ = run(capsys, "prune", "--other-versions")
     assert rc == 0 and old.entry_id[:33] in out and "1 of 3" in out
-    rc, out, _ = run(capsys, "prune", "--older-than", "1")
-    assert rc == 0 and "0 of 2" in out  # added seconds ago
+    with sqlite3.connect(store.local.path) as c:  # a entry added three days ago
+        c.execute("UPDATE entries SET added=? WHERE entry_id=?", (time.time() - 3 * 86400, a.entry_id))
+    rc, out, _ = run(capsys, "prune", "--older-than", "2")
+    assert rc == 0 and "1 of 2" in out and a.entry_id[:33] in out
+    assert [r["entry_id"] for r in open_test_store(cache_dir).local.rows()] == [b.entry_id]
     rc, out, _ = run(capsys, "prune", "--max-size", "0.000001")
     assert rc == 0 and open_test_store(cache_dir).local.rows() == []
 
