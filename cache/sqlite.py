@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator, TypeVar
 log = logging.getLogger(__name__)
 
 DB_SCHEMA = 1
-BUSY_TIMEOUT_S = 10.0
-RETRIES = 8
+BUSY_TIMEOUT_S = 5.0  # a write transaction takes milliseconds; waiting longer means a stuck writer
+RETRIES = 4
 QUICK_CHECK_MAX_BYTES = 16 << 20  # about 1.5 ms per MB measured on the CPU machine
 
 _SCHEMA = """
