@@ -34,7 +34,9 @@ class LoadedKernel:
     entry_id: str
     meta: dict[str, Any]  # the region sidecar
     source: str  # the kernel module's source
+    region_source: str  # the region file: the reference the kernel was verified against
     forward: Callable[..., Any] | None = None  # imported lazily, on first real call
+    failed: str | None = None  # why the kernel was abandoned for the reference in this process
 
 
 _lock = threading.Lock()
@@ -51,7 +53,9 @@ def set_resolver(fn: Callable[[str], Entry | None] | None) -> None:
 def register(entry: Entry) -> str:
     with _lock:
         if entry.entry_id not in _kernels:
-            _kernels[entry.entry_id] = LoadedKernel(entry.entry_id, entry.region_meta, entry.kernel_source)
+            _kernels[entry.entry_id] = LoadedKernel(
+                entry.entry_id, entry.region_meta, entry.kernel_source, entry.region_source
+            )
     return entry.entry_id
 
 
@@ -75,10 +79,13 @@ def kernel_dir() -> Path:
     return _state.config().cache_path / "kernels"
 
 
-def _import_kernel(k: LoadedKernel) -> Callable[..., Any]:
-    """Import a served entry's kernel module from a file (Triton's JIT reads source through inspect)."""
-    src = k.source
-    name = "k_" + k.entry_id.replace(":", "_")
+def _import_kernel(k: LoadedKernel, reference: bool = False) -> Callable[..., Any]:
+    """Import a served entry's kernel module (or its region reference) from a file.
+
+    A file, not exec of a string: Triton's JIT reads kernel source through inspect.
+    """
+    src = k.region_source if reference else k.source
+    name = ("r_" if reference else "k_") + k.entry_id.replace(":", "_")
     path = kernel_dir() / f"{name}.py"
     if not path.exists() or path.read_text() != src:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,12 +122,26 @@ def interpreter_ready() -> bool:
 @torch.library.custom_op("llm_inductor::kernel", mutates_args=())
 def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     k = _lookup(entry_id)
-    if k.forward is None:
-        with _lock:
-            if k.forward is None:
-                k.forward = _import_kernel(k)
-    _state.bump("kernel_calls")
-    out = k.forward(*inputs)
+    try:
+        if k.forward is None:
+            with _lock:
+                if k.forward is None:
+                    k.forward = _import_kernel(k)
+        _state.bump("kernel_calls")
+        out = k.forward(*inputs)
+    except Exception as e:
+        # A compiled graph cannot fall back to Inductor any more, but it can still be right:
+        # run the region's reference (plain torch) from now on, and say so once.
+        if k.failed is not None or _state.config().strict:
+            raise
+        k.failed = f"{type(e).__name__}: {e}"
+        log.warning(
+            "llm_inductor: kernel %s failed at run time (%s); this process runs the region's reference "
+            "code instead. Run `llm-inductor cache verify` on it.", entry_id[:16], k.failed,
+        )
+        _state.bump("runtime_fallbacks")
+        k.forward = _import_kernel(k, reference=True)
+        out = k.forward(*inputs)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     # The op is functional: never hand back an alias of an input.
     return [o.clone() if any(o.data_ptr() == i.data_ptr() for i in inputs) else o for o in outs]

@@ -110,3 +110,15 @@ def test_unknown_option_names_the_fix():
         llm_inductor.backend(max_autotunez=True)
     with pytest.raises(llm_inductor._errors.UsageError, match="Valid modes"):
         llm_inductor.backend(mode="fast")
+
+
+def test_kernel_failing_at_run_time_falls_back_to_the_reference(tmp_path, caplog):
+    model, x, entry = rmsnorm_entry(tmp_path)
+    entry.kernel_source = entry.kernel_source.replace("    m, n = x.shape\n", "    m, n = x.shape\n    assert m < 5, 'too many rows'\n")
+    _state.set_store(MemoryStore([entry]))
+    with caplog.at_level(logging.WARNING, logger="llm_inductor"):
+        out = serve(model, x, interpret=True)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+    assert llm_inductor.stats()["runtime_fallbacks"] == 1
+    assert any("failed at run time" in r.getMessage() and "too many rows" in r.getMessage() for r in caplog.records)
