@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py: make `benchmarks` imp
 
 from benchmarks import common, environment, modes as modes_mod, timing  # noqa: E402
 from benchmarks.check import MAX_MULTIPLIER, MULTIPLIER  # noqa: E402
-from benchmarks.suites import cases as suite_cases  # noqa: E402
+from benchmarks.suites import SUITES, cases as suite_cases  # noqa: E402
 from llm_inductor._errors import UsageError  # noqa: E402
 
 SAVE_MARGIN_S = 10.0  # the alarm fires this long before the budget ends: time to save and exit
@@ -39,7 +39,7 @@ SAVE_MARGIN_S = 10.0  # the alarm fires this long before the budget ends: time t
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--suite", choices=("regions", "models", "all"), default="all")
-    p.add_argument("--case", help="comma-separated case names (default: every case of the suite)")
+    p.add_argument("--case", help="comma-separated case or suite names (default: every case of --suite)")
     p.add_argument("--mode", help=f"comma-separated modes (default {','.join(modes_mod.DEFAULT_MODES)}; all: {','.join(modes_mod.MODES)})")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     p.add_argument("--tiny", action="store_true", help="tiny shapes: the CPU smoke test (correctness, not speed)")
@@ -57,15 +57,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def select_cases(args: argparse.Namespace) -> list[common.Case]:
+    """--case names; a suite's name stands for all its cases ("regions,llama_train")."""
     all_cases = suite_cases(args.suite)
     if not args.case:
         return all_cases
-    names = [c.strip() for c in args.case.split(",") if c.strip()]
     by_name = {c.name: c for c in all_cases}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise UsageError(f"Unknown --case {unknown} in suite {args.suite!r}. Cases: {sorted(by_name)}.")
-    return [by_name[n] for n in names]
+    picked: dict[str, common.Case] = {}
+    for name in (c.strip() for c in args.case.split(",") if c.strip()):
+        if name in SUITES and args.suite in (name, "all"):
+            picked.update((c.name, c) for c in suite_cases(name))
+        elif name in by_name:
+            picked[name] = by_name[name]
+        else:
+            raise UsageError(f"Unknown --case {name!r} in suite {args.suite!r}. Cases: {sorted(by_name)} or a suite name.")
+    return list(picked.values())
 
 
 def pending_modes(doc: dict[str, Any], case: common.Case, modes: list[str], retry_failed: bool) -> list[str]:

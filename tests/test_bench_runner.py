@@ -8,6 +8,7 @@ compiled modes differ from llm only in torch.compile's arguments (modes.py).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))  # benchmarks/ runs from the repository
 from benchmarks import common, run as runner  # noqa: E402
 from benchmarks.common import Case, Step, Workload  # noqa: E402
 from benchmarks.execute import CaseRun, OutOfBudget  # noqa: E402
+from benchmarks.suites import cases as suite_cases  # noqa: E402
 
 
 def _double(t: torch.Tensor) -> torch.Tensor:
@@ -145,6 +147,17 @@ def test_a_budget_too_small_for_anything_stops_cleanly(tmp_path, capsys):
     assert rc == 0
     assert "Rerun with --resume" in capsys.readouterr().err
     assert common.load(out)["rows"] == []
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+def test_the_h200_shards_cover_every_case_once(gpus, tmp_path):
+    env = {**os.environ, "BENCH_DRY": "1", "BENCH_GPUS": str(gpus)}
+    p = subprocess.run(["bash", str(ROOT / "benchmarks" / "h200.sh"), str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    shards = [line.split(": ", 1)[1] for line in p.stdout.splitlines()]
+    assert len(shards) == gpus
+    names = [c.name for shard in shards for c in runner.select_cases(argparse.Namespace(suite="all", case=shard))]
+    assert sorted(names) == sorted(c.name for c in suite_cases("all"))
 
 
 def _bench(args: list[str]) -> subprocess.CompletedProcess:
