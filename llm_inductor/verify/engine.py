@@ -21,7 +21,7 @@ from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.verify import policy
 from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, worst
-from llm_inductor.verify.compare import floors, spread
+from llm_inductor.verify.compare import floors, same_bits, spread
 from llm_inductor.verify.draws import Draw, build_inputs, plan_draws
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure
 from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
@@ -75,6 +75,7 @@ class _Run:
         self.parity = 0
         self.calls = 0
         self.first: Draw | None = None
+        self.seen: list[tuple[Draw, list[torch.Tensor]]] = []  # the candidate's last outputs per draw
         self.expected: dict[Draw, Expected] = {}
         self.deterministic = not (set(region.ops) & NONDETERMINISTIC_OPS)
 
@@ -205,6 +206,7 @@ class _Run:
             records, data = self.call(draw, 2 + secrets.randbelow(3))
             exp = self.expect(draw)
             found, verdicts = judge_run(exp, records, data, self.deterministic)
+            self.seen.append((draw, data["outputs"][-1]))
             if found is None:
                 c, i = worst(verdicts)
                 worst_c, worst_i = max(worst_c, c), max(worst_i, i)
@@ -213,7 +215,7 @@ class _Run:
                 continue
             if found.reason in ("wrong_values", "low_precision", "nan_mismatch"):
                 later = n > 0 or check != "values"
-                found = self.stale(draw, data["outputs"][-1]) or (self.stateful() if later else None) or found
+                found = self.stale(draw, data["outputs"][-1], self.seen[:-1]) or (self.stateful() if later else None) or found
             if check == "sizes" and found.reason in _SIZE_REASONS:
                 found = Finding("sizes", "wrong_at_size", f"{found.reason} at {draw.label()}, while the region's "
                                 f"own sizes passed: {found.message}")
@@ -225,16 +227,18 @@ class _Run:
                 self.passed("nan_inf", "NaN/Inf positions match" if any(d.dist == "nan_inf" for d in draws)
                             else "no float inputs to inject into")
 
-    def stale(self, draw: Draw, outs: list[torch.Tensor]) -> Finding | None:
-        """Do the outputs belong to other inputs: an earlier draw's, or make_inputs(seed=0)'s?"""
-        seed0 = Draw("seed 0", 0, "normal", draw.sizes, draw.positive)
-        for other in [*(d for d in self.expected if d != draw), seed0]:
-            exp = self.expect(other)
-            if [tuple(s.shape) for s in exp.specs] != [tuple(o.shape) for o in outs]:
-                continue
-            if all(v.ok for v in exp.verdicts(outs)):
-                return Finding("values", "stale_output", f"the outputs for {draw.label()} are the reference outputs "
-                               f"of {other.label()}: results are reused instead of computed")
+    def stale(self, draw: Draw, outs: list[torch.Tensor], earlier: list[tuple[Draw, list[torch.Tensor]]]) -> Finding | None:
+        """Do the outputs belong to other inputs: the candidate's own for an earlier draw, or seed 0's?"""
+        for other, seen in earlier:
+            if len(seen) == len(outs) and all(same_bits(a, b) for a, b in zip(seen, outs)):
+                return Finding("values", "stale_output", f"the outputs for {draw.label()} are bit for bit the "
+                               f"candidate's outputs for {other.label()}: results are reused, not computed")
+        seed0 = self.expect(Draw("seed 0", 0, "normal", draw.sizes, draw.positive))
+        if [s.shape for s in seed0.specs] != [tuple(o.shape) for o in outs]:
+            return None
+        if all(v.ok for v in seed0.verdicts(outs)) and not all(v.ok for v in seed0.verdicts(self.expect(draw).ind)):
+            return Finding("values", "stale_output", f"the outputs for {draw.label()} are the reference outputs for "
+                           "make_inputs(seed=0): a memorized result, not a computed one")
         return None
 
     def stateful(self) -> Finding | None:

@@ -117,11 +117,13 @@ class Worker:
         return WorkerFailure("crash", f"the worker exited with code {code} during {what}. {tail}")
 
     def log_tail(self, lines: int = 6) -> str:
+        """The worker's last words: faulthandler's fatal error line and the candidate's frames first."""
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            text = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             return ""
-        return " | ".join(line.strip() for line in text[-lines:])[:1200]
+        key = [line for line in text if line.startswith("Fatal Python error") or "candidate.py" in line]
+        return " | ".join(key[:lines] or text[-lines:])[:1200]
 
     def kill(self) -> None:
         if self.proc.poll() is None:

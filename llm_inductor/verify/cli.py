@@ -1,0 +1,58 @@
+"""``llm-inductor verify REGION.py CANDIDATE.py [--device cpu|cuda] [--json] [--no-speed]``.
+
+Exit 0: accepted. Exit 1: rejected, with the reason code and what failed where.
+Exit 2: bad input (a missing file, a region without forward/make_inputs, a
+syntax error in the region, a GPU asked for where there is none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from llm_inductor._errors import NegativeResult, UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="verify (and on a GPU, time) one candidate kernel against a region file",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("region", help="region_<key16>.py (its .json sidecar is read when present)")
+    p.add_argument("candidate", help="candidate .py defining forward(*inputs) and @triton.jit kernels")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="cuda times against Inductor; cpu checks correctness under the Triton interpreter")
+    p.add_argument("--json", action="store_true", help="print the full result record as JSON")
+    p.add_argument("--no-speed", action="store_true", help="check correctness only (the default on cpu)")
+    p.add_argument("--inductor-mode", default="default",
+                   help="the Inductor mode to compare against: default | max-autotune | ...")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from llm_inductor.verify.engine import verify
+
+    candidate = Path(args.candidate)
+    if not candidate.is_file():
+        raise UsageError(f"candidate file {candidate} does not exist")
+    result = verify(
+        args.region,
+        candidate.read_text(),
+        device=args.device,
+        speed=False if args.no_speed else None,
+        inductor_mode=args.inductor_mode,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1, sort_keys=True, default=str))
+    else:
+        print(result.summary())
+        for c in result.checks:
+            print(f"  {'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
+        for key in ("candidate_ms", "inductor_ms", "speedup", "pct_of_roofline"):
+            if key in result.timings:
+                print(f"  {key}: {result.timings[key]:.4g}")
+    if not result.accepted:  # stderr only: stdout stays one JSON document under --json
+        raise NegativeResult(f"candidate rejected ({result.reason})")
+    return 0

@@ -1,0 +1,170 @@
+"""Static policy: the allowlist admits real wrappers and names what it rejects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_inductor.verify.policy import check_source
+
+KERNELS = Path(__file__).parent / "kernels"
+
+HEAD = "import torch\nimport triton\nimport triton.language as tl\n"
+KERNEL = """
+@triton.jit
+def _k(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=offs < n), mask=offs < n)
+"""
+WRAPPER = """
+def forward(x):
+    out = torch.empty_like(x)
+    _k[(triton.cdiv(x.numel(), 128),)](x, out, x.numel(), BLOCK=128)
+    return out
+"""
+
+
+def codes(source: str) -> list[str]:
+    return [v.code for v in check_source(source)]
+
+
+@pytest.mark.parametrize("path", sorted(KERNELS.glob("*.py")), ids=lambda p: p.stem)
+def test_hand_written_kernels_are_admitted(path):
+    if path.name == "make_regions.py":
+        pytest.skip("not a candidate")
+    assert check_source(path.read_text()) == []
+
+
+def test_minimal_candidate_is_admitted():
+    assert check_source(HEAD + KERNEL + WRAPPER) == []
+
+
+def test_autotune_heuristics_libdevice_and_grid_lambda_are_admitted():
+    src = HEAD + """from triton.language.extra import libdevice
+import math
+
+CONFIGS = [triton.Config({"BLOCK": 128}, num_warps=4), triton.Config({"BLOCK": 256}, num_warps=8)]
+LOG2E = 1.4426950408889634
+
+
+@triton.autotune(configs=CONFIGS, key=["n"])
+@triton.heuristics({"EVEN": lambda args: args["n"] % 128 == 0})
+@triton.jit
+def _k(x_ptr, out_ptr, n, BLOCK: tl.constexpr, EVEN: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs, mask=offs < n).to(tl.float32)
+    tl.store(out_ptr + offs, libdevice.exp2(x * LOG2E).to(out_ptr.dtype.element_ty), mask=offs < n)
+
+
+def forward(x):
+    out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+    grid = lambda meta: (triton.cdiv(x.numel(), meta["BLOCK"]),)
+    with torch.cuda.device(x.device):
+        _k[grid](x.view(-1), out.view(-1), x.numel())
+    return out.reshape(x.shape)
+"""
+    assert check_source(src) == []
+
+
+@pytest.mark.parametrize(
+    "snippet, code",
+    [
+        ("import os\n", "policy:process"),
+        ("import subprocess\n", "policy:process"),
+        ("import socket\n", "policy:network"),
+        ("import urllib.request\n", "policy:network"),
+        ("import threading\n", "policy:thread"),
+        ("import ctypes\n", "policy:native_code"),
+        ("from torch.utils.cpp_extension import load_inline\n", "policy:native_code"),
+        ("import numpy\n", "policy:import"),
+        ("import pickle\n", "policy:file"),
+        ("from triton.language import inline_asm_elementwise\n", "policy:inline_asm"),
+        ("torch.allclose = lambda *a, **k: True\n", "policy:monkeypatch"),
+        ("_cache = {}\n", "policy:global_state"),
+        ("_seen = []\n", "policy:global_state"),
+        ("print('hello at import')\n", "policy:module_code"),
+        ("class Helper:\n    pass\n", "policy:class"),
+        ("try:\n    import torch\nexcept ImportError:\n    pass\n", "policy:try_except"),
+    ],
+)
+def test_module_level_violations_are_named(snippet, code):
+    assert code in codes(HEAD + snippet + KERNEL + WRAPPER)
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ("    open('/etc/passwd').read()\n", "policy:file"),
+        ("    exec('1')\n", "policy:exec"),
+        ("    eval('1')\n", "policy:exec"),
+        ("    __import__('os')\n", "policy:exec"),
+        ("    compile('1', 'f', 'eval')\n", "policy:exec"),
+        ("    getattr(torch, 'soft' + 'max')(x, -1)\n", "policy:reflection"),
+        ("    setattr(torch, 'allclose', None)\n", "policy:monkeypatch"),
+        ("    x.__class__\n", "policy:reflection"),
+        ("    torch.cuda.Stream()\n", "policy:stream"),
+        ("    torch.cuda.Event(enable_timing=True)\n", "policy:stream"),
+        ("    torch.cuda.synchronize()\n", "policy:stream"),
+        ("    torch.softmax(x, -1)\n", "policy:torch_attr"),
+        ("    torch.nn.functional.gelu(x)\n", "policy:torch_attr"),
+        ("    torch.ops.aten.exp(x)\n", "policy:torch_compute"),
+        ("    x.sum()\n", "policy:attr"),
+        ("    x.exp_()\n", "policy:attr"),
+        ("    triton.testing.do_bench(lambda: None)\n", "policy:monkeypatch"),
+        ("    global _k\n", "policy:global_state"),
+        ("    forward.cache = x\n", "policy:monkeypatch"),
+        ("    x.foo = 1\n", "policy:setattr"),
+        ("    import os\n", "policy:import"),
+        ("    try:\n        pass\n    except Exception:\n        pass\n", "policy:try_except"),
+    ],
+)
+def test_wrapper_violations_are_named(body, code):
+    wrapper = WRAPPER.replace("    out = torch.empty_like(x)\n", body + "    out = torch.empty_like(x)\n")
+    assert code in codes(HEAD + KERNEL + wrapper)
+
+
+def test_torch_inside_a_kernel_is_rejected():
+    kernel = KERNEL.replace("    tl.store(", "    torch.exp(x_ptr)\n    tl.store(")
+    assert "policy:torch_in_kernel" in codes(HEAD + kernel + WRAPPER)
+
+
+def test_inline_asm_through_tl_is_rejected():
+    kernel = KERNEL.replace(
+        "    tl.store(",
+        '    y = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [offs], dtype=tl.int32, is_pure=True, pack=1)\n'
+        "    tl.store(",
+    )
+    assert "policy:inline_asm" in codes(HEAD + kernel + WRAPPER)
+
+
+def test_interpreter_handles_are_not_reachable_from_kernels():
+    kernel = KERNEL.replace("    tl.store(", "    h = x_ptr.handle\n    tl.store(")
+    assert "policy:attr" in codes(HEAD + kernel + WRAPPER)
+
+
+def test_a_candidate_needs_a_kernel_and_a_forward():
+    assert "policy:no_kernel" in codes(HEAD + WRAPPER)
+    assert "policy:no_forward" in codes(HEAD + KERNEL)
+
+
+def test_syntax_error_is_a_violation_with_its_line():
+    (v,) = check_source("import torch\ndef forward(x:\n    return x\n")
+    assert v.code == "policy:syntax" and v.line == 2
+
+
+def test_only_triton_decorators():
+    src = HEAD + "import functools\n" + KERNEL + "@functools.lru_cache\n" + WRAPPER.lstrip()
+    assert "policy:import" in codes(src) and "policy:decorator" in codes(src)
+
+
+def test_mutating_a_module_level_config_list_is_global_state():
+    src = HEAD + 'CONFIGS = [triton.Config({"BLOCK": 128})]\n' + KERNEL + WRAPPER.replace(
+        "    return out", "    CONFIGS.append(out)\n    return out")
+    assert "policy:global_state" in codes(src)
+
+
+def test_violations_carry_lines_and_messages():
+    src = HEAD + "import os\n" + KERNEL + WRAPPER
+    (v,) = [v for v in check_source(src) if v.code == "policy:process"]
+    assert v.line == 4 and "os" in v.message and str(v).startswith("line 4:")
