@@ -126,6 +126,7 @@ class CaseRun:
                 _free(self.device)
         finally:
             del w, refs
+            torch._dynamo.reset()  # Dynamo's guards hold the compiled module, and with it the model's weights
             _free(self.device)
 
     def _prepare(self) -> tuple[Any, Any, Any, dict[str, Any], tuple[str, BaseException] | None]:

@@ -205,8 +205,9 @@ def run(args: argparse.Namespace) -> int:
         common.save(out, doc)
     mine = [r for r in doc["rows"] if r.get("run_id") == run_id]
     bad = [r for r in mine if r["status"] in (common.FAILED, common.INCORRECT)]
+    ok = sum(r["status"] == common.OK for r in mine)
     left = sum(len(pending_modes(doc, c, modes, False)) for c in cases)
-    print(f"{len(mine) - len(bad)} ok, {len(bad)} failed or incorrect, {left} left; results in {out}", file=sys.stderr)
+    print(f"{ok} ok, {len(bad)} failed or incorrect, {left} left; results in {out}", file=sys.stderr)
     if stopped:
         print(f"stopped by --time-budget: {stopped}. Rerun with --resume to continue.", file=sys.stderr)
     return 1 if bad else 0
