@@ -88,15 +88,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     _, store = _store()
-    for r in _match(store, args.key):
+    found = _match(store, args.key)
+    if args.json:
+        docs = [{"entry_id": r.entry_id, "tiers": r.tiers, "verdict": str(r.verdict),
+                 **(r.entry.to_dict() if r.entry else {})} for r in found]
+        print(json.dumps(docs, indent=1, default=str))
+        return 0
+    for r in found:
         print(f"== {r.entry_id}  [{'+'.join(r.tiers)}]  {'served' if r.verdict.servable else f'not served: {r.verdict}'}")
         if r.entry is None:
             continue
         d = r.entry.to_dict()
         sources = {k: d.pop(k) for k in ("kernel_source", "region_source")}
-        if args.json:
-            print(json.dumps({**d, **sources, "verdict": str(r.verdict), "tiers": r.tiers}, indent=1, default=str))
-            continue
         print(json.dumps(d, indent=1, sort_keys=True, default=str))
         try:  # what the key hashes, one line per field (diff two of these to see why keys differ)
             print("-- key\n" + "\n".join(KernelKey.from_dict(r.entry.key_fields).debug_lines()))

@@ -11,7 +11,8 @@ Schema 1 (every field below is part of it):
   kernel_source         the candidate module: ``forward(*inputs)`` plus its Triton kernels
   region_source/_meta   the region file and its sidecar: the reference it was verified against
   verification          the verifier's record (``VerifyResult.to_dict()``)
-  speed                 per GPU model: {"speedup", "candidate_us", "inductor_us", "roofline_pct", "graph_ab", "timings"}
+  speed                 per GPU model: {"speedup", "candidate_us", "inductor_us", "roofline_pct", "floor_us",
+                        "graph_ab" (the in-graph A/B), "timings" (the verifier's)}
   envelope              the sizes verified (the validity envelope)
   provenance            provider, model, prompt hash, tokens, cost, time (provider "manual" for ``cache add``)
   versions              {"torch", "triton", "gpu"} it was verified under ("cpu" for CPU entries)
@@ -117,10 +118,13 @@ class Entry:
 
         Speed records of other GPU models (``speed``) are kept; this GPU's is replaced.
         """
-        timings = getattr(result, "timings", None) or {}
-        record = {k: timings[k] for k in ("speedup", "pct_of_roofline", "floor_ms", "measurements", "graph_ab")
-                  if k in timings}
-        record["judged"] = "speedup" in record  # speed is not judged under the CPU interpreter
+        timings = dict(getattr(result, "timings", None) or {})  # empty under the CPU interpreter: speed not judged
+        us = lambda name: None if timings.get(name) is None else 1e3 * timings[name]  # noqa: E731
+        record = {  # the same record as the tuner's (llm_inductor/search/winners.py)
+            "speedup": timings.get("speedup"), "candidate_us": us("candidate_ms"), "inductor_us": us("inductor_ms"),
+            "roofline_pct": timings.get("pct_of_roofline"), "floor_us": us("floor_ms"), "graph_ab": {},
+            "timings": timings,
+        }
         return cls(
             key=region_meta["key"], key_fields=region_meta["key_fields"], kernel_source=kernel_source,
             region_source=region_source, region_meta=region_meta, verification=result.to_dict(),
