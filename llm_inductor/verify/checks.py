@@ -9,7 +9,7 @@ even though its values may also be wrong; an unwritten element is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -33,9 +33,17 @@ class Expected:
     inputs: list[torch.Tensor]  # CPU copies
     specs: list[TensorMeta]
     ref64: list[torch.Tensor]
-    ind: list[torch.Tensor]  # Inductor's outputs
     eager: list[torch.Tensor]  # eager PyTorch in the region's dtypes
+    inductor: Callable[[], list[torch.Tensor]]  # Inductor's outputs, computed when first judged
     exact: list[bool] = field(default_factory=list)  # per output: nearly constant reference → no floor
+    _ind: list[torch.Tensor] | None = None
+
+    @property
+    def ind(self) -> list[torch.Tensor]:
+        """Lazy: a candidate rejected before any value is compared never costs an Inductor compile."""
+        if self._ind is None:
+            self._ind = self.inductor()
+        return self._ind
 
     def verdicts(self, outs: list[torch.Tensor]) -> list[Verdict]:
         exact = self.exact or [False] * len(outs)
