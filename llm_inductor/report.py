@@ -36,7 +36,8 @@ overflow:auto;max-height:520px;font-size:12px;margin:4px 0}img{max-width:100%;bo
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="an HTML report of tuning runs, cache entries and benchmarks",
-                              description=__doc__.splitlines()[0])  # fmt: skip
+                              description="One HTML page from the cache's entries, the search's attempt records "
+                              "(a section per tuning run) and benchmark results.")  # fmt: skip
     p.add_argument("--cache-dir", help="the cache to read (default: LLM_INDUCTOR_CACHE_DIR)")
     p.add_argument("--attempts", help="attempt records (default: <cache_dir>/search/attempts.jsonl)")
     p.add_argument("--bench", action="append", default=[], metavar="JSON", help="benchmarks/run.py results (repeatable)")
