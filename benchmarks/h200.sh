@@ -34,8 +34,10 @@ threads=$(( $(nproc) / n )); [ "$threads" -lt 1 ] && threads=1
 
 for i in "${!shards[@]}"; do
   [ -n "$dry" ] && { echo "GPU $i: ${shards[$i]}"; continue; }
-  # BENCH_LLM_CACHE: a tuned cache to benchmark (copied per shard); default: empty, plus the bundled pack.
-  [ -n "${BENCH_LLM_CACHE:-}" ] && [ ! -d "$out/llm_cache_$i" ] && cp -r "$BENCH_LLM_CACHE" "$out/llm_cache_$i"
+  # A tuned cache to benchmark (BENCH_LLM_CACHE, else LLM_INDUCTOR_CACHE_DIR) is copied per shard, so the
+  # shards never share a database; without one, llm runs on an empty cache plus the bundled pack.
+  src=${BENCH_LLM_CACHE:-${LLM_INDUCTOR_CACHE_DIR:-}}
+  [ -n "$src" ] && [ -d "$src" ] && [ ! -d "$out/llm_cache_$i" ] && cp -r "$src" "$out/llm_cache_$i"
   CUDA_VISIBLE_DEVICES=$i TORCHINDUCTOR_COMPILE_THREADS=$threads LLM_INDUCTOR_CACHE_DIR="$out/llm_cache_$i" \
     python benchmarks/run.py --suite all --case "${shards[$i]}" --out "$out/h200-${n}x-$i.json" --resume \
       --time-budget "$budget" --git-commit "$sha" > "$out/h200-${n}x-$i.log" 2>&1 &
