@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
-# Triton picks interpreter mode at its own import: kernels in these tests run on the CPU.
-if "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
 import torch
+
+# Triton picks interpreter mode at its own import: without a GPU, kernels in these tests run on the CPU.
+if "triton" not in sys.modules and not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 sys.path.insert(0, os.path.dirname(__file__))
 
