@@ -4,6 +4,15 @@
     torch.compile(model, backend=llm_inductor.backend(mode="discover"))
 """
 
+import os as _os
+
+# passes/ and cache/ sit at the top of the repository and install as llm_inductor.passes and
+# llm_inductor.cache (setuptools package-dir). From a source checkout, or an editable install in
+# setuptools' path-based mode, they are found beside this package instead.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "cache")) and _os.path.isfile(_os.path.join(_root, "cache", "key.py")):
+    __path__.append(_root)
+
 from llm_inductor import _runtime  # registers the llm_inductor::kernel op
 
 _runtime.prepare_interpreter()
