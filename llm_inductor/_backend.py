@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -34,6 +35,7 @@ def _graph_kind(kwargs: dict[str, Any]) -> str:
 def _inner_compile(gm: fx.GraphModule, example_inputs: Sequence[Any], *, _cfg: Config, **kwargs: Any) -> Any:
     from torch._inductor.compile_fx import compile_fx_inner
 
+    start = time.perf_counter()
     try:
         rewritten = _graph_pass.run(gm, _graph_kind(kwargs), _cfg)
     except _graph_pass.StageFailure:
@@ -41,6 +43,8 @@ def _inner_compile(gm: fx.GraphModule, example_inputs: Sequence[Any], *, _cfg: C
     except Exception as e:  # a bug in our pass must not break the user's model
         _graph_pass.fail(_cfg, "region pass", f"{_graph_kind(kwargs)} graph", e)
         rewritten = None
+    finally:
+        _state.pass_seconds[0] += time.perf_counter() - start
     if rewritten is not None:
         try:
             return compile_fx_inner(rewritten, example_inputs, **kwargs)
