@@ -51,3 +51,37 @@ def test_tune_script_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LLM_INDUCTOR_PROVIDER", "batch")
     assert main(["tune", "--pending", "--export-batch", str(tmp_path / "r.jsonl")]) == 1
     assert "nothing to tune" in capsys.readouterr().err
+
+
+def test_online_mode_tunes_during_the_compile_then_serves_the_winner(tmp_path, monkeypatch):
+    """torch.compile(..., options={"tune": True}): the miss is tuned inside the compile and substituted.
+
+    The search runs in a child process (online.py says why), so it uses the real verifier.
+    """
+    import torch
+
+    from llm_inductor import _state
+    from llm_inductor.search import prompts
+    from llm_inductor.search.context import load_context
+    from llm_inductor.search.providers import prompt_hash
+    from test_search_support import copy_region, real_engine, shared_region
+
+    if real_engine() is None:
+        pytest.skip("needs llm_inductor.verify.engine")
+    cfg = Config.load()[0]
+    ctx = load_context(copy_region(shared_region(tmp_path), tmp_path / "probe"), cfg, None, "cpu")
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text(json.dumps({"prompt_hash": prompt_hash(prompts.initial_messages(ctx)), "content": answer(GOOD)}) + "\n")
+
+    w = torch.randn(33)
+    f = lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w  # noqa: E731
+    options = {"tune": True, "interpret": True, "min_region_us": 0, "candidates": 1,
+               "provider": "replay", "replay": str(replay)}  # fmt: skip
+    x = torch.randn(8, 33)
+    _state.reset()
+    with torch.no_grad():
+        y = torch.compile(f, backend="llm", options=options)(x)
+    torch.testing.assert_close(y, f(x))
+    stats = _state.stats()
+    assert stats["substituted"] == 1 and stats["kernel_calls"] == 1, stats
+    assert [row.status for r in _state.reports for row in r.regions] == ["hit (tuned now)"]

@@ -201,7 +201,7 @@ def test_online_mode_tunes_the_graphs_misses(region, tmp_path):
     )
     store = MemoryStore()
     assert tune_misses(seen, cfg.replace(tune=False, mode="cache"), store=store) == 0  # off unless asked
-    assert tune_misses(seen, cfg, verifier=verifier(), store=store) == 1
+    assert tune_misses(seen, cfg, verifier=verifier(), store=store, in_process=True) == 1
     assert store.lookup(seen[0].digest).kernel_source == GOOD
     graph_link = cfg.cache_path / "graphs" / "by_region" / seen[0].key16
     assert graph_link.is_file() and (cfg.cache_path / "graphs" / graph_link.read_text()).is_file()
