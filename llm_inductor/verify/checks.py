@@ -150,7 +150,7 @@ def _first_diff(a: torch.Tensor, b: torch.Tensor) -> list[int]:
 
 
 def worst(verdicts: list[Verdict]) -> tuple[float, float]:
-    """(candidate, inductor) rms rel error, the worst over outputs."""
-    c = max((v.cand.rms_rel for v in verdicts if v.cand), default=0.0)
-    i = max((v.yard["inductor"].rms_rel for v in verdicts if v.yard), default=0.0)
+    """(candidate, inductor) mean rel error, the worst over outputs."""
+    c = max((v.cand.mean_rel for v in verdicts if v.cand), default=0.0)
+    i = max((v.yard["inductor"].mean_rel for v in verdicts if v.yard), default=0.0)
     return c, i

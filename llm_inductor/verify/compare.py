@@ -7,27 +7,39 @@ elements that are finite in the reference). Eager counts because Inductor may
 skip roundings the graph asks for (a bf16 cast between two fp32 ops): a kernel
 that rounds exactly where the graph says must not fail for matching eager.
 
-    err(c, r) <= max(K * err(y, r), floor[dtype])     for each of three norms:
-      max abs   max_j |c_j - r_j|                     (floor: floor_abs * S, S = max_j |r_j|)
-      max rel   max_j |c_j - r_j| / (|r_j| + S*f)     (floor: floor_rel; S*f keeps zeros finite)
-      rms rel   ||c - r||_2 / ||r||_2                 (floor: floor_rel)
+    mean rel   mean_j e_j <= max(K * mean_j e_y,  floor_rel)      e_j = |c_j - r_j| / (|r_j| + S*floor_rel)
+    max rel    max_j m_j  <= max(K_MAX * max_j m_y, 4 * floor_rel)  m_j = |c_j - r_j| / (|r_j| + S/100)
+    max abs    max_j |c_j - r_j| <= max(K_MAX * max_j |y_j - r_j|, floor_abs * S)
 
-Why K = 4: Inductor's error is what this dtype and region allow in practice. A
-valid kernel may sum in another order or fuse multiply-adds differently; the
-error bounds of such reorderings are of the same order (Higham, "Accuracy and
-Stability", ch. 4: the bound scales with n*u for every order), and measured
-differences between valid orders stay within 2-3x. Rounding to a lower precision
-costs far more than 4x: fp32 to tf32 or fp16 is 2^13 times the unit roundoff,
-bf16 2^16, so 4x admits reordering and rejects lower precision.
+with S = max_j |r_j|, the output's scale. The mean counts every element relative
+to itself (S*floor_rel only keeps zeros finite); the max rel judges elements
+down to 1% of the scale relative to themselves and smaller ones against 1% of
+the scale, because below that the relative error of a sum is set by how much
+its terms cancel, which differs between valid summation orders by any factor.
+
+Why K = 4 on the mean: Inductor's error is what this dtype and region allow in
+practice. A valid kernel may sum in another order or fuse multiply-adds
+differently; the error bounds of such reorderings are of the same order (Higham,
+"Accuracy and Stability", ch. 4: the bound scales with n*u for every order).
+Measured on the kernels in tests/kernels (60 seeds x 5 distributions each), the
+worst mean error was 0.76x the yardstick's. Rounding to a lower precision costs
+far more than 4x: fp32 to tf32 or fp16 is 2^13 times the unit roundoff, bf16
+2^16. The mean judges precision because it is robust: one rounding flip or one
+cancelling element barely moves it.
+
+Why K_MAX = 16 on the maxima: extremes fluctuate between valid summation
+orders; the same measurement reached 1.95x (bias+GELU, max rel). Without the 1%
+floor in m_j, a single cancelling element of bias+GELU reached 31x, which is why
+that floor is there. A wrong element is off by O(1) relative, far beyond 16x
+rounding error, so the maxima still catch partial bugs.
 
 Why these floors: where Inductor happens to be exact (a copy, a max), K * 0 would
 demand bit equality. floor_rel is a few units of roundoff of the output dtype,
 widened for fp32 to 1e-5 (~170 u) because the float64 reference makes even a
 correctly rounded fp32 accumulation over a few thousand terms err by ~sqrt(n)*u.
 bf16 and fp16 floors are one unit roundoff of the output (2^-8, 2^-11 scaled to
-2^-10 for fp16's double rounding through fp32). The rms norm cannot be gamed by
-a single badly conditioned element, so a cheat computing in lower precision is
-caught even when cancellation makes Inductor's max error large.
+2^-10 for fp16's double rounding through fp32); the per-element maximum allows
+4x that, two ulps: a kernel may round the other way at a tie-near element.
 
 A reference that is nearly constant across draws (its spread is within the
 floor) gets no floor ("exact" mode): a constant kernel would otherwise pass.
@@ -45,7 +57,9 @@ import torch
 
 from llm_inductor.verify.guard import BOOL_POISON, FLOAT_POISON_BITS, INT_POISON
 
-K = 4.0
+K = 4.0  # on the mean relative error
+K_MAX = 16.0  # on the maximum relative and absolute errors
+MAX_REL_FLOOR = 0.01  # elements under 1% of the output's scale are judged against that 1%
 FLOORS = {  # dtype → (floor_rel, floor_abs as a fraction of the output's scale)
     torch.float64: (1e-12, 1e-12),
     torch.float32: (1e-5, 1e-5),
@@ -53,7 +67,7 @@ FLOORS = {  # dtype → (floor_rel, floor_abs as a fraction of the output's scal
     torch.float16: (2.0**-10, 2.0**-10),
 }
 _FP8_FLOOR = (2.0**-3, 2.0**-3)
-# Rejected errors below this (rms rel) look like rounding to a lower precision, not a logic bug.
+# Rejected errors below this (mean rel) look like rounding to a lower precision, not a logic bug.
 LOW_PRECISION_BELOW = {torch.float64: 2.0**-20, torch.float32: 2.0**-6, torch.bfloat16: 2.0**-3, torch.float16: 2.0**-5}
 
 
@@ -69,7 +83,7 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 class Errors:
     max_abs: float = 0.0
     max_rel: float = 0.0
-    rms_rel: float = 0.0
+    mean_rel: float = 0.0
     abs_index: tuple[int, ...] = ()
     rel_index: tuple[int, ...] = ()
     value: float = 0.0  # the value at rel_index, and the reference there
@@ -77,7 +91,7 @@ class Errors:
 
     def text(self) -> str:
         return (f"max abs {self.max_abs:.3g} at {list(self.abs_index)}, max rel {self.max_rel:.3g} at "
-                f"{list(self.rel_index)} (got {self.value:.6g}, want {self.expected:.6g}), rms rel {self.rms_rel:.3g}")
+                f"{list(self.rel_index)} (got {self.value:.6g}, want {self.expected:.6g}), mean rel {self.mean_rel:.3g}")
 
 
 @dataclass
@@ -99,12 +113,11 @@ def errors(x: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, scale: float, f
     zero = torch.zeros_like(r)
     rr, xx = torch.where(mask, r, zero), torch.where(mask, x, zero)
     diff = (xx - rr).abs()
-    rel = diff / (rr.abs() + scale * floor_rel)
+    rel = diff / (rr.abs() + scale * MAX_REL_FLOOR)
+    fine = diff / (rr.abs() + scale * floor_rel)
     a, ra = int(diff.reshape(-1).argmax()), int(rel.reshape(-1).argmax())
-    norm = float(rr.norm())
     return Errors(
-        float(diff.reshape(-1)[a]), float(rel.reshape(-1)[ra]),
-        float(diff.norm()) / norm if norm > 0 else float(diff.norm()),
+        float(diff.reshape(-1)[a]), float(rel.reshape(-1)[ra]), float(fine.sum()) / int(mask.sum()),
         _index(a, r.shape), _index(ra, r.shape), float(x.reshape(-1)[ra]), float(r.reshape(-1)[ra]),
     )
 
@@ -151,16 +164,17 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
     ce = errors(c, r, finite_r & (cls_c == 0), scale, floor_rel)
     ye = {name: errors(y.double(), r, finite_r & y.double().isfinite(), scale, floor_rel)
           for name, y in yardsticks.items()}
-    yard = [max((getattr(e, m) for e in ye.values()), default=0.0) for m in ("max_abs", "max_rel", "rms_rel")]
-    bounds = (max(K * yard[0], floor_abs * scale), max(K * yard[1], floor_rel), max(K * yard[2], floor_rel))
-    got = (ce.max_abs, ce.max_rel, ce.rms_rel)
+    yard = [max((getattr(e, m) for e in ye.values()), default=0.0) for m in ("max_abs", "max_rel", "mean_rel")]
+    bounds = (max(K_MAX * yard[0], floor_abs * scale), max(K_MAX * yard[1], 4 * floor_rel),
+              max(K * yard[2], floor_rel))
+    got = (ce.max_abs, ce.max_rel, ce.mean_rel)
     if all(g <= b for g, b in zip(got, bounds)):
         return Verdict(True, "ok", ce.text(), ce, ye)
-    which = [n for n, g, b in zip(("max abs", "max rel", "rms rel"), got, bounds) if g > b]
+    which = [n for n, g, b in zip(("max abs", "max rel", "mean rel"), got, bounds) if g > b]
     # In exact mode relative errors are small against a large constant; they say nothing about precision.
-    low = not exact and ce.rms_rel <= LOW_PRECISION_BELOW.get(dtype, 0.0)
+    low = not exact and ce.mean_rel <= LOW_PRECISION_BELOW.get(dtype, 0.0) and ce.max_rel < 2.0**-4
     reason = "low_precision" if low else "wrong_values"
-    detail = (f"{', '.join(which)} over the bound (abs {bounds[0]:.3g}, rel {bounds[1]:.3g}, rms {bounds[2]:.3g}"
+    detail = (f"{', '.join(which)} over the bound (abs {bounds[0]:.3g}, rel {bounds[1]:.3g}, mean {bounds[2]:.3g}"
               f"{', exact mode: the reference is nearly constant' if exact else ''}): candidate {ce.text()}; "
               + "; ".join(f"{name} {e.text()}" for name, e in ye.items()))
     return Verdict(False, reason, detail, ce, ye)

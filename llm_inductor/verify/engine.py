@@ -225,7 +225,7 @@ class _Run:
                                 f"own sizes passed: {found.message}")
             self.reject(found.check, found.reason, found.message)
         if draws:
-            self.passed(check, f"{len(draws)} draws ({', '.join(d.name for d in draws)}); worst rms rel error "
+            self.passed(check, f"{len(draws)} draws ({', '.join(d.name for d in draws)}); worst mean rel error "
                         f"{worst_c:.3g} (inductor {worst_i:.3g})")
             if check == "values":
                 self.passed("nan_inf", "NaN/Inf positions match" if any(d.dist == "nan_inf" for d in draws)
