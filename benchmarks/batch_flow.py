@@ -95,7 +95,7 @@ def write_prompts(work: Path, requests: Path) -> int:
     """One markdown file per request: exactly what the LLM would be sent, nothing else."""
     from llm_inductor.search.batch import read_requests
 
-    folder = work / "prompts"
+    folder = work / "prompts" / requests.name.split(".")[0]  # prompts/round<N>/
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
     for r in read_requests(requests):
@@ -103,6 +103,15 @@ def write_prompts(work: Path, requests: Path) -> int:
         (folder / f"{r.custom_id}.md").write_text(text + "\n")
         n += 1
     return n
+
+
+def _record_device(work: Path) -> None:
+    """The GPU this step ran on, for the table (which may be written on a machine without one)."""
+    import torch
+
+    if torch.cuda.is_available():
+        info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+        (work / "device.json").write_text(json.dumps(info))
 
 
 def _next_requests_path(work: Path) -> Path:
@@ -114,6 +123,7 @@ def _next_requests_path(work: Path) -> Path:
 def step_export(work: Path) -> int:
     from llm_inductor.search.tune import script_regions, tune
 
+    _record_device(work)
     cfg = _config(work, min_region_us=0.0 if SMOKE else 2.0, interpret=SMOKE)
     scripts = work / "scripts"
     scripts.mkdir(parents=True, exist_ok=True)
@@ -129,7 +139,8 @@ def step_export(work: Path) -> int:
     if not report.exported:
         print("nothing exported: no hot region is pending (or every search has stopped)")
         return 1
-    print(f"exported {report.exported} request(s) to {out}; {write_prompts(work, out)} prompt file(s) in {work / 'prompts'}")
+    n = write_prompts(work, out)
+    print(f"exported {report.exported} request(s) to {out}; {n} prompt file(s) in {work / 'prompts' / 'round1'}")
     return 0
 
 
@@ -154,6 +165,7 @@ def step_answers(work: Path) -> int:
 def step_import(work: Path) -> int:
     from llm_inductor.search.tune import tune
 
+    _record_device(work)
     answers = _round_files(work, "out")[-1]
     nxt = _next_requests_path(work)
     report = tune(import_batch=answers, export_batch=nxt, config=_config(work), progress=True)
@@ -204,8 +216,9 @@ def step_table(work: Path, results: Path) -> int:
 
     rows = _rows(work)
     results.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "torch": torch.__version__, "field_table": {k: v[:3] for k, v in SCRIPTS.items()}}  # fmt: skip
+    dev = work / "device.json"
+    ran = json.loads(dev.read_text()) if dev.is_file() else {"gpu": "cpu", "torch": torch.__version__}
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **ran, "field_table": {k: v[:3] for k, v in SCRIPTS.items()}}
     (results / "batch_flow.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = ["# Batch flow on the H200", "", f"{meta['date']}, {meta['gpu']}, torch {meta['torch']}. "
           "Answers came from helpers that saw only each prompt. Tokens are estimates (4 chars/token): "

@@ -239,3 +239,41 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
     assert gate.status_for({"measured": True, "passed": False}) == "slows_graph"
     assert gate.status_for({"measured": False, "passed": False}) == "ungated"
     assert gate.in_graph_gate(key16, entry, cfg, "cpu") == {"measured": False, "passed": True, "note": "not measured (cpu)"}
+
+
+def test_inductor_code_is_cut_down_to_its_kernels_and_launcher():
+    from llm_inductor.search.reference import MAX_CODE_CHARS, extract_kernels
+
+    module = (
+        "from torch._inductor.runtime import triton_helpers\n"
+        "triton_red_fused_mean_0 = async_compile.triton('triton_red_fused_mean_0', '''\n"
+        "@triton.jit\ndef triton_red_fused_mean_0(in_ptr0, out_ptr0, xnumel, r0_numel):\n    pass\n''', device_str='cuda')\n"
+        "async_compile.wait(globals())\n"
+        "def call(args):\n    arg0_1, = args\n    triton_red_fused_mean_0.run(arg0_1, buf0, 8, 33, stream=stream0)\n    return (buf0, )\n"
+        "def benchmark_compiled_module():\n    pass\n"
+    )
+    text = extract_kernels(module)
+    assert text.startswith("# kernel triton_red_fused_mean_0\n@triton.jit")
+    assert "triton_red_fused_mean_0.run(arg0_1, buf0, 8, 33" in text and "benchmark_compiled_module" not in text
+    assert len(extract_kernels(module.replace("pass", "x = 1\n" * 5000))) < MAX_CODE_CHARS + 200
+
+
+def test_similar_winners_become_worked_examples(region):
+    """A served winner for the same ops at another shape is shown; a slows_graph one is not."""
+    from llm_inductor.cache.entry import Entry
+    from llm_inductor.cache.store import MemoryStore
+    from llm_inductor.search.similar import add_to_index
+
+    cfg, _ = Config.load()
+    meta = json.loads(region.with_suffix(".json").read_text())
+    store = MemoryStore()
+    for key, status, source in (("a" * 64, "served", "# the served neighbour\n" + GOOD), ("b" * 64, "slows_graph", "# slow\n")):
+        other = {**meta, "key": key, "inputs": [{**meta["inputs"][0], "shape": ["16", "33"]}, meta["inputs"][1]]}
+        entry = Entry(key, meta["key_fields"], source, region.read_text(), other, status=status,
+                      speed={"NVIDIA H200": {"speedup": 1.4}})  # fmt: skip
+        store.put(entry)
+        add_to_index(entry, cfg)
+    ctx = load_context(region, cfg, store, "cpu")
+    assert [ex["key16"] for ex in ctx.examples] == ["a" * 16]
+    text = prompts.first_turn(ctx)
+    assert "# the served neighbour" in text and "1.40x over Inductor on NVIDIA H200" in text and "# slow" not in text
