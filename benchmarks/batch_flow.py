@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -246,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(ROOT / ".carry" / "batch_flow"), help="the folder carried between steps")
     p.add_argument("--out", default=os.environ.get("OUT"), help="copy the work folder (and results) here at the end")
     args = p.parse_args(argv)
+    # `timeout N python batch_flow.py ...` sends SIGTERM: exit through `finally`, so the work
+    # folder (saved after every answer) still reaches --out and the step can be resumed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     steps = {"export": step_export, "answers": step_answers, "import": step_import,

@@ -22,7 +22,7 @@ import torch
 
 MAX_CODE_CHARS = 12_000  # about 3k tokens: the kernels, not Inductor's whole wrapper module
 _TRITON_KERNEL = re.compile(r"async_compile\.triton\(\s*'(\w+)',\s*'''(.*?)'''", re.S)
-_CALL = re.compile(r"\ndef call\(args\):\n(.*?)(?=\n\S)", re.S)
+_CALL = re.compile(r"^(?P<indent>[ \t]*)def call\((?:self, )?args\):$", re.M)
 
 
 def _gpu_name() -> str:
@@ -64,13 +64,27 @@ def inductor_reference(region_path: str | Path, cache_dir: Path, timeout: float 
 def extract_kernels(code: str) -> str:
     """The Triton kernels of an Inductor output module and its ``call`` (launch grids), trimmed."""
     parts = [f"# kernel {name}\n{src.strip()}\n" for name, src in _TRITON_KERNEL.findall(code)]
-    call = _CALL.search(code)
+    call = _launcher(code)
     if call:
-        parts.append("# Inductor's launcher\ndef call(args):\n" + call.group(1))
+        parts.append("# Inductor's launcher\n" + call)
     text = "\n".join(parts) if parts else code
     if len(text) > MAX_CODE_CHARS:
         text = text[:MAX_CODE_CHARS] + f"\n# ... trimmed ({len(text) - MAX_CODE_CHARS} more characters)\n"
     return text
+
+
+def _launcher(code: str) -> str | None:
+    """Inductor's ``call(args)`` (a module function, or ``Runner.call`` since torch 2.8), dedented."""
+    m = _CALL.search(code)
+    if m is None:
+        return None
+    indent = len(m.group("indent"))
+    lines = [m.group(0)[indent:]]
+    for line in code[m.end() + 1 :].splitlines():
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        lines.append(line[indent:])
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _measure(region_path: Path) -> dict[str, Any]:
