@@ -282,3 +282,10 @@ def test_similar_winners_become_worked_examples(region):
     assert [ex["key16"] for ex in ctx.examples] == ["a" * 16]
     text = prompts.first_turn(ctx)
     assert "# the served neighbour" in text and "1.40x over Inductor on NVIDIA H200" in text and "# slow" not in text
+
+
+def test_timing_feedback_names_inductor_the_roofline_and_the_floor():
+    text = prompts.timing_text({"outcome": "slower", "candidate_ms": 0.05, "inductor_ms": 0.04, "roofline_pct": 64.0,
+                                "floor_ms": 0.032})  # fmt: skip
+    assert text == "candidate 0.0500 ms vs Inductor 0.0400 ms: 0.80x; 64% of the roofline (floor 0.0320 ms)."
+    assert prompts.timing_text({"outcome": "ok"}).startswith("not measured: this machine has no GPU")

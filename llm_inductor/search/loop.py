@@ -130,7 +130,7 @@ class Searcher:
             "custom_id": request.custom_id, "round": cid.round, "slot": cid.slot, "parent": request.parent,
             "prompt_hash": request.prompt_hash, "tokens_in": c.tokens_in, "tokens_out": c.tokens_out,
             "tokens_estimated": c.tokens_estimated, "cost": c.cost, "llm_seconds": c.seconds,
-            "http_attempts": c.http_attempts, "accepted": False, "code": None,
+            "http_attempts": c.http_attempts, "accepted": False, "code": None, "floor_ms": ctx.floor_ms,
         }  # fmt: skip
         if not c.ok:
             a.update(outcome=c.error or "bad_response", message=c.message)

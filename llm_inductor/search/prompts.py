@@ -110,7 +110,9 @@ def timing_text(a: dict[str, Any]) -> str:
             f"{a['inductor_ms'] / a['candidate_ms']:.2f}x"
         )
         if a.get("roofline_pct"):
-            text += f"; {a['roofline_pct']:.0f}% of the roofline floor"
+            text += f"; {a['roofline_pct']:.0f}% of the roofline"
+        if a.get("floor_ms"):
+            text += f" (floor {a['floor_ms']:.4f} ms)"
         return text + "."
     if a.get("outcome") in ("ok", "slower"):
         return "not measured: this machine has no GPU, so only correctness is judged."

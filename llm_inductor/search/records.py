@@ -26,7 +26,7 @@ _lock = threading.Lock()
 _RECORDED = (
     "custom_id", "round", "slot", "parent", "prompt_hash", "outcome", "accepted", "message",
     "tokens_in", "tokens_out", "tokens_estimated", "cost", "llm_seconds", "verify_seconds",
-    "http_attempts", "candidate_ms", "inductor_ms", "speedup", "roofline_pct", "code_hash",
+    "http_attempts", "candidate_ms", "inductor_ms", "speedup", "roofline_pct", "floor_ms", "code_hash",
 )  # fmt: skip
 
 
