@@ -97,5 +97,9 @@ class MemoryStore:
         with self._lock:
             self._pending.pop(key, None)
 
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            return list(self._entries.values())
+
     def __len__(self) -> int:
         return len(self._entries)
