@@ -98,7 +98,8 @@ def lookups(n: int, device: str, redis_url: str | None, tmp: Path) -> dict[str, 
     out["local"] = _quantiles(_time_each(local.lookup, keys))
     out["memory"] = _quantiles(_time_each(local.lookup, keys))
     out["local_fetch"] = _quantiles(_time_each(local.local.bodies_for_key, keys))
-    assert all(local.lookup(k) is not None for k in keys), "benchmark entries must be servable"
+    if local.lookup(keys[0]) is None:  # e.g. no cryptography package: nothing can be served
+        raise SystemExit(f"benchmark entries are not served here: {local.judge(signed[0])}")
 
     if redis_url:
         shared = _store(tmp / "redis-reader", LLM_INDUCTOR_REDIS_URL=redis_url, **trust)
