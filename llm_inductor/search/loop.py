@@ -47,7 +47,7 @@ class Searcher:
 
     def __post_init__(self) -> None:
         self.run_meter = Meter(Limits.per_run(self.cfg))
-        self.strategy = select_strategy(self.cfg.strategy)
+        select_strategy(self.cfg.strategy)  # an unknown name fails before any call is made
         self._verify_lock: asyncio.Lock | None = None
         self._reserved: dict[str, tuple[int, float]] = {}
         self._discount = BATCH_DISCOUNT if not self.provider.live else 1.0
@@ -66,7 +66,8 @@ class Searcher:
             return []
         admitted: list[Request] = []
         why = None
-        for r in self.strategy.plan(state, ctx, self.cfg):
+        # The strategy the search started with: a batch search keeps it across sessions.
+        for r in select_strategy(state.strategy).plan(state, ctx, self.cfg):
             est = call_estimate(messages_tokens(r.messages), meter, self.cfg, self._discount)
             why = meter.exhausted(1, *est) or self.run_meter.exhausted(1, *est)
             if why:
