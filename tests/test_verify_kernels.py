@@ -18,8 +18,10 @@ CASES = [
     ("rmsnorm", "rmsnorm"),  # 6x42x123 fp32
     ("rmsnorm", "rmsnorm_bf16"),  # the same kernel, bf16 in and out, fp32 inside
     ("softmax", "softmax"),  # 33x781
+    ("softmax", "softmax_bf16_wide"),  # 5x9001 bf16 in and out, fp32 math: the two-pass path
     ("bias_gelu", "bias_gelu"),  # addmm 33x48 @ 48x40 + bias, erf GELU epilogue
     ("cross_entropy", "cross_entropy"),  # 33x781 logits, int64 targets
+    ("cross_entropy", "cross_entropy_bf16_wide"),  # 6x9001 bf16 logits, several chunks per row
     ("rope", "rope"),  # 2x3x17x32
     ("sumsq_dyn", "sumsq_dyn"),  # 6 x s0, s0 symbolic (781 seen)
     ("offset_tanh", "offset_tanh"),  # nearly constant reference, traced specs

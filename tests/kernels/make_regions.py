@@ -1,6 +1,6 @@
 """Regenerate the region files under tests/kernels/regions/ from small models.
 
-    python tests/kernels/make_regions.py
+    python tests/kernels/make_regions.py [NAME ...]
 
 Each model is compiled with backend="llm" (cache mode, every region hot) so the
 backend writes its real region file and sidecar; they are copied here under a
@@ -39,6 +39,11 @@ class Softmax(torch.nn.Module):
         return torch.softmax(x.float(), -1)
 
 
+class SoftmaxLowPrecisionIO(torch.nn.Module):  # FIELD.md's softmax: bf16 in and out, fp32 math
+    def forward(self, x):
+        return torch.softmax(x.float(), -1).to(x.dtype)
+
+
 class BiasGelu(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -73,10 +78,15 @@ def build(name: str) -> None:
             torch.compile(RMSNorm(123).bfloat16(), backend="llm")(torch.randn(6, 42, 123, dtype=torch.bfloat16))
         elif name == "softmax":
             torch.compile(Softmax(), backend="llm")(torch.randn(33, 781))
+        elif name == "softmax_bf16_wide":  # rows longer than one block: the two-pass path
+            torch.compile(SoftmaxLowPrecisionIO(), backend="llm")(torch.randn(5, 9001, dtype=torch.bfloat16))
         elif name == "bias_gelu":
             torch.compile(BiasGelu(), backend="llm")(torch.randn(33, 48))
         elif name == "cross_entropy":
             torch.compile(CrossEntropy(), backend="llm")(torch.randn(33, 781), torch.randint(0, 781, (33,)))
+        elif name == "cross_entropy_bf16_wide":  # bf16 logits, rows over several chunks
+            logits = torch.randn(6, 9001, dtype=torch.bfloat16)
+            torch.compile(CrossEntropy(), backend="llm")(logits, torch.randint(0, 9001, (6,)))
         elif name == "rope":
             torch.compile(Rope(), backend="llm")(torch.randn(2, 3, 17, 32), torch.randn(17, 32), torch.randn(17, 32))
         elif name == "sumsq_dyn":  # a reduction over a symbolic dim
@@ -85,18 +95,19 @@ def build(name: str) -> None:
             torch.compile(SumSquares(), backend="llm")(x)
 
 
-NAMES = ("rmsnorm", "rmsnorm_bf16", "softmax", "bias_gelu", "cross_entropy", "rope", "sumsq_dyn")
+NAMES = ("rmsnorm", "rmsnorm_bf16", "softmax", "softmax_bf16_wide", "bias_gelu", "cross_entropy",
+         "cross_entropy_bf16_wide", "rope", "sumsq_dyn")
 
 
 def main() -> int:
-    if len(sys.argv) == 2:  # child: one model per process, so each starts with empty caches
-        build(sys.argv[1])
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":  # one model per process: each starts with empty caches
+        build(sys.argv[2])
         return 0
     HERE.mkdir(parents=True, exist_ok=True)
-    for name in NAMES:
+    for name in sys.argv[1:] or NAMES:
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ, LLM_INDUCTOR_MIN_REGION_US="0", LLM_INDUCTOR_CACHE_DIR=tmp)
-            subprocess.run([sys.executable, __file__, name], env=env, check=True)
+            subprocess.run([sys.executable, __file__, "--child", name], env=env, check=True)
             found = sorted((Path(tmp) / "regions").glob("region_*.py"))
             if len(found) != 1:
                 raise SystemExit(f"{name}: expected one hot region, found {[p.name for p in found]}")

@@ -1,8 +1,10 @@
 """RMSNorm over the last dim, times a weight: region_rmsnorm (fp32) and region_rmsnorm_bf16.
 
 Each program normalizes ROWS rows at once (a 2-D block; the whole row fits in
-BLOCK_N = next power of two of the row), accumulating in fp32. The bf16 region
-rounds x*rsqrt(mean(x^2)+eps) to bf16 before the weight multiply, as its graph does.
+BLOCK_N = next power of two of the row), accumulating in fp32: many short rows
+per program under the CPU interpreter, one 4096-wide row per program (8 warps)
+on a GPU. The bf16 region rounds x*rsqrt(mean(x^2)+eps) to bf16 before the
+weight multiply, as its graph does.
 """
 import torch
 import triton
@@ -30,9 +32,10 @@ def forward(x, weight):
     n_rows = x.numel() // n_cols
     x2 = x.reshape(n_rows, n_cols)
     out = torch.empty_like(x2)
-    rows = 32
+    block = triton.next_power_of_2(n_cols)
+    rows = max(1, min(32, 4096 // block))
     _rmsnorm_kernel[(triton.cdiv(n_rows, rows),)](
         x2, weight, out, n_rows, n_cols, x2.stride(0), out.stride(0), 1e-6,
-        ROWS=rows, BLOCK_N=triton.next_power_of_2(n_cols), ROUND_TO_OUT=x.dtype != torch.float32,
+        ROWS=rows, BLOCK_N=block, ROUND_TO_OUT=x.dtype != torch.float32, num_warps=8 if block >= 2048 else 4,
     )
     return out.view(x.shape)

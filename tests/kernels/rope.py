@@ -18,13 +18,14 @@ def _rope_kernel(cos_ptr, q_ptr, sin_ptr, out_ptr, n_rows, seq_len, stride_q, st
     half: tl.constexpr = HEAD_DIM // 2
     mask = (rows < n_rows) & (cols < HEAD_DIM)
     pos = rows % seq_len
-    q = tl.load(q_ptr + rows * stride_q + cols, mask=mask, other=0.0)
+    q = tl.load(q_ptr + rows * stride_q + cols, mask=mask, other=0.0).to(tl.float32)
     partner = tl.where(cols < half, cols + half, cols - half)
-    q_rot = tl.load(q_ptr + rows * stride_q + partner, mask=mask, other=0.0)
+    q_rot = tl.load(q_ptr + rows * stride_q + partner, mask=mask, other=0.0).to(tl.float32)
     q_rot = tl.where(cols < half, -q_rot, q_rot)
-    cos = tl.load(cos_ptr + pos * stride_cs + cols, mask=mask, other=0.0)
-    sin = tl.load(sin_ptr + pos * stride_cs + cols, mask=mask, other=0.0)
-    tl.store(out_ptr + rows * stride_out + cols, q * cos + q_rot * sin, mask=mask)
+    cos = tl.load(cos_ptr + pos * stride_cs + cols, mask=mask, other=0.0).to(tl.float32)
+    sin = tl.load(sin_ptr + pos * stride_cs + cols, mask=mask, other=0.0).to(tl.float32)
+    out = q * cos + q_rot * sin  # fp32 math, one rounding to the output dtype
+    tl.store(out_ptr + rows * stride_out + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def forward(cos, q, sin):
