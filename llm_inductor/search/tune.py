@@ -223,7 +223,13 @@ def _import(run: _Run, path: Path, report: TuneReport) -> list[Path]:
         report.answered += run.searcher.consume_batch(state, ctx, mine)
         touched.append(Path(state.region_path))
     if not touched:
-        raise UsageError(f"{path}: no answer matches an outstanding request under {run.cfg.cache_path / 'search'}.")
+        # A rerun after an import that was cut short between consuming and exporting: plan what can go on.
+        resumable = [Path(s.region_path) for s in all_states(run.cfg) if not s.done and not s.outstanding]
+        if not resumable:
+            raise UsageError(f"{path}: no answer matches an outstanding request under {run.cfg.cache_path / 'search'}.")
+        log.warning("llm_inductor: %s answers nothing outstanding; planning the next round of %d search(es)",
+                    path, len(resumable))  # fmt: skip
+        return resumable
     return touched
 
 
