@@ -66,7 +66,8 @@ class MemoryStore:
 
     def lookup(self, key: str) -> Entry | None:
         with self._lock:
-            return self._entries.get(key)
+            entry = self._entries.get(key)
+        return entry if entry is not None and entry.status == "served" else None
 
     def get(self, entry_id: str) -> Entry | None:
         entry = self.lookup(entry_id.split(":", 1)[0])

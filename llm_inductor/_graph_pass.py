@@ -90,6 +90,7 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
     hits: list[tuple[RegionInfo, Any]] = []
     infos: list[RegionInfo] = []
     hot_misses: list[tuple[RegionInfo, _state.RegionRow]] = []
+    pending_infos: list[RegionInfo] = []
     for region, cost, share, hot in ranked:
         _state.bump("regions")
         _state.bump("hot", hot)
@@ -132,9 +133,15 @@ def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
             try:
                 row.region_path = _record_pending(store, info, share, cfg)
                 row.status = "pending"
+                pending_infos.append(info)
                 _state.bump("pending")
             except Exception as e:
                 fail(cfg, "pending", _where(region, info), e)
+    if pending_infos:
+        try:  # the in-graph gate of a later tuning run times the region inside this graph
+            _record_graph(gm, pending_infos, cfg)
+        except Exception as e:
+            fail(cfg, "pending", f"{kind} graph file", e)
     if hot_misses and (cfg.tune or cfg.mode == "tune") and _substitutable(device, cfg):
         hits += _tune_online(hot_misses, store, cfg)
     if _state.graph_hook is not None:
@@ -191,3 +198,12 @@ def _tune_online(misses: list[tuple[RegionInfo, Any]], store: Any, cfg: Config) 
             row.status = "hit (tuned now)"
             won.append((info, entry))
     return won
+
+
+def _record_graph(gm: fx.GraphModule, infos: list[RegionInfo], cfg: Config) -> None:
+    """Write the whole graph once for the regions that have no graph file yet."""
+    from llm_inductor.search.graphs import graph_for, record_graph
+
+    new = [info for info in infos if graph_for(info.key16, cfg) is None]
+    if new:
+        record_graph(gm, new, cfg)
