@@ -201,3 +201,26 @@ def test_worker_makes_the_interpreter_round_bf16_like_a_gpu(monkeypatch):
     finally:
         interpreter.InterpreterBuilder.cast_impl = original
     assert torch.equal(out.view(torch.int16), x.bfloat16().view(torch.int16))
+
+
+def _timing_report(cand_ms, ind_ms, nbytes=1e9):
+    return {"measurements": [{"candidate_ms": c, "inductor_ms": i} for c, i in zip(cand_ms, ind_ms)],
+            "bytes": nbytes, "flops": 0.0, "extra_modes": {"max-autotune": [0.55, 0.57]}}
+
+
+def test_speed_needs_the_margin_in_both_measurements():
+    from llm_inductor.verify.timing import judge_speed
+
+    reason, _, t = judge_speed(_timing_report([0.50, 0.51], [0.60, 0.60]), 0.03, 4.25e12, 679e12)
+    assert reason == "ok" and t["speedup"] == pytest.approx(0.60 / 0.51)
+    assert t["floor_ms"] == pytest.approx(1e9 / 4.25e12 * 1e3) and 0 < t["pct_of_roofline"] < 100
+    assert t["extra_modes"]["max-autotune"]["inductor_ms"] == pytest.approx(0.56)
+    reason, message, _ = judge_speed(_timing_report([0.50, 0.59], [0.60, 0.60]), 0.03, 4.25e12, 679e12)
+    assert reason == "slower" and "1.017x" in message
+
+
+def test_speed_beyond_the_roofline_is_suspicious():
+    from llm_inductor.verify.timing import judge_speed
+
+    reason, message, _ = judge_speed(_timing_report([0.10, 0.10], [0.60, 0.60]), 0.03, 4.25e12, 679e12)
+    assert reason == "suspicious_speed" and "floor" in message

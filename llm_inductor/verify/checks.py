@@ -30,7 +30,7 @@ class Expected:
     """What the parent knows about one draw, out of the candidate's reach."""
 
     draw: Draw
-    inputs: list[torch.Tensor]  # CPU copies
+    inputs: list[torch.Tensor]  # the parent's own copies, on the device
     specs: list[TensorMeta]
     ref64: list[torch.Tensor]
     eager: list[torch.Tensor]  # eager PyTorch in the region's dtypes
@@ -96,12 +96,15 @@ def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]
             total = outs_by_call[0][j].numel()
             return Finding("written", "unwritten_output", f"{label}, output {j}: {count} of {total} elements "
                            f"were never written (poison left, first at {list(idx)})"), []
-    for k, after in enumerate(data["inputs_after"]):
-        for j, (was, now) in enumerate(zip(exp.inputs, after)):
-            if not same_bits(was, now):
-                diff = _first_diff(was, now)
-                return Finding("inputs_unchanged", "input_mutated", f"{label}, call {k + 1}: input {j} changed "
-                               f"during the call (first at {diff}); a kernel must not write its inputs"), []
+    for k, rec in enumerate(records):
+        if rec.get("inputs_changed"):
+            return Finding("inputs_unchanged", "input_mutated", f"{label}, call {k + 1}: input(s) "
+                           f"{rec['inputs_changed']} changed during the call; a kernel must not write its inputs"), []
+    for was, now, j in zip(exp.inputs, data["inputs_after"][-1], range(len(exp.inputs))):
+        if not same_bits(was, now.to(was.device)):  # the parent's own check of the last call
+            diff = _first_diff(was, now.to(was.device))
+            return Finding("inputs_unchanged", "input_mutated", f"{label}, call {n}: input {j} changed "
+                           f"during the call (first at {diff}); a kernel must not write its inputs"), []
     per_call = [exp.verdicts(outs) for outs in outs_by_call]
     good = [all(v.ok for v in verdicts) for verdicts in per_call]
     if not all(good):
@@ -146,7 +149,7 @@ def _first_diff(a: torch.Tensor, b: torch.Tensor) -> list[int]:
     flat = ne.reshape(-1).nonzero()
     if not len(flat):
         return []
-    return [int(i) for i in torch.unravel_index(flat[0, 0], a.shape)]
+    return [int(i) for i in torch.unravel_index(flat[0, 0].cpu(), a.shape)]
 
 
 def worst(verdicts: list[Verdict]) -> tuple[float, float]:

@@ -124,7 +124,7 @@ def errors(x: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, scale: float, f
 
 def _classes(x: torch.Tensor) -> torch.Tensor:
     """0 finite, 1 NaN, 2 +Inf, 3 -Inf."""
-    c = torch.zeros(x.shape, dtype=torch.int8)
+    c = torch.zeros(x.shape, dtype=torch.int8, device=x.device)
     c[x.isnan()] = 1
     c[x == float("inf")] = 2
     c[x == float("-inf")] = 3
@@ -133,7 +133,7 @@ def _classes(x: torch.Tensor) -> torch.Tensor:
 
 def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.Tensor], *,
           exact: bool = False) -> Verdict:
-    """Compare one output (all on CPU). cand and the yardsticks have the output dtype; ref64 is float64 for floats."""
+    """Compare one output (all on one device). cand and the yardsticks have the output dtype; ref64 is float64."""
     dtype = cand.dtype
     if not dtype.is_floating_point:
         want = ref64.to(dtype)
@@ -205,7 +205,7 @@ def unwritten(outs: list[torch.Tensor], parities: list[int]) -> tuple[int, tuple
         return None
     if first.dtype in FLOAT_POISON_BITS:
         int_dtype, bits = FLOAT_POISON_BITS[first.dtype]
-        hit = torch.zeros(first.shape, dtype=torch.bool)
+        hit = torch.zeros(first.shape, dtype=torch.bool, device=first.device)
         for o in outs:
             hit |= o.view(int_dtype) == bits
     elif first.dtype.is_floating_point or first.dtype.is_complex:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -44,13 +44,20 @@ class _Reject(Exception):
 
 
 def verify(region_path: str | Path, candidate_source: str, *, device: str = "auto", speed: bool | None = None,
-           inductor_mode: str = "default", config: Config | None = None, static_policy: bool = True) -> VerifyResult:
-    """Verify one candidate against one region file. Raises UsageError for a bad region or device."""
+           inductor_mode: str = "default", config: Config | None = None, static_policy: bool = True,
+           extra_inductor_modes: Sequence[str] = ()) -> VerifyResult:
+    """Verify one candidate against one region file. Raises UsageError for a bad region or device.
+
+    ``inductor_mode`` is the Inductor the candidate must beat (the user's). ``extra_inductor_modes``
+    are timed too, for reports only (benchmarks/verify_h200.py times default and max-autotune at once).
+    """
     cfg = config if config is not None else Config.load()[0]
     dev = resolve_device(device)
     region = load_region(region_path)
-    return _Run(region, candidate_source, dev, cfg, inductor_mode, static_policy,
-                (dev == "cuda") if speed is None else speed).execute()
+    run = _Run(region, candidate_source, dev, cfg, inductor_mode, static_policy,
+               (dev == "cuda") if speed is None else speed)
+    run.extra_modes = [m for m in extra_inductor_modes if m != inductor_mode]
+    return run.execute()
 
 
 def resolve_device(device: str) -> str:
@@ -76,6 +83,7 @@ class _Run:
         self.calls = 0
         self.first: Draw | None = None
         self.seen: list[tuple[Draw, list[torch.Tensor]]] = []  # the candidate's last outputs per draw
+        self.extra_modes: list[str] = []
         self.expected: dict[Draw, Expected] = {}
         self.deterministic = not (set(region.ops) & NONDETERMINISTIC_OPS)
 
@@ -174,19 +182,19 @@ class _Run:
     def expect(self, draw: Draw) -> Expected:
         """Inputs, specs and references for a draw (memoized for this run; Inductor's on first use)."""
         if draw not in self.expected:
-            make = self.region.module.make_inputs
-            inputs = build_inputs(make, draw, "cpu")
-            on_dev = inputs if self.device == "cpu" else build_inputs(make, draw, self.device)
-            ref64 = [r.cpu() for r in fp64_reference(self.region, on_dev)]
-            eager = [t.cpu() for t in eager_reference(self.region, on_dev)]
+            # Everything stays on the verification device: at real shapes (a 4096x128256 logits
+            # tensor) the references and comparisons are GPU work.
+            on_dev = build_inputs(self.region.module.make_inputs, draw, self.device)
+            ref64 = fp64_reference(self.region, on_dev)
+            eager = eager_reference(self.region, on_dev)
 
             def inductor() -> list[torch.Tensor]:
                 outs, how = inductor_reference(self.region, on_dev, self.mode)
                 self.checks.setdefault("references", CheckResult("references", True, f"float64 eager, eager and {how}"))
-                return [t.cpu() for t in outs]
+                return outs
 
-            specs = self.region.output_specs(inputs, draw.size_map)
-            self.expected[draw] = Expected(draw, inputs, specs, ref64, eager, inductor)
+            specs = self.region.output_specs(on_dev, draw.size_map)
+            self.expected[draw] = Expected(draw, on_dev, specs, ref64, eager, inductor)
         return self.expected[draw]
 
     def call(self, draw: Draw, calls: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -198,9 +206,13 @@ class _Run:
         self.calls += calls
         if not resp["ok"]:
             self.reject("run", resp["reason"], f"{draw.label()}: {resp['message']}")
-        data = torch.load(out, weights_only=True)
-        out.unlink()
-        return resp["calls"], data
+        return resp["calls"], self.fetch(out)
+
+    def fetch(self, path: Path) -> dict[str, Any]:
+        """The worker's tensors: plain tensors only (weights_only), moved to the verification device."""
+        data = torch.load(path, weights_only=True, map_location="cpu")
+        path.unlink()
+        return {k: [[t.to(self.device) for t in call] for call in v] for k, v in data.items()}
 
     def run_draws(self, draws: list[Draw], check: str) -> None:
         worst_c = worst_i = 0.0
@@ -268,15 +280,17 @@ class _Run:
 
         assert self.worker is not None
         out = self.worker.dir / "timed.pt"
+        # Compiling Inductor (max-autotune benchmarks its choices) and timing take longer than a check.
         resp = self.worker.request({"op": "time", "draw": draw.to_dict(), "inductor_mode": self.mode,
-                                    "out": str(out)}, max(self.timeout, 300.0))
+                                    "extra_modes": self.extra_modes, "measure_bandwidth": True,
+                                    "out": str(out)}, 3 * self.timeout)
         if not resp["ok"]:
             self.reject("speed", resp["reason"], resp["message"])
         found = isolation(resp, "while timing")
         if found:
             self.reject(found.check, found.reason, found.message)
         # The last timed call's outputs, then a fresh draw: right when timed, and still right after.
-        data = torch.load(out, weights_only=True)
+        data = self.fetch(out)
         exp = self.expect(draw)
         bad = [v for v in exp.verdicts(data["outputs"][0]) if not v.ok]
         if bad:

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,10 +56,22 @@ def scrubbed_env(device: str) -> dict[str, str]:
     return env
 
 
+def _scratch_root(device: str) -> str | None:
+    """Tensors cross between the processes through files: on a GPU host they can be gigabytes,
+    so they go to /dev/shm (memory) when it has room; containers often give it only 64 MB."""
+    if device == "cuda" and os.path.isdir("/dev/shm"):
+        try:
+            if shutil.disk_usage("/dev/shm").free > 32 << 30:
+                return "/dev/shm"
+        except OSError:
+            pass
+    return None
+
+
 class Worker:
     def __init__(self, device: str) -> None:
         self.device = device
-        self.dir = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_"))
+        self.dir = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_", dir=_scratch_root(device)))
         self.log_path = self.dir / "worker.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(

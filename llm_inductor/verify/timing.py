@@ -1,7 +1,8 @@
 """Timing on the GPU: the candidate against the same region compiled by Inductor.
 
 Worker side (``time_pair``): both run in the same process on the same inputs,
-interleaved (candidate, Inductor, then Inductor, candidate), each timed with
+interleaved (candidate, Inductor, then Inductor, candidate; extra Inductor modes
+for reports join the same rounds), each timed with
 ``triton.testing.do_bench``'s median, which zeroes a buffer larger than L2
 between repetitions. Two separate measurements; a candidate must win both.
 The last timed call's outputs go back to the parent, which checks them: a
@@ -16,6 +17,7 @@ without skipping work, and is rejected as ``suspicious_speed``.
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any, Callable, Sequence
 
 import torch
@@ -36,29 +38,32 @@ def time_pair(candidate: Callable[..., Any], forward: Callable[..., Any], inputs
     from triton.testing import do_bench
 
     mode = req.get("inductor_mode") or "default"
-    compiled = torch.compile(forward, backend="inductor", mode=None if mode == "default" else mode)
+    modes = [mode, *(m for m in req.get("extra_modes") or () if m != mode)]
+    compiled = {m: torch.compile(forward, backend="inductor", mode=None if m == "default" else m) for m in modes}
     last: list[Any] = [None]
 
     def run_candidate() -> None:
         last[0] = candidate(*inputs)
 
-    def run_inductor() -> None:
-        compiled(*inputs)
-
+    fns: dict[str, Callable[[], Any]] = {"candidate": run_candidate}
+    for m, fn in compiled.items():
+        fns[m] = lambda fn=fn: fn(*inputs)
+    rep = int(req.get("rep_ms", 100))
     with torch.no_grad():
         for _ in range(3):  # compile, autotune, warm caches
-            run_inductor()
-            run_candidate()
+            for f in fns.values():
+                f()
         torch.cuda.synchronize()
-        fns = {"candidate": run_candidate, "inductor": run_inductor}
-        measurements = []
-        for order in (("candidate", "inductor"), ("inductor", "candidate")):
-            ms = {name: float(do_bench(fns[name], warmup=25, rep=int(req.get("rep_ms", 100)), return_mode="median"))
-                  for name in order}
-            measurements.append({"candidate_ms": ms["candidate"], "inductor_ms": ms["inductor"]})
+        rounds = []
+        for order in (list(fns), list(reversed(fns))):  # interleaved, each order once
+            rounds.append({name: float(do_bench(fns[name], warmup=25, rep=rep, return_mode="median")) for name in order})
         run_candidate()
         torch.cuda.synchronize()
-    report: dict[str, Any] = {"measurements": measurements, "gpu": torch.cuda.get_device_name()}
+    report: dict[str, Any] = {
+        "measurements": [{"candidate_ms": r["candidate"], "inductor_ms": r[mode]} for r in rounds],
+        "extra_modes": {m: [r[m] for r in rounds] for m in modes[1:]},
+        "gpu": torch.cuda.get_device_name(),
+    }
     if req.get("measure_bandwidth"):
         report["measured_bandwidth"] = copy_bandwidth()
     report.update(work(forward, inputs))
@@ -91,8 +96,8 @@ def judge_speed(report: dict[str, Any], margin: float, bandwidth: float, peak_fl
     ms = report["measurements"]
     bw = report.get("measured_bandwidth") or bandwidth
     floor_ms = max(report["bytes"] / bw, report["flops"] / peak_flops) * 1e3
-    cand = sorted(m["candidate_ms"] for m in ms)[len(ms) // 2]
-    ind = sorted(m["inductor_ms"] for m in ms)[len(ms) // 2]
+    cand = median(m["candidate_ms"] for m in ms)
+    ind = median(m["inductor_ms"] for m in ms)
     speedups = [m["inductor_ms"] / m["candidate_ms"] for m in ms]
     timings = {
         "measurements": ms,
@@ -107,6 +112,9 @@ def judge_speed(report: dict[str, Any], margin: float, bandwidth: float, peak_fl
         "tflops": report["flops"] / (cand * 1e-3) / 1e12,
         "pct_of_roofline": 100.0 * floor_ms / cand,
         "inductor_pct_of_roofline": 100.0 * floor_ms / ind,
+        "extra_modes": {m: {"inductor_ms": median(v), "speedup": median(v) / cand,
+                            "pct_of_roofline": 100.0 * floor_ms / median(v)}
+                        for m, v in (report.get("extra_modes") or {}).items()},
         "bandwidth": bw,
         "peak_flops": peak_flops,
         "gpu": report.get("gpu"),

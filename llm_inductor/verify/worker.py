@@ -103,7 +103,9 @@ class Worker:
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
         draw = Draw.from_dict(req["draw"])
         pristine = build_inputs(self.region.module.make_inputs, draw, self.device)
-        outputs, inputs_after, records = [], [], []
+        outputs: list[list[torch.Tensor]] = []
+        inputs_after: list[torch.Tensor] = []
+        records = []
         keep: list[torch.Tensor] = []
         for k in range(int(req["calls"])):
             parity = int(req.get("parity0", 0)) + k
@@ -134,12 +136,16 @@ class Worker:
                 {"dtype": str(o.dtype), "shape": list(o.shape), "stride": list(o.stride()), "offset": o.storage_offset()}
                 for o in outs
             ]
+            # Every call's inputs are compared here, on the device; the last call's also go to the
+            # parent, which compares them with its own copy (shipping every call's would cost
+            # gigabytes at real shapes).
+            rec["inputs_changed"] = [j for j, (a, b) in enumerate(zip(pristine, inputs)) if not _same_bits(a, b)]
             keep.extend(outs)
             records.append(rec)
             outputs.append([o.detach().cpu() for o in outs])
-            inputs_after.append([t.cpu() for t in inputs])
+            inputs_after = [t.cpu() for t in inputs]
         self.held = keep
-        torch.save({"outputs": outputs, "inputs_after": inputs_after}, req["out"])
+        torch.save({"outputs": outputs, "inputs_after": [inputs_after]}, req["out"])
         return {"calls": records}
 
     def time(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +186,13 @@ class Worker:
         if "illegal memory access" in text or "CUDA error" in text or "misaligned address" in text:
             return Failure("crash", self.where(e))
         return Failure("runtime_error", self.where(e))
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype.is_floating_point:
+        view = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[a.element_size()]
+        return torch.equal(a.contiguous().view(view), b.contiguous().view(view))
+    return torch.equal(a, b)
 
 
 def _round_bf16_like_gpus() -> None:
