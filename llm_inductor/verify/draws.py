@@ -1,10 +1,11 @@
 """Input draws: which inputs each check uses, rebuilt identically in the parent and the worker.
 
 A ``Draw`` is data (seed, distribution, sizes). Both sides call ``build_inputs``
-with the region's ``make_inputs`` on the CPU and the same transform, so the
-parent has bit-identical inputs for its references without shipping tensors to
-the worker; the worker ships its inputs back after each call and the parent
-compares them with its own copy, so a worker that altered them is caught too.
+(the region's ``make_inputs`` on the CPU, then the same transform on the same
+device), so the parent has bit-identical inputs for its references without
+shipping tensors to the worker; the worker ships its inputs back after the last
+call and the parent compares them with its own copy, so a worker that altered
+them is caught too.
 
 Transforms act on each input's whole storage and keep its strides and storage
 offset, because strides are part of the region's contract.
@@ -86,19 +87,22 @@ def extra_sizes(hint: int) -> list[int]:
 
 
 def build_inputs(make_inputs: Callable[..., Sequence[torch.Tensor]], draw: Draw, device: str) -> list[torch.Tensor]:
-    """make_inputs(seed, sizes) on the CPU, the draw's transform, then moved to device keeping strides."""
+    """make_inputs(seed, sizes) on the CPU, moved to device, then the draw's transform there, keeping strides.
+
+    The transform runs on the device with a generator seeded from the draw, so the parent and the
+    worker, on the same device, build the same bits (and a 4096x128256 logits draw is GPU work).
+    """
     kwargs: dict[str, Any] = {"seed": draw.seed, "device": "cpu"}
     if draw.sizes:
         kwargs["sizes"] = draw.size_map
     raw = make_inputs(**kwargs)
     raw = list(raw) if isinstance(raw, (tuple, list)) else [raw]
-    g = torch.Generator().manual_seed(draw.seed ^ 0x5EED)
+    g = torch.Generator(device=device).manual_seed(draw.seed ^ 0x5EED)
     out = []
     for t in raw:
-        base = _storage_tensor(t)
+        base = _storage_tensor(t).to(device)
         if t.dtype.is_floating_point:
             base = _transform(base, draw, g)
-        base = base.to(device)
         out.append(base.as_strided(t.shape, t.stride(), t.storage_offset()))
     return out
 
@@ -110,7 +114,7 @@ def _storage_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 def _transform(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
-    work = x.to(torch.float64)
+    work = x.to(torch.promote_types(x.dtype, torch.float32))  # one rounding back to x's dtype at the end
     if draw.dist == "x100":
         work = work * 100
     elif draw.dist == "x0.01":
@@ -118,16 +122,16 @@ def _transform(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
     elif draw.dist == "positive":
         work = work.abs() + 1e-3
     elif draw.dist == "mixed":
-        decades = torch.rand(work.shape, generator=g, dtype=torch.float64) * 6 - 3
+        decades = torch.rand(work.shape, generator=g, dtype=work.dtype, device=work.device) * 6 - 3
         work = work * torch.pow(10.0, decades)
     if draw.positive:
         work = work.abs() + 1e-3
     if draw.dist == "nan_inf" and work.numel():
         k = max(1, min(16, work.numel() // 128))
-        pos = torch.randperm(work.numel(), generator=g)[:k]
-        specials = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=torch.float64)
-        work[pos] = specials[torch.arange(k) % 3]
-    if x.dtype != torch.float64:
+        pos = torch.randint(0, work.numel(), (k,), generator=g, device=work.device)
+        specials = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=work.dtype, device=work.device)
+        work[pos] = specials[torch.arange(k, device=work.device) % 3]
+    if x.dtype != work.dtype:
         finfo = torch.finfo(x.dtype)
         work = torch.where(work.isfinite(), work.clamp(finfo.min, finfo.max), work)
     return work.to(x.dtype)
