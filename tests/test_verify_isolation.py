@@ -79,3 +79,12 @@ def test_worker_environment_has_no_secrets(monkeypatch):
     result = verify(SOFTMAX, spy, device="cpu", static_policy=False)
     assert result.reason == "runtime_error"
     assert "seen: [None, None, None]" in result.message
+
+
+def test_a_worker_that_cannot_start_is_a_harness_error_not_a_rejection(monkeypatch):
+    from llm_inductor.verify import engine, pool
+
+    monkeypatch.setattr(engine, "POOL", pool.Pool())
+    monkeypatch.setattr(pool.sys, "executable", "/bin/false")  # the worker dies before it is ready
+    with pytest.raises(pool.WorkerStartError, match="did not start"):
+        verify(SOFTMAX, (HERE / "kernels" / "softmax.py").read_text(), device="cpu")

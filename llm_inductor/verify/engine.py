@@ -22,7 +22,7 @@ from llm_inductor.config import Config
 from llm_inductor.verify import policy
 from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, worst
 from llm_inductor.verify.compare import floors, same_bits, spread
-from llm_inductor.verify.draws import Draw, build_inputs, plan_draws
+from llm_inductor.verify.draws import Draw, Plan, build_inputs, plan_draws
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure
 from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
 from llm_inductor.verify.regionfile import Region, load_region
@@ -150,15 +150,15 @@ class _Run:
             self.reject(found.check, found.reason, found.message)
         self.passed("import", "imported in the worker")
 
-    def plan(self):
-        inputs = self.region.make_inputs(seed=1)
-        has_float = any(t.dtype.is_floating_point for t in inputs)
-        plan = plan_draws(self.region.symbols, positive=False, has_float_inputs=has_float)
-        # Positive-only where the op needs it: finite inputs giving a NaN reference (log, sqrt of a negative).
+    def plan(self) -> Plan:
+        plan = plan_draws(self.region.symbols, positive=False, has_float_inputs=True)
         first = self.expect(plan.base[0])
+        inputs = first.inputs
+        has_float = any(t.dtype.is_floating_point for t in inputs)
+        # Positive-only where the op needs it: finite inputs giving a NaN reference (log, sqrt of a negative).
         positive = any(bool(r.isnan().any()) for r in first.ref64 if r.dtype.is_floating_point)
-        if positive:
-            plan = plan_draws(self.region.symbols, positive=True, has_float_inputs=has_float)
+        if positive or not has_float:
+            plan = plan_draws(self.region.symbols, positive=positive, has_float_inputs=has_float)
         usual = [self.expect(d) for d in plan.base if d.dist != "nan_inf"]
         exact = []
         for j, spec in enumerate(usual[0].specs):

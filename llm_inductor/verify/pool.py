@@ -45,6 +45,10 @@ class WorkerFailure(Exception):
         self.reason = reason
 
 
+class WorkerStartError(RuntimeError):
+    """The worker never became ready, before any candidate was involved: a harness problem, not a rejection."""
+
+
 def scrubbed_env(device: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DROP and not _SECRET.search(k)}
     if device == "cpu":
@@ -84,7 +88,13 @@ class Worker:
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         if self.ready is None:
-            self.ready = self._read(timeout, "worker startup")
+            try:
+                self.ready = self._read(timeout, "worker startup")
+            except WorkerFailure as e:
+                raise WorkerStartError(
+                    f"the verification worker did not start ({e}); run 'python -m llm_inductor.verify.worker "
+                    f"--device {self.device}' to see why"
+                ) from None
 
     def request(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()

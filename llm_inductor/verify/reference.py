@@ -67,6 +67,7 @@ def eager_reference(region: Region, inputs: Sequence[torch.Tensor]) -> list[torc
 
 
 _lock = threading.Lock()
+_run_lock = threading.Lock()
 _compiled: dict[tuple[str, str], Callable[..., Any]] = {}
 _failed: dict[tuple[str, str], str] = {}
 
@@ -95,7 +96,8 @@ def inductor_reference(region: Region, inputs: Sequence[torch.Tensor], mode: str
             import torch._dynamo
 
             limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-            with torch.no_grad(), torch._dynamo.config.patch(**{limit: 64}):  # extra sizes recompile
+            # One compile at a time: the tuner may verify from several threads, and a first call compiles.
+            with _run_lock, torch.no_grad(), torch._dynamo.config.patch(**{limit: 64}):  # extra sizes recompile
                 return [o.detach() for o in as_list(fn(*inputs))], f"inductor ({mode})"
         except Exception as e:  # no compiler on this machine, an Inductor bug: judge against eager instead
             with _lock:

@@ -33,24 +33,37 @@ def _as_list(out: Any) -> list[torch.Tensor]:
 
 
 def time_pair(candidate: Callable[..., Any], forward: Callable[..., Any], inputs: Sequence[torch.Tensor],
-              req: dict[str, Any]) -> tuple[dict[str, Any], list[torch.Tensor]]:
-    """Runs in the worker. Returns (report, outputs of the last timed candidate call)."""
+              req: dict[str, Any], before_candidate: Callable[[], None] = lambda: None,
+              ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """Runs in the worker. Returns (report, outputs of the last timed candidate call).
+
+    Everything that is not the candidate (Inductor's compiles, the bandwidth probe, the FLOP
+    count) runs first; ``before_candidate`` is called after it, before the candidate runs.
+    """
     from triton.testing import do_bench
 
     mode = req.get("inductor_mode") or "default"
     modes = [mode, *(m for m in req.get("extra_modes") or () if m != mode)]
     compiled = {m: torch.compile(forward, backend="inductor", mode=None if m == "default" else m) for m in modes}
+    fns: dict[str, Callable[[], Any]] = {m: (lambda fn=fn: fn(*inputs)) for m, fn in compiled.items()}
+    report: dict[str, Any] = {"gpu": torch.cuda.get_device_name()}
+    with torch.no_grad():
+        for f in fns.values():  # compile (max-autotune benchmarks its choices here)
+            f()
+        torch.cuda.synchronize()
+        if req.get("measure_bandwidth"):
+            report["measured_bandwidth"] = copy_bandwidth()
+        report.update(work(forward, inputs))
+    before_candidate()
     last: list[Any] = [None]
 
     def run_candidate() -> None:
         last[0] = candidate(*inputs)
 
-    fns: dict[str, Callable[[], Any]] = {"candidate": run_candidate}
-    for m, fn in compiled.items():
-        fns[m] = lambda fn=fn: fn(*inputs)
+    fns = {"candidate": run_candidate, **fns}
     rep = int(req.get("rep_ms", 100))
     with torch.no_grad():
-        for _ in range(3):  # compile, autotune, warm caches
+        for _ in range(3):  # the candidate's compile and autotune, warm caches
             for f in fns.values():
                 f()
         torch.cuda.synchronize()
@@ -59,14 +72,8 @@ def time_pair(candidate: Callable[..., Any], forward: Callable[..., Any], inputs
             rounds.append({name: float(do_bench(fns[name], warmup=25, rep=rep, return_mode="median")) for name in order})
         run_candidate()
         torch.cuda.synchronize()
-    report: dict[str, Any] = {
-        "measurements": [{"candidate_ms": r["candidate"], "inductor_ms": r[mode]} for r in rounds],
-        "extra_modes": {m: [r[m] for r in rounds] for m in modes[1:]},
-        "gpu": torch.cuda.get_device_name(),
-    }
-    if req.get("measure_bandwidth"):
-        report["measured_bandwidth"] = copy_bandwidth()
-    report.update(work(forward, inputs))
+    report["measurements"] = [{"candidate_ms": r["candidate"], "inductor_ms": r[mode]} for r in rounds]
+    report["extra_modes"] = {m: [r[m] for r in rounds] for m in modes[1:]}
     return report, _as_list(last[0])
 
 
