@@ -107,6 +107,7 @@ def test_module_level_violations_are_named(snippet, code):
         ("    torch.cuda.Event(enable_timing=True)\n", "policy:stream"),
         ("    torch.cuda.synchronize()\n", "policy:stream"),
         ("    torch.softmax(x, -1)\n", "policy:torch_attr"),
+        ("    torch.Tensor.exp(x)\n", "policy:torch_attr"),
         ("    torch.nn.functional.gelu(x)\n", "policy:torch_attr"),
         ("    torch.ops.aten.exp(x)\n", "policy:torch_compute"),
         ("    x.sum()\n", "policy:attr"),

@@ -19,63 +19,25 @@ from __future__ import annotations
 
 import ast
 import builtins
-import functools
 from dataclasses import dataclass
 
-ALLOWED_MODULES = {"torch", "triton", "triton.language", "math", "__future__"}
-ALLOWED_PREFIXES = ("triton.language.extra",)  # libdevice lives here, per backend
-# Named reasons for imports people (and LLMs) reach for.
-_IMPORT_REASONS = {
-    "os": "process", "sys": "process", "subprocess": "process", "multiprocessing": "process", "signal": "process",
-    "shutil": "file", "pathlib": "file", "io": "file", "tempfile": "file", "glob": "file", "pickle": "file",
-    "socket": "network", "http": "network", "urllib": "network", "requests": "network", "ssl": "network",
-    "threading": "thread", "_thread": "thread", "concurrent": "thread", "asyncio": "thread",
-    "ctypes": "native_code", "cffi": "native_code",
-    "importlib": "exec", "builtins": "exec", "inspect": "reflection", "gc": "reflection",
-}
-
-# Builtins a wrapper may call; other builtins get named reasons or policy:builtin.
-ALLOWED_BUILTINS = {
-    "len", "range", "min", "max", "int", "float", "bool", "tuple", "list", "dict", "abs", "divmod",
-    "enumerate", "zip", "isinstance", "all", "any", "sum", "round", "reversed", "sorted", "str", "print",
-    "ValueError", "TypeError", "RuntimeError", "AssertionError", "NotImplementedError", "True", "False", "None",
-}
-_BUILTIN_REASONS = {
-    "open": "file", "exec": "exec", "eval": "exec", "compile": "exec", "__import__": "exec",
-    "getattr": "reflection", "setattr": "monkeypatch", "delattr": "monkeypatch", "vars": "reflection",
-    "globals": "reflection", "locals": "reflection", "dir": "reflection", "type": "reflection",
-    "object": "reflection", "super": "reflection", "breakpoint": "process", "input": "process",
-    "memoryview": "reflection", "id": "reflection", "exit": "process", "quit": "process",
-}
-
-# torch.<name> a wrapper may use: allocation, devices, sizes. dtypes are added below.
-TORCH_ALLOWED = {
-    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
-    "device", "Size", "Tensor", "dtype", "finfo", "iinfo", "strided", "contiguous_format", "preserve_format",
-}
-TORCH_CUDA_ALLOWED = {"device", "current_device", "get_device_capability", "get_device_properties", "is_available"}
-_TORCH_REASONS = {
-    "Stream": "stream", "Event": "stream", "stream": "stream", "current_stream": "stream", "set_stream": "stream",
-    "default_stream": "stream", "synchronize": "stream", "ExternalStream": "stream", "graph": "stream",
-    "CUDAGraph": "stream", "load_inline": "native_code", "load": "native_code", "cpp_extension": "native_code",
-    "utils": "native_code", "ops": "torch_compute", "_C": "native_code", "compile": "exec", "jit": "exec",
-    "testing": "monkeypatch", "multiprocessing": "process",
-}
-TRITON_ALLOWED = {"jit", "autotune", "heuristics", "Config", "cdiv", "next_power_of_2", "language"}
-# Methods and properties a wrapper may use on tensors (and ints, dicts of meta-parameters).
-WRAPPER_ATTRS = {
-    "view", "reshape", "permute", "transpose", "contiguous", "stride", "size", "numel", "dim", "ndim",
-    "is_contiguous", "expand", "expand_as", "unsqueeze", "squeeze", "flatten", "unflatten", "as_strided", "t",
-    "narrow", "select", "view_as", "element_size", "data_ptr", "new_empty", "new_zeros", "new_ones", "new_full",
-    "new_empty_strided", "to", "clone", "copy_", "storage_offset", "dtype", "device", "shape", "is_cuda",
-    "unbind", "split", "chunk", "movedim", "zero_", "fill_", "itemsize", "T", "mT", "type",
-    "is_floating_point", "float", "half", "bfloat16", "bit_length", "multi_processor_count",
-}
-TL_FORBIDDEN = {"inline_asm_elementwise": "inline_asm"}
-DECORATORS = {"jit", "autotune", "heuristics"}
-_MUTATING_METHODS = {"append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "add",
-                     "remove", "discard", "__setitem__"}
-
+from llm_inductor.verify.allowlist import (
+    ALLOWED_BUILTINS,
+    ALLOWED_MODULES,
+    ALLOWED_PREFIXES,
+    BUILTIN_REASONS,
+    DECORATORS,
+    IMPORT_REASONS,
+    MUTATING_METHODS,
+    TL_FORBIDDEN,
+    TORCH_ALLOWED,
+    TORCH_CUDA_ALLOWED,
+    TORCH_REASONS,
+    TRITON_ALLOWED,
+    WRAPPER_ATTRS,
+    kernel_attrs,
+    torch_dtypes,
+)
 
 @dataclass(frozen=True)
 class Violation:
@@ -85,26 +47,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message} [{self.code}]"
-
-
-@functools.lru_cache(maxsize=1)
-def _torch_dtypes() -> frozenset[str]:
-    import torch
-
-    return frozenset(n for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype))
-
-
-@functools.lru_cache(maxsize=1)
-def _kernel_attrs() -> frozenset[str]:
-    """Attributes Triton values have inside @triton.jit: tensor methods, dtype and pointer properties."""
-    import triton.language as tl
-
-    # Instance attributes set in __init__ (dir() of the class misses them); never .handle, the IR/interpreter object.
-    names = {"dtype", "shape", "numel", "type", "element_ty", "primitive_bitwidth", "fp_mantissa_width",
-             "exponent_bias", "name", "value", "address_space", "int_bitwidth", "int_signedness"}
-    for cls in (tl.tensor, tl.dtype, tl.pointer_type, tl.block_type, tl.constexpr):
-        names |= {n for n in dir(cls) if not n.startswith("_")}
-    return frozenset(names)
 
 
 def check_source(source: str) -> list[Violation]:
@@ -194,15 +136,15 @@ class _Walker:
                 self.bad(s, TL_FORBIDDEN[a.name], f"'{full}' is not allowed")
             elif mod == "triton" and a.name not in TRITON_ALLOWED:
                 self.bad(s, "import", f"'from triton import {a.name}' is not allowed; use {sorted(TRITON_ALLOWED)}")
-            elif mod == "torch" and a.name not in TORCH_ALLOWED and a.name not in _torch_dtypes():
-                self.bad(s, _TORCH_REASONS.get(a.name, "torch_attr"), f"'from torch import {a.name}' is not allowed")
+            elif mod == "torch" and a.name not in TORCH_ALLOWED and a.name not in torch_dtypes():
+                self.bad(s, TORCH_REASONS.get(a.name, "torch_attr"), f"'from torch import {a.name}' is not allowed")
             self.modules[local] = full
 
     def module_ok(self, s: ast.stmt, name: str) -> bool:
         if name in ALLOWED_MODULES or any(name == p or name.startswith(p + ".") for p in ALLOWED_PREFIXES):
             return True
         root = name.split(".")[0]
-        reason = _IMPORT_REASONS.get(root, "import")
+        reason = IMPORT_REASONS.get(root, "import")
         if name.startswith("torch.utils.cpp_extension") or name.startswith("torch.cuda"):
             reason = "native_code" if "cpp_extension" in name else "stream"
         self.bad(s, reason, f"import of '{name}' is not allowed; allowed: torch, triton, triton.language, math")
@@ -298,15 +240,15 @@ class _Walker:
 
     def name(self, node: ast.Name) -> bool:
         n = node.id
-        if n in _BUILTIN_REASONS and n not in self.defined:
-            self.bad(node, _BUILTIN_REASONS[n], f"builtin '{n}' is not allowed")
+        if n in BUILTIN_REASONS and n not in self.defined:
+            self.bad(node, BUILTIN_REASONS[n], f"builtin '{n}' is not allowed")
             return False
         if n.startswith("__") and n.endswith("__"):
             self.bad(node, "reflection", f"'{n}' is not allowed")
             return False
         if n in self.defined or n in ALLOWED_BUILTINS or not hasattr(builtins, n):
             return True
-        self.bad(node, _BUILTIN_REASONS.get(n, "builtin"), f"builtin '{n}' is not allowed")
+        self.bad(node, BUILTIN_REASONS.get(n, "builtin"), f"builtin '{n}' is not allowed")
         return False
 
     def host_expr(self, e: ast.expr) -> None:
@@ -317,7 +259,7 @@ class _Walker:
                 self.host_attr(node)
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 base = _root_name(node.func)
-                if node.func.attr in _MUTATING_METHODS and base in self.globals_assigned:
+                if node.func.attr in MUTATING_METHODS and base in self.globals_assigned:
                     self.bad(node, "global_state", f"'{ast.unparse(node.func)}' mutates module-level state")
 
     def host_attr(self, node: ast.Attribute) -> None:
@@ -349,12 +291,15 @@ class _Walker:
             if len(rest) == 1:
                 return  # the prefix of torch.cuda.<x>, judged at the outer Attribute node
             if rest[1] not in TORCH_CUDA_ALLOWED:
-                self.bad(node, _TORCH_REASONS.get(rest[1], "torch_attr"), f"'{'.'.join(path)}' is not allowed")
+                self.bad(node, TORCH_REASONS.get(rest[1], "torch_attr"), f"'{'.'.join(path)}' is not allowed")
             return
-        if rest[0] in TORCH_ALLOWED or rest[0] in _torch_dtypes():
+        if (rest[0] in TORCH_ALLOWED or rest[0] in torch_dtypes()) and len(rest) == 1:
+            return
+        if rest[0] in TORCH_ALLOWED or rest[0] in torch_dtypes():  # torch.Tensor.exp(x) and the like
+            self.bad(node, "torch_attr", f"'{'.'.join(path)}' is not allowed in a wrapper")
             return
         if isinstance(node.value, ast.Name):  # report once, at the first attribute below torch
-            self.bad(node, _TORCH_REASONS.get(rest[0], "torch_attr"),
+            self.bad(node, TORCH_REASONS.get(rest[0], "torch_attr"),
                      f"'torch.{rest[0]}' is not allowed in a wrapper: allocate, view and launch only; "
                      "do the arithmetic in a @triton.jit kernel")
 
@@ -371,7 +316,7 @@ class _Walker:
                 elif path and path[0] == "math":
                     pass
                 elif not (isinstance(node.value, ast.Name) and node.value.id in self.modules):
-                    if node.attr not in _kernel_attrs():
+                    if node.attr not in kernel_attrs():
                         self.bad(node, "attr", f"'.{node.attr}' is not a Triton tensor method or property")
 
     # ------------------------------------------------------------------ helpers
