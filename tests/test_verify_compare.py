@@ -39,6 +39,12 @@ def test_rounding_to_bf16_inside_an_fp32_region_is_low_precision():
     assert v.cand.mean_rel > 100 * v.yard["inductor"].mean_rel
 
 
+def test_a_small_scale_error_is_wrong_values_not_low_precision():
+    x, ref, ind = _softmax_parts()
+    v = judge(ind / 1.001, ref, {"inductor": ind})  # a wrong normalizer: as small as rounding, but one-sided
+    assert not v.ok and v.reason == "wrong_values" and v.cand.bias < 0
+
+
 def test_zeros_fail_even_when_every_value_is_small():
     x, ref, ind = _softmax_parts()
     assert float(ref.max()) < 0.05  # an atol of 0.05 would accept zeros

@@ -56,7 +56,8 @@ def isolation(rec: dict[str, Any], where: str) -> Finding | None:
     if rec.get("tamper"):
         return Finding("isolation", "tamper", f"{where}: the candidate replaced {', '.join(rec['tamper'][:5])}")
     if rec.get("new_threads"):
-        return Finding("isolation", "thread", f"{where}: {rec['new_threads']} new thread(s) alive after the call")
+        names = f" ({', '.join(rec['thread_names'])})" if rec.get("thread_names") else ""
+        return Finding("isolation", "thread", f"{where}: {rec['new_threads']} new thread(s) alive after the call{names}")
     if rec.get("foreign_streams"):
         return Finding("isolation", "stream", f"{where}: {rec['foreign_streams']} launch(es) on a stream other than "
                        "the caller's; work must be ordered on the current stream")

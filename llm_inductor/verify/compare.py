@@ -88,6 +88,7 @@ class Errors:
     rel_index: tuple[int, ...] = ()
     value: float = 0.0  # the value at rel_index, and the reference there
     expected: float = 0.0
+    bias: float = 0.0  # mean signed relative error: rounding averages out, a wrong formula does not
 
     def text(self) -> str:
         return (f"max abs {self.max_abs:.3g} at {list(self.abs_index)}, max rel {self.max_rel:.3g} at "
@@ -112,13 +113,16 @@ def errors(x: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, scale: float, f
         return Errors()
     zero = torch.zeros_like(r)
     rr, xx = torch.where(mask, r, zero), torch.where(mask, x, zero)
-    diff = (xx - rr).abs()
+    signed = xx - rr
+    diff = signed.abs()
     rel = diff / (rr.abs() + scale * MAX_REL_FLOOR)
-    fine = diff / (rr.abs() + scale * floor_rel)
+    den = rr.abs() + scale * floor_rel
+    n = int(mask.sum())
     a, ra = int(diff.reshape(-1).argmax()), int(rel.reshape(-1).argmax())
     return Errors(
-        float(diff.reshape(-1)[a]), float(rel.reshape(-1)[ra]), float(fine.sum()) / int(mask.sum()),
+        float(diff.reshape(-1)[a]), float(rel.reshape(-1)[ra]), float((diff / den).sum()) / n,
         _index(a, r.shape), _index(ra, r.shape), float(x.reshape(-1)[ra]), float(r.reshape(-1)[ra]),
+        float((signed * rr.sign() / den).sum()) / n,  # signed relative to |r|: a scale error shows as a bias
     )
 
 
@@ -172,7 +176,9 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
         return Verdict(True, "ok", ce.text(), ce, ye)
     which = [n for n, g, b in zip(("max abs", "max rel", "mean rel"), got, bounds) if g > b]
     # In exact mode relative errors are small against a large constant; they say nothing about precision.
-    low = not exact and ce.mean_rel <= LOW_PRECISION_BELOW.get(dtype, 0.0) and ce.max_rel < 2.0**-4
+    # Rounding to fewer bits errs both ways; a wrong constant or formula leans to one side.
+    unbiased = abs(ce.bias) < 0.5 * ce.mean_rel
+    low = not exact and unbiased and ce.mean_rel <= LOW_PRECISION_BELOW.get(dtype, 0.0) and ce.max_rel < 2.0**-4
     reason = "low_precision" if low else "wrong_values"
     detail = (f"{', '.join(which)} over the bound (abs {bounds[0]:.3g}, rel {bounds[1]:.3g}, mean {bounds[2]:.3g}"
               f"{', exact mode: the reference is nearly constant' if exact else ''}): candidate {ce.text()}; "

@@ -153,12 +153,19 @@ def install_launch_hooks(expected_stream: Callable[[], int | None]) -> None:
 
 
 class Tripwires:
-    """Snapshot of functions a cheat would replace, and of the threads alive."""
+    """Snapshot of functions a cheat would replace, and of the threads alive.
 
-    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+    ``native``: also count OS threads (/proc), which catches raw ``_thread`` threads. On a GPU
+    the CUDA driver and Triton's runtime start native threads lazily, which would be taken for
+    the candidate's, so there only Python threads count.
+    """
+
+    def __init__(self, extra: dict[str, Any] | None = None, native: bool = True) -> None:
         self.owners = _owners(extra or {})
         self.snapshot = {(o, k): id(v) for o, d in self.owners.items() for k, v in d.items() if callable(v)}
-        self.threads = _thread_count()
+        self.native = native
+        self.python_threads = {t.ident for t in threading.enumerate()}
+        self.threads = _thread_count() if native else len(self.python_threads)
 
     def replaced(self) -> list[str]:
         out = []
@@ -169,7 +176,11 @@ class Tripwires:
         return sorted(out)
 
     def new_threads(self) -> int:
-        return max(0, _thread_count() - self.threads)
+        now = _thread_count() if self.native else threading.active_count()
+        return max(0, now - self.threads)
+
+    def new_thread_names(self) -> list[str]:
+        return sorted(t.name for t in threading.enumerate() if t.ident not in self.python_threads)
 
 
 def _owners(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:

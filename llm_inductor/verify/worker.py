@@ -82,7 +82,7 @@ class Worker:
 
         self.region = load_region(req["region"])
         self.candidate_path = req["candidate"]
-        self.tripwires = guard.Tripwires()
+        self.tripwires = guard.Tripwires(native=self.device == "cpu")
         spec = importlib.util.spec_from_file_location("llm_candidate", self.candidate_path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -156,7 +156,7 @@ class Worker:
         before = dict(guard.launches)
         # Inductor's compile starts its own thread pools and imports: the tripwires are re-armed after it,
         # before the candidate's first timed call, so those are not taken for the candidate's.
-        rearm = lambda: setattr(self, "tripwires", guard.Tripwires())  # noqa: E731
+        rearm = lambda: setattr(self, "tripwires", guard.Tripwires(native=self.device == "cpu"))  # noqa: E731
         try:
             report, last = time_pair(self.fn, self.region.forward, inputs, req, rearm)
         except BaseException as e:  # noqa: BLE001
@@ -170,14 +170,20 @@ class Worker:
     # ------------------------------------------------------------------ helpers
     def tripwire_report(self) -> dict[str, Any]:
         tw = self.tripwires
-        return {"tamper": tw.replaced() if tw else [], "new_threads": tw.new_threads() if tw else 0}
+        if tw is None:
+            return {"tamper": [], "new_threads": 0}
+        return {"tamper": tw.replaced(), "new_threads": tw.new_threads(), "thread_names": tw.new_thread_names()}
 
     def where(self, e: BaseException) -> str:
-        """'line N: code: ExcType: message', pointing into the candidate when the traceback passes through it."""
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == self.candidate_path]
-        head = f"line {frames[-1].lineno}: {frames[-1].line}: " if frames else ""
+        """'line N: code: ExcType: message', with every frame of the candidate's on the way (the launch, then
+        the kernel line the interpreter was running)."""
+        frames = []
+        for err in (e, e.__cause__ or e.__context__):
+            if err is not None:
+                frames += [f for f in traceback.extract_tb(err.__traceback__) if f.filename == self.candidate_path]
+        head = " -> ".join(f"line {f.lineno} in {f.name}: {(f.line or '').strip()}" for f in frames[-3:])
         text = str(e).strip().splitlines()
-        return f"{head}{type(e).__name__}: {' '.join(text[:3])[:600]}"
+        return f"{head + ': ' if head else ''}{type(e).__name__}: {' '.join(text[:3])[:600]}"
 
     def classify(self, e: BaseException) -> Failure:
         text = f"{type(e).__name__}: {e}"
@@ -185,6 +191,10 @@ class Worker:
                 or "out of memory" in text.lower():
             return Failure("oom", self.where(e))
         if "CompilationError" in type(e).__name__ or "CompilationError" in text:
+            return Failure("compile_error", self.where(e))
+        # The interpreter runs kernels as Python: what a GPU compile rejects surfaces as an InterpreterError.
+        compile_time = (NameError, AttributeError, TypeError, SyntaxError, AssertionError, ValueError)
+        if type(e).__name__ == "InterpreterError" and isinstance(e.__cause__, compile_time):
             return Failure("compile_error", self.where(e))
         if "illegal memory access" in text or "CUDA error" in text or "misaligned address" in text:
             return Failure("crash", self.where(e))
