@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -44,7 +45,18 @@ DEFAULT_ESTIMATE = 60.0
 MAX_AUTOTUNE = "max-autotune-no-cudagraphs"  # as benchmarks/run.py: CUDA graphs would hide launch cost either way
 
 
-def run_case(name: str, regions: Path, timeout: float, device: str = "cuda", tiny: bool = False) -> dict[str, Any]:
+def export_regions(names: list[str], regions: Path, device: str, tiny: bool) -> dict[str, str]:
+    """All regions at once, one process per model, in parallel: region name -> error for failures."""
+    sys.path.insert(0, str(KERNELS))
+    try:
+        import make_regions
+    finally:
+        sys.path.pop(0)
+    return make_regions.export([CASES[n][0] for n in names], regions, field=not tiny, device=device, parallel=True)
+
+
+def run_case(name: str, regions: Path, timeout: float, device: str = "cuda", tiny: bool = False,
+             export_error: str | None = None) -> dict[str, Any]:
     from llm_inductor.config import Config
     from llm_inductor.verify.engine import verify
 
@@ -52,16 +64,8 @@ def run_case(name: str, regions: Path, timeout: float, device: str = "cuda", tin
     out: dict[str, Any] = {"kernel": name, "region": region_name, "field_row": row,
                            "shape": "test shape (--tiny)" if tiny else shape,
                            "field_ms": dict(zip(("inductor", "max_autotune", "floor"), field)) if field else None}
-    t0 = time.monotonic()
-    sys.path.insert(0, str(KERNELS))
-    try:
-        import make_regions
-    finally:
-        sys.path.pop(0)
-    errors = make_regions.export([region_name], regions, field=not tiny, device=device)
-    out["export_s"] = round(time.monotonic() - t0, 1)
-    if errors:
-        return {**out, "status": "failed", "stage": "export", "error": errors[region_name]}
+    if export_error:
+        return {**out, "status": "failed", "stage": "export", "error": export_error}
     cfg = Config.load()[0].replace(verify_timeout=timeout)
     t1 = time.monotonic()
     result = verify(regions / f"region_{region_name}.py", (KERNELS / f"{name}.py").read_text(), device=device,
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-timeout", type=float, default=60.0, help="seconds per verification step")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--tiny", action="store_true", help="the CPU test shapes instead of FIELD.md's")
+    parser.add_argument("--regions", type=Path, help="where to write the exported region files (default: a temp dir)")
     args = parser.parse_args(argv)
 
     import torch
@@ -154,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verify_h200: unknown kernels {unknown}; known: {', '.join(CASES)}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    regions = args.out / "verify_h200_regions"
+    regions = args.regions or Path(tempfile.mkdtemp(prefix="verify_h200_regions_"))
     env = environment()
+    env["regions"] = str(regions)
     rows: list[dict[str, Any]] = []
     start = time.monotonic()
+    print(f"verify_h200: exporting {len(names)} regions to {regions} ...", flush=True)
+    export_errors = export_regions(names, regions, args.device, args.tiny)
+    env["export_s"] = round(time.monotonic() - start, 1)
     for name in names:
         left = args.budget_s - (time.monotonic() - start)
         if left < ESTIMATE.get(name, DEFAULT_ESTIMATE):
@@ -166,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"verify_h200: {name} ...", flush=True)
         try:
-            rows.append(run_case(name, regions, args.step_timeout, args.device, args.tiny))
+            rows.append(run_case(name, regions, args.step_timeout, args.device, args.tiny,
+                                 export_errors.get(CASES[name][0])))
         except Exception as e:  # one kernel's failure is a row, never the end of the run
             rows.append({"kernel": name, "shape": CASES[name][2], "status": "failed", "stage": "verify",
                          "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]})

@@ -117,26 +117,46 @@ def build(name: str, field: bool, device: str) -> None:
         torch.compile(model, backend="llm")(*inputs)
 
 
-def export(names: list[str], out: Path, field: bool = False, device: str = "cpu") -> dict[str, str]:
+def export(names: list[str], out: Path, field: bool = False, device: str = "cpu", parallel: bool = False,
+           ) -> dict[str, str]:
     """Compile each model in a fresh process and copy its one hot region to out/region_<name>.py (+ .json).
 
-    Returns name → error for the ones that failed; the others are written.
+    ``parallel`` starts every child at once (the benchmark's GPU host has cores to spare). Returns
+    name -> error for the ones that failed; the others are written.
     """
     out.mkdir(parents=True, exist_ok=True)
     errors: dict[str, str] = {}
-    for name in names:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = dict(os.environ, LLM_INDUCTOR_MIN_REGION_US="0", LLM_INDUCTOR_CACHE_DIR=tmp)
+    with tempfile.TemporaryDirectory() as root:
+        children = []
+        logs: dict[str, str] = {}
+        for name in names:
+            tmp = Path(root) / name
+            env = dict(os.environ, LLM_INDUCTOR_MIN_REGION_US="0", LLM_INDUCTOR_CACHE_DIR=str(tmp))
             cmd = [sys.executable, __file__, "--child", name, "--device", device] + (["--field"] if field else [])
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-            found = sorted((Path(tmp) / "regions").glob("region_*.py"))
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            children.append((name, tmp, proc))
+            if not parallel:
+                logs[name] = _finish(proc)
+        for name, tmp, proc in children:
+            log = logs[name] if name in logs else _finish(proc)
+            found = sorted((tmp / "regions").glob("region_*.py"))
             if proc.returncode != 0 or len(found) != 1:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                errors[name] = f"expected one hot region, found {[p.name for p in found]}; {' | '.join(tail)}"
+                tail = " | ".join((log or "").strip().splitlines()[-3:])
+                errors[name] = f"expected one hot region, found {[p.name for p in found]} (exit {proc.returncode}); {tail}"
                 continue
             shutil.copy(found[0], out / f"region_{name}.py")
             shutil.copy(found[0].with_suffix(".json"), out / f"region_{name}.json")
     return errors
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600.0) -> str:
+    """Wait for a child, reading its output as it goes (a full pipe would block it); returns its log."""
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        log, _ = proc.communicate()
+    return log or ""
 
 
 def main() -> int:
