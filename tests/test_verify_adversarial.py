@@ -27,6 +27,7 @@ CHEATS = {
     "seed0_replay": ("sumsq_dyn", "policy:torch_attr", "stale_output"),
     "patch_torch": ("softmax", "policy:monkeypatch", "tamper"),
     "low_precision": ("softmax", "low_precision", "low_precision"),
+    "tf32_dot": ("bias_gelu", "low_precision", "low_precision"),  # needs the worker's TF32 emulation
     "unwritten_empty": ("rmsnorm", "unwritten_output", "unwritten_output"),
     "partial_write": ("rmsnorm", "unwritten_output", "unwritten_output"),
     "zeros_output": ("softmax", "wrong_values", "wrong_values"),

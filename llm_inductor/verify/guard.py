@@ -86,14 +86,12 @@ class DispatchGuard(TorchDispatchMode):
         super().__init__()
         self.parity = parity
         self.violations: list[str] = []
-        self.ops: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if _state.depth > 0:  # inside a Triton launch: the interpreter's own bookkeeping
             return out
         kind = op_kind(func)
-        self.ops.append(str(func))
         if kind == "compute":
             self.violations.append(str(func))
         elif kind == "poison" and isinstance(out, torch.Tensor):

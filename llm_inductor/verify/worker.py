@@ -65,6 +65,7 @@ class Worker:
             self.stream = torch.cuda.current_stream().cuda_stream
         else:
             _round_bf16_like_gpus()
+            _dot_tf32_like_gpus()
         guard.install_launch_hooks(lambda: self.stream)
         x = torch.arange(100, dtype=torch.float32, device=self.device)
         with guard.DispatchGuard():
@@ -255,6 +256,40 @@ def _exit_with_parent() -> None:
         os._exit(70)
 
     threading.Thread(target=watch, name="llm_inductor-parent-watch", daemon=True).start()
+
+
+def _dot_tf32_like_gpus() -> None:
+    """Make the interpreter's fp32 tl.dot round its inputs to TF32 when the kernel asks for TF32, as GPUs do.
+
+    tl.dot's default input precision is "tf32": on a GPU an fp32 dot without
+    input_precision="ieee" multiplies 10-bit mantissas. The interpreter (3.9,
+    InterpreterBuilder.create_dot) ignores the precision and multiplies in full fp32,
+    so a kernel that is fine on the CPU would be a lower-precision kernel on the GPU.
+    """
+    import numpy as np
+    from triton._C.libtriton import ir
+    from triton.runtime import interpreter
+
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    original = getattr(builder, "create_dot", None) if builder is not None else None
+    handle = getattr(interpreter, "TensorHandle", None)
+    tf32 = getattr(getattr(ir, "INPUT_PRECISION", None), "TF32", None)
+    if original is None or handle is None or tf32 is None:
+        return
+
+    def to_tf32(data):  # round to nearest even at 10 mantissa bits; Inf and NaN kept
+        bits = np.ascontiguousarray(data, dtype=np.float32).view(np.uint32)
+        special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+        rounded = (bits + (((bits >> np.uint32(13)) & np.uint32(1)) + np.uint32(0xFFF))) & np.uint32(0xFFFFE000)
+        return np.where(special, bits, rounded).view(np.float32).reshape(np.shape(data))
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if input_precision == tf32 and a.data.dtype == np.float32 and b.data.dtype == np.float32:
+            a = handle(to_tf32(a.data), a.dtype.scalar)
+            b = handle(to_tf32(b.data), b.dtype.scalar)
+        return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+    builder.create_dot = create_dot
 
 
 def _limit_resources(device: str) -> None:
