@@ -190,7 +190,7 @@ def test_worker_makes_the_interpreter_round_bf16_like_a_gpu(monkeypatch):
     import triton.language as tl
     from triton.runtime import interpreter
 
-    from llm_inductor.verify.worker import _round_bf16_like_gpus
+    from llm_inductor.verify.interp import round_bf16_like_gpus
 
     @triton.jit
     def to_bf16(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
@@ -201,7 +201,7 @@ def test_worker_makes_the_interpreter_round_bf16_like_a_gpu(monkeypatch):
     x[:3] = torch.tensor([float("inf"), float("-inf"), 3.3e38])
     original = interpreter.InterpreterBuilder.cast_impl
     try:
-        _round_bf16_like_gpus()
+        round_bf16_like_gpus()
         out = torch.empty(4096, dtype=torch.bfloat16)
         to_bf16[(1,)](x, out, 4096, BLOCK=4096)
     finally:

@@ -64,8 +64,9 @@ class Worker:
             torch.cuda.init()
             self.stream = torch.cuda.current_stream().cuda_stream
         else:
-            _round_bf16_like_gpus()
-            _dot_tf32_like_gpus()
+            from llm_inductor.verify.interp import match_gpu_numerics
+
+            match_gpu_numerics()
         guard.install_launch_hooks(lambda: self.stream)
         x = torch.arange(100, dtype=torch.float32, device=self.device)
         with guard.DispatchGuard():
@@ -209,37 +210,6 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def _round_bf16_like_gpus() -> None:
-    """Make the interpreter's fp32 -> bf16 casts round to nearest even, as GPUs (and torch) do.
-
-    Triton's interpreter (3.9, InterpreterBuilder.cast_impl) converts fp32 to bf16
-    without a rounding mode, i.e. it truncates: every bf16 output of every kernel
-    then errs by up to a full ulp, twice what the same kernel errs on a GPU, and
-    verdicts on the CPU would not match the GPU's. Versions without this code path
-    are left alone.
-    """
-    import numpy as np
-    import triton.language as tl
-    from triton.runtime import interpreter
-
-    builder = getattr(interpreter, "InterpreterBuilder", None)
-    original = getattr(builder, "cast_impl", None) if builder is not None else None
-    handle = getattr(interpreter, "TensorHandle", None)
-    if original is None or handle is None:
-        return
-
-    def cast_impl(self, src, dst_type):
-        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
-            bits = np.ascontiguousarray(src.data, dtype=np.float32).view(np.uint32).astype(np.uint64)
-            rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-            nan = np.isnan(src.data)
-            rounded[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)  # keep NaNs quiet NaNs
-            return handle(rounded.reshape(np.shape(src.data)), dst_type.scalar)
-        return original(self, src, dst_type)
-
-    builder.cast_impl = cast_impl
-
-
 def _exit_with_parent() -> None:
     """A worker whose parent died exits, even while a candidate hangs (stdin EOF alone would not reach it).
 
@@ -256,40 +226,6 @@ def _exit_with_parent() -> None:
         os._exit(70)
 
     threading.Thread(target=watch, name="llm_inductor-parent-watch", daemon=True).start()
-
-
-def _dot_tf32_like_gpus() -> None:
-    """Make the interpreter's fp32 tl.dot round its inputs to TF32 when the kernel asks for TF32, as GPUs do.
-
-    tl.dot's default input precision is "tf32": on a GPU an fp32 dot without
-    input_precision="ieee" multiplies 10-bit mantissas. The interpreter (3.9,
-    InterpreterBuilder.create_dot) ignores the precision and multiplies in full fp32,
-    so a kernel that is fine on the CPU would be a lower-precision kernel on the GPU.
-    """
-    import numpy as np
-    from triton._C.libtriton import ir
-    from triton.runtime import interpreter
-
-    builder = getattr(interpreter, "InterpreterBuilder", None)
-    original = getattr(builder, "create_dot", None) if builder is not None else None
-    handle = getattr(interpreter, "TensorHandle", None)
-    tf32 = getattr(getattr(ir, "INPUT_PRECISION", None), "TF32", None)
-    if original is None or handle is None or tf32 is None:
-        return
-
-    def to_tf32(data):  # round to nearest even at 10 mantissa bits; Inf and NaN kept
-        bits = np.ascontiguousarray(data, dtype=np.float32).view(np.uint32)
-        special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
-        rounded = (bits + (((bits >> np.uint32(13)) & np.uint32(1)) + np.uint32(0xFFF))) & np.uint32(0xFFFFE000)
-        return np.where(special, bits, rounded).view(np.float32).reshape(np.shape(data))
-
-    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        if input_precision == tf32 and a.data.dtype == np.float32 and b.data.dtype == np.float32:
-            a = handle(to_tf32(a.data), a.dtype.scalar)
-            b = handle(to_tf32(b.data), b.dtype.scalar)
-        return original(self, a, b, d, input_precision, max_num_imprecise_acc)
-
-    builder.create_dot = create_dot
 
 
 def _limit_resources(device: str) -> None:
