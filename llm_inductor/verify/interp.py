@@ -10,9 +10,16 @@ any candidate is imported. Versions without these code paths are left alone.
 from __future__ import annotations
 
 
+_applied = False
+
+
 def match_gpu_numerics() -> None:
-    round_bf16_like_gpus()
-    dot_tf32_like_gpus()
+    """Idempotent; patches the interpreter for the whole process."""
+    global _applied
+    if not _applied:
+        round_bf16_like_gpus()
+        dot_tf32_like_gpus()
+        _applied = True
 
 
 def round_bf16_like_gpus() -> None:
