@@ -169,3 +169,21 @@ def test_violations_carry_lines_and_messages():
     src = HEAD + "import os\n" + KERNEL + WRAPPER
     (v,) = [v for v in check_source(src) if v.code == "policy:process"]
     assert v.line == 4 and "os" in v.message and str(v).startswith("line 4:")
+
+
+def test_tutorial_idioms_are_admitted_and_state_still_caught():
+    """`def grid(meta)` and a local list are fine; a nested def with a tensor default or a module list is not."""
+    from llm_inductor.verify.policy import check_source
+
+    src = (
+        "import torch\nimport triton\nimport triton.language as tl\n\n"
+        "@triton.jit\ndef k(x_ptr, n, B: tl.constexpr):\n"
+        "    o = tl.arange(0, B)\n    tl.store(x_ptr + o, tl.load(x_ptr + o, mask=o < n), mask=o < n)\n\n"
+        "def forward(x):\n    outs = []\n    def grid(meta):\n        return (triton.cdiv(x.numel(), meta['B']),)\n"
+        "    y = torch.empty_like(x)\n    k[grid](y, x.numel(), B=128)\n    outs.append(y)\n    return outs[0]\n"
+    )
+    assert check_source(src) == []
+    stateful = src.replace("def grid(meta):", "def grid(meta, c=torch.zeros(1)):")
+    assert [v.code for v in check_source(stateful)] == ["policy:module_code"]
+    hidden = src.replace("def forward(x):\n    outs = []", "OUTS = []\n\ndef forward(x):\n    outs = OUTS")
+    assert "policy:global_state" in [v.code for v in check_source(hidden)]

@@ -57,6 +57,7 @@ WRAPPER_ATTRS = {
     "new_empty_strided", "to", "clone", "copy_", "storage_offset", "dtype", "device", "shape", "is_cuda",
     "unbind", "split", "chunk", "movedim", "zero_", "fill_", "itemsize", "T", "mT", "type",
     "is_floating_point", "float", "half", "bfloat16", "bit_length", "multi_processor_count",
+    "append", "extend",  # list building in the wrapper; no tensor has these, module-level lists are caught apart
 }
 TL_FORBIDDEN = {"inline_asm_elementwise": "inline_asm"}
 DECORATORS = {"jit", "autotune", "heuristics"}

@@ -191,7 +191,13 @@ class _Walker:
             self.bad(s, "class" if isinstance(s, ast.ClassDef) else "thread", f"{type(s).__name__} is not allowed")
             return
         if isinstance(s, ast.FunctionDef):
-            self.bad(s, "module_code", "nested functions are not allowed (use a lambda for the grid)")
+            # A nested helper (the `def grid(meta)` idiom of the Triton tutorials) is rebuilt on
+            # every call, so it holds no state; its body gets the same checks as its parent's.
+            if s.decorator_list or any(not isinstance(d, ast.Constant) for d in s.args.defaults + s.args.kw_defaults if d):
+                self.bad(s, "module_code", "a nested function may not have decorators or non-constant defaults")
+                return
+            for inner in s.body:
+                self.statement(inner, kernel)
             return
         if isinstance(s, ast.With):
             for item in s.items:
