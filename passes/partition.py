@@ -22,11 +22,11 @@ import torch.fx as fx
 
 aten = torch.ops.aten
 
-ANCHORS = {
-    "mm", "addmm", "bmm", "baddbmm", "convolution",
+_SDPA = (
     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
     "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_cudnn_attention",
-}  # fmt: skip
+)  # fmt: skip
+ANCHORS = {"mm", "addmm", "bmm", "baddbmm", "convolution", *_SDPA, *(f"{n}_backward" for n in _SDPA)}
 VIEWS = {
     "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze",
     "squeeze", "slice", "select", "alias", "split", "split_with_sizes", "unbind", "chunk",
@@ -49,6 +49,15 @@ def op_name(node: fx.Node) -> str:
     return getattr(target, "__name__", str(target))
 
 
+def _dropout_p(node: fx.Node) -> float:
+    names = [a.name for a in node.target._schema.arguments]
+    if "dropout_p" not in names:
+        return 0.0
+    i = names.index("dropout_p")
+    p = node.args[i] if i < len(node.args) else node.kwargs.get("dropout_p", 0.0)
+    return p if isinstance(p, (int, float)) else 1.0  # a symbolic rate may be nonzero
+
+
 def _is_tensorish(node: fx.Node) -> bool:
     val = node.meta.get("val")
     if isinstance(val, torch.Tensor):
@@ -66,13 +75,12 @@ def classify(node: fx.Node) -> str:
     if not isinstance(target, torch._ops.OpOverload) or not _is_tensorish(node):
         return "opaque"
     tags = target.tags
-    if torch.Tag.nondeterministic_seeded in tags or target._schema.is_mutable:
-        return "opaque"
     name = op_name(node)
-    if name.endswith("_"):
-        return "opaque"
     if name in ANCHORS:
-        return "anchor"
+        # SDPA carries the nondeterministic tag for its dropout; without dropout it is deterministic.
+        return "anchor" if _dropout_p(node) == 0 else "opaque"
+    if torch.Tag.nondeterministic_seeded in tags or target._schema.is_mutable or name.endswith("_"):
+        return "opaque"
     if name in VIEWS:
         return "view"
     if name in INDEXING:

@@ -105,3 +105,15 @@ def test_regions_carry_specs_and_are_ranked_by_roofline_time():
     c = region_cost(mm, CPU)
     assert c.flops == 2 * 10 * 32 * 96  # the first projection, qkv: (2·5)×32 @ 32×96
     assert c.seconds == max(c.bytes / CPU.bandwidth, c.flops / CPU.flops_fp32)
+
+
+def test_sdpa_is_an_anchor_unless_it_drops_out():
+    q, k, v = (torch.randn(2, 3, 8, 16) for _ in range(3))
+
+    def attend(q, k, v, p):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+
+    for p, expected in ((0.0, 1), (0.5, 0)):
+        (gm,) = graphs_of(lambda q, k, v: attend(q, k, v, p), q, k, v)
+        anchors = [r.anchor for r in partition(gm) if r.anchor and r.anchor.startswith("_scaled_dot_product")]
+        assert len(anchors) == expected, (p, anchors)
