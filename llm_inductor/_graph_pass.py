@@ -69,96 +69,110 @@ def _substitutable(device: torch.device, cfg: Config) -> bool:
 
 def run(gm: fx.GraphModule, kind: str, cfg: Config) -> fx.GraphModule | None:
     """Return a rewritten copy of gm, or None to compile gm unchanged."""
-    report = _state.GraphReport(kind)
-    _state.reports.append(report)
-    _state.bump("graphs")
-    try:
-        regions = partition(gm)
-    except Exception as e:
-        fail(cfg, "partition", f"{kind} graph", e)
-        return None
-    if not regions:
-        return None
-    device = regions[0].inputs[0].meta["val"].device
-    try:
-        ranked = rank(regions, device_spec(device), cfg.hot_threshold, cfg.min_region_us)
-    except Exception as e:
-        fail(cfg, "cost", f"{kind} graph", e)
-        return None
+    return _GraphPass(gm, kind, cfg).run()
 
-    store = _state.store(cfg)
-    hits: list[tuple[RegionInfo, Any]] = []
-    infos: list[RegionInfo] = []
-    hot_misses: list[tuple[RegionInfo, _state.RegionRow]] = []
-    pending_infos: list[RegionInfo] = []
-    for region, cost, share, hot in ranked:
+
+class _GraphPass:
+    """One graph through the stages: partition → rank → key → lookup → (pending | online tune) → rewrite."""
+
+    def __init__(self, gm: fx.GraphModule, kind: str, cfg: Config) -> None:
+        self.gm, self.kind, self.cfg = gm, kind, cfg
+        self.report = _state.GraphReport(kind)
+        self.store = _state.store(cfg)
+        self.hits: list[tuple[RegionInfo, Any]] = []
+        self.infos: list[RegionInfo] = []
+        self.hot_misses: list[tuple[RegionInfo, _state.RegionRow]] = []
+        self.pending: list[RegionInfo] = []
+
+    def run(self) -> fx.GraphModule | None:
+        cfg, kind = self.cfg, self.kind
+        _state.reports.append(self.report)
+        _state.bump("graphs")
+        try:
+            regions = partition(self.gm)
+        except Exception as e:
+            fail(cfg, "partition", f"{kind} graph", e)
+            return None
+        if not regions:
+            return None
+        self.device = regions[0].inputs[0].meta["val"].device
+        try:
+            ranked = rank(regions, device_spec(self.device), cfg.hot_threshold, cfg.min_region_us)
+        except Exception as e:
+            fail(cfg, "cost", f"{kind} graph", e)
+            return None
+        for region, cost, share, hot in ranked:
+            self.region(region, cost, share, hot)
+        if self.pending:
+            try:  # the in-graph gate of a later tuning run times the region inside this graph
+                _record_graph(self.gm, self.pending, cfg)
+            except Exception as e:
+                fail(cfg, "pending", f"{kind} graph file", e)
+        if self.hot_misses and (cfg.tune or cfg.mode == "tune") and _substitutable(self.device, cfg):
+            self.hits += _tune_online(self.hot_misses, self.store, cfg)
+        if _state.graph_hook is not None:
+            _state.graph_hook(self.gm, kind, self.infos)
+        return self.rewrite() if self.hits else None
+
+    def region(self, region: Region, cost: Any, share: float, hot: bool) -> None:
+        cfg = self.cfg
         _state.bump("regions")
         _state.bump("hot", hot)
-        row = _state.RegionRow(
-            "-", region.ops, [_shape(n) for n in region.inputs], region.anchor, cost.us, share, hot, "cold"
-        )
-        report.regions.append(row)
+        row = _state.RegionRow("-", region.ops, [_shape(n) for n in region.inputs], region.anchor, cost.us, share, hot, "cold")
+        self.report.regions.append(row)
         try:
             info = describe(region)
         except RegionBypass as e:
             _state.bump("bypassed")
             row.status = f"bypass: {e}"
-            continue
+            return
         except Exception as e:
             fail(cfg, "key", _where(region), e)
             row.status = f"fallback: key: {e}"
-            continue
+            return
         info.cost = {"flops": cost.flops, "bytes": cost.bytes, "est_us": cost.us, "share": share, "hot": hot}
         row.key16, row.key = info.key16, info.digest
-        infos.append(info)
+        self.infos.append(info)
         if _state.export_dir:
             row.region_path = str(info.write(_state.export_dir))
         try:
-            entry = store.lookup(info.digest)
+            entry = self.store.lookup(info.digest)
         except Exception as e:
             fail(cfg, "lookup", _where(region, info), e)
             row.status = f"fallback: lookup: {e}"
-            continue
+            return
         if entry is not None:
             _state.bump("hits")
             row.status = "hit"
-            if cfg.mode != "discover" and _substitutable(device, cfg):
-                hits.append((info, entry))
-            continue
+            if cfg.mode != "discover" and _substitutable(self.device, cfg):
+                self.hits.append((info, entry))
+            return
         _state.bump("misses")
         row.status = "miss"
-        if hot:
-            hot_misses.append((info, row))
-        if hot and cfg.mode in ("cache", "tune"):
+        if not hot:
+            return
+        self.hot_misses.append((info, row))
+        if cfg.mode in ("cache", "tune"):
             try:
-                row.region_path = _record_pending(store, info, share, cfg)
+                row.region_path = _record_pending(self.store, info, share, cfg)
                 row.status = "pending"
-                pending_infos.append(info)
+                self.pending.append(info)
                 _state.bump("pending")
             except Exception as e:
                 fail(cfg, "pending", _where(region, info), e)
-    if pending_infos:
-        try:  # the in-graph gate of a later tuning run times the region inside this graph
-            _record_graph(gm, pending_infos, cfg)
+
+    def rewrite(self) -> fx.GraphModule | None:
+        try:
+            new_gm, val_map = copy_graph(self.gm)
+            for info, entry in self.hits:
+                substitute(new_gm, val_map, info, _runtime.register(entry))
+            finish(new_gm)
         except Exception as e:
-            fail(cfg, "pending", f"{kind} graph file", e)
-    if hot_misses and (cfg.tune or cfg.mode == "tune") and _substitutable(device, cfg):
-        hits += _tune_online(hot_misses, store, cfg)
-    if _state.graph_hook is not None:
-        _state.graph_hook(gm, kind, infos)
-    if not hits:
-        return None
-    try:
-        new_gm, val_map = copy_graph(gm)
-        for info, entry in hits:
-            substitute(new_gm, val_map, info, _runtime.register(entry))
-        finish(new_gm)
-    except Exception as e:
-        fail(cfg, "rewrite", f"{kind} graph ({len(hits)} region(s))", e)
-        return None
-    report.substituted = len(hits)
-    _state.bump("substituted", len(hits))
-    return new_gm
+            fail(self.cfg, "rewrite", f"{self.kind} graph ({len(self.hits)} region(s))", e)
+            return None
+        self.report.substituted = len(self.hits)
+        _state.bump("substituted", len(self.hits))
+        return new_gm
 
 
 def _shape(n: fx.Node) -> str:
