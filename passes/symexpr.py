@@ -79,7 +79,9 @@ class SymbolNamer:
 def _hint_of(x: Any, sym: sympy.Symbol) -> int:
     if isinstance(x, torch.SymInt):
         env = x.node.shape_env
-        hint = env.var_to_val.get(sym) if env is not None else None
+        # torch 2.13 renamed var_to_val to backed_var_to_val (the old name warns); 2.11 has only the old.
+        name = "backed_var_to_val" if hasattr(env, "backed_var_to_val") else "var_to_val"
+        hint = getattr(env, name, {}).get(sym) if env is not None else None
         if hint is not None:
             return int(hint)
     return 0
