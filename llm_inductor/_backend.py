@@ -61,22 +61,11 @@ def _inductor_patches(mode: str | None, patches: dict[str, Any]) -> dict[str, An
     return {**list_mode_options(mode), **patches}
 
 
-def _warm_compile_pool() -> None:
-    """Start Inductor's Triton compile workers now, as its own backend does: cold compiles
-    otherwise pay the pool's start-up on the critical path (measured: ~2.5 s of a 3.3 s compile)."""
-    try:
-        from torch._inductor.async_compile import maybe_warm_pool
-    except ImportError:
-        return
-    maybe_warm_pool()
-
-
 def compile_graph(
     gm: fx.GraphModule, example_inputs: Sequence[Any], cfg: Config, patches: dict[str, Any]
 ) -> Callable[..., Any]:
     from torch._inductor.compile_fx import compile_fx
 
-    _warm_compile_pool()
     if not cfg.active:
         return compile_fx(gm, example_inputs, config_patches=patches or None)
     _state.set_config(cfg)
