@@ -45,6 +45,7 @@ def build_entry(ctx: RegionContext, state: SearchState, w: dict[str, Any], provi
         "floor_us": _us(ctx.floor_ms),
         "graph_ab": gate or {},
         "timings": (ver.get("timings") or {}),
+        "inductor_code": ctx.reference.get("code"),  # shown beside the winner by `llm-inductor report`
     }
     s = state.spend
     return Entry(
