@@ -368,7 +368,6 @@ def _tensor(g, device, dtype, shape, stride, high=None):
 
 
 def make_inputs(seed=0, device="cpu", sizes=None):
-    env = dict(SYMBOLS, **(sizes or {{}}))
 {binds}    g = torch.Generator().manual_seed(seed)
     return (
 {calls}    )
@@ -396,6 +395,8 @@ def render_source(
     out += "".join(f"    {line}\n" for line in lines)
     out += f"    return {returns[0] if len(returns) == 1 else _tuple(tuple(returns))}\n"
     binds = "".join(f"    {s} = env[{s!r}]\n" for s in sorted(symbols))
+    if binds:  # sizes given by the caller override the sizes seen
+        binds = "    env = dict(SYMBOLS, **(sizes or {}))\n" + binds
     calls = "".join(
         f"        _tensor(g, device, {s.dtype}, {_tuple(s.shape)}, {_tuple(s.stride)}, {index_high.get(i)}),\n"
         for i, s in enumerate(key.inputs)

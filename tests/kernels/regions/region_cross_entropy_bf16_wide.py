@@ -44,7 +44,6 @@ def _tensor(g, device, dtype, shape, stride, high=None):
 
 
 def make_inputs(seed=0, device="cpu", sizes=None):
-    env = dict(SYMBOLS, **(sizes or {}))
     g = torch.Generator().manual_seed(seed)
     return (
         _tensor(g, device, torch.int64, (6,), (1,), 9001),

@@ -33,7 +33,6 @@ def _tensor(g, device, dtype, shape, stride, high=None):
 
 
 def make_inputs(seed=0, device="cpu", sizes=None):
-    env = dict(SYMBOLS, **(sizes or {}))
     g = torch.Generator().manual_seed(seed)
     return (
         _tensor(g, device, torch.float32, (6, 42, 123), (5166, 123, 1), None),

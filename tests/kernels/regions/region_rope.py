@@ -34,7 +34,6 @@ def _tensor(g, device, dtype, shape, stride, high=None):
 
 
 def make_inputs(seed=0, device="cpu", sizes=None):
-    env = dict(SYMBOLS, **(sizes or {}))
     g = torch.Generator().manual_seed(seed)
     return (
         _tensor(g, device, torch.float32, (17, 32), (32, 1), None),

@@ -34,7 +34,6 @@ def _tensor(g, device, dtype, shape, stride, high=None):
 
 
 def make_inputs(seed=0, device="cpu", sizes=None):
-    env = dict(SYMBOLS, **(sizes or {}))
     g = torch.Generator().manual_seed(seed)
     return (
         _tensor(g, device, torch.bfloat16, (5, 9001), (9001, 1), None),
