@@ -14,7 +14,7 @@ sha=${2:-unknown}
 budget=${BENCH_TIME_BUDGET:-420}
 cd "$(dirname "$0")/.." || exit 2
 dry=${BENCH_DRY:-}  # BENCH_DRY=1: print the shard commands only
-[ -z "$dry" ] && { pip install --no-deps --no-build-isolation -e . -q || exit 2; }
+[ -z "$dry" ] && { python -m pip install --no-deps --no-build-isolation -e . -q || exit 2; }
 mkdir -p "$out"
 cp benchmarks/results/wip/*.json "$out"/ 2>/dev/null
 gpus=${BENCH_GPUS:-$(python -c "import torch; print(torch.cuda.device_count())")}

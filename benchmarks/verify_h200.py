@@ -88,6 +88,9 @@ def table(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
         "kernel % roofline | Inductor % roofline | FIELD.md Inductor / MA ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if env.get("merged_from"):
+        lines.insert(3, f"Rows marked † were kept from an earlier run of this script on the same machine type "
+                        f"({', '.join(env['merged_from'])}). ")
     for r in rows:
         res = r.get("result") or {}
         t = res.get("timings") or {}
@@ -101,7 +104,7 @@ def table(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
             return fmt.format(v) if isinstance(v, (int, float)) else "-"
 
         lines.append(
-            f"| {r['kernel']} | {r['shape']} | {verdict} | {f(t.get('candidate_ms'))} | {f(t.get('inductor_ms'))} | "
+            f"| {r['kernel']}{' †' if r.get('run') else ''} | {r['shape']} | {verdict} | {f(t.get('candidate_ms'))} | {f(t.get('inductor_ms'))} | "
             f"{f(t.get('speedup'), '{:.2f}x')} | {f(ma.get('inductor_ms'))} | {f(ma.get('speedup'), '{:.2f}x')} | "
             f"{f(t.get('pct_of_roofline'), '{:.0f}%')} | {f(t.get('inductor_pct_of_roofline'), '{:.0f}%')} | "
             f"{f(field.get('inductor'))} / {f(field.get('max_autotune'))} |"
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--tiny", action="store_true", help="the CPU test shapes instead of FIELD.md's")
     parser.add_argument("--regions", type=Path, help="where to write the exported region files (default: a temp dir)")
+    parser.add_argument("--merge", type=Path, metavar="JSON",
+                        help="an earlier verify_h200.json: its rows for kernels not run now are kept (marked with its date)")
     args = parser.parse_args(argv)
 
     import torch
@@ -163,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     env["regions"] = str(regions)
     rows: list[dict[str, Any]] = []
+    if args.merge:
+        try:
+            earlier = json.loads(args.merge.read_text())
+        except (OSError, ValueError) as e:
+            print(f"verify_h200: cannot read --merge {args.merge}: {e}", file=sys.stderr)
+            return 2
+        when = earlier.get("environment", {}).get("date", "an earlier run")
+        rows = [{**r, "run": r.get("run", when)} for r in earlier.get("rows", []) if r["kernel"] not in names]
+        env["merged_from"] = sorted({r["run"] for r in rows})
     start = time.monotonic()
     print(f"verify_h200: exporting {len(names)} regions to {regions} ...", flush=True)
     export_errors = export_regions(names, regions, args.device, args.tiny)
@@ -183,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(f"verify_h200: {name}: {r['status']} {(r.get('result') or {}).get('reason', r.get('error', ''))}",
               flush=True)
+        order = list(CASES)
+        rows.sort(key=lambda r: order.index(r["kernel"]) if r["kernel"] in order else len(order))
         (args.out / "verify_h200.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1, default=str))
         (args.out / "verify_h200.md").write_text(table(rows, env))
     print((args.out / "verify_h200.md").read_text())

@@ -105,3 +105,40 @@ def test_replay_reanswers_a_recorded_search(region, tmp_path, monkeypatch):
     report = tune([region2], config=cfg2, verifier=verifier(), progress=False)
     assert report.rows[0].outcome == "winner" and report.provider == "replay"
     assert load_state(cfg2, region.stem.removeprefix("region_")).attempts[0]["code"] == GOOD
+
+
+def test_an_import_cut_short_goes_on_from_a_moved_cache(region, tmp_path, monkeypatch):
+    """Rounds run machines apart: the cache directory is copied elsewhere, and an import that was
+    killed between consuming answers and writing the next round is finished by running it again."""
+    import shutil
+
+    import llm_inductor.search.tune as tune_mod
+
+    cfg, _ = Config.load({"candidates": 2, "rounds": 3})
+    key16 = region.stem.removeprefix("region_")
+    requests = tmp_path / "requests.jsonl"
+    tune(pending=True, export_batch=requests, config=cfg, verifier=verifier(), progress=False)
+    out1 = answer_file(tmp_path / "out1.jsonl", requests, WRONG)
+
+    def killed(*args, **kwargs):
+        raise SystemExit(124)  # `timeout` on the GPU machine, after both answers were consumed
+
+    with monkeypatch.context() as m:
+        m.setattr(tune_mod, "_export", killed)
+        with pytest.raises(SystemExit):
+            tune(import_batch=out1, export_batch=tmp_path / "never.jsonl", config=cfg, verifier=verifier(), progress=False)
+    stranded = load_state(cfg, key16)
+    assert len(stranded.attempts) == 2 and not stranded.outstanding and stranded.done is None
+
+    moved = tmp_path / "elsewhere" / "cache"
+    shutil.copytree(cfg.cache_path, moved)
+    shutil.rmtree(cfg.cache_path)
+    monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(moved))
+    cfg2, _ = Config.load({"candidates": 2, "rounds": 3})
+    assert load_state(cfg2, key16).region_path == str(moved / "regions" / region.name)
+
+    nxt = tmp_path / "round2.jsonl"
+    report = tune(import_batch=out1, export_batch=nxt, config=cfg2, verifier=verifier(), progress=False)
+    assert report.answered == 0 and report.exported == 2
+    assert {parse_custom_id(r.custom_id).round for r in read_requests(nxt)} == {2}
+    assert len(load_state(cfg2, key16).attempts) == 2  # nothing verified twice

@@ -88,3 +88,34 @@ def test_a_worker_that_cannot_start_is_a_harness_error_not_a_rejection(monkeypat
     monkeypatch.setattr(pool.sys, "executable", "/bin/false")  # the worker dies before it is ready
     with pytest.raises(pool.WorkerStartError, match="did not start"):
         verify(SOFTMAX, (HERE / "kernels" / "softmax.py").read_text(), device="cpu")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_inductor_pool_timer_threads_are_not_the_candidates(native):
+    """Inductor's compile-pool timer restarts whenever the pool is used again; that is not a candidate's thread.
+
+    On the H200 the post-timing check took the timer (started by the worker's own Inductor
+    compile) for the candidate's and rejected correct kernels as 'thread'. A Timer carrying a
+    function that is not the pool's own is still counted, and so is any other thread.
+    """
+    import threading
+
+    from torch._inductor.compile_worker.timer import Timer
+
+    from llm_inductor.verify.guard import Tripwires
+
+    tw = Tripwires(native=native)
+    pool_timer = Timer(0.2, lambda: None)  # only its bound method is used: the pool passes its own
+    timers = [Timer(0.2, pool_timer.quit), Timer(0.2, lambda: None)]  # the pool's kind, then a disguise
+    stop = threading.Event()
+    try:
+        timers[0].record_call()
+        assert tw.new_threads() == 0 and tw.new_thread_names() == []
+        timers[1].record_call()
+        assert tw.new_threads() == 1 and tw.new_thread_names() == ["subproc_worker_timer"]
+        threading.Thread(target=stop.wait, name="candidate_thread", daemon=True).start()
+        assert tw.new_threads() == 2 and tw.new_thread_names() == ["candidate_thread", "subproc_worker_timer"]
+    finally:
+        stop.set()
+        for t in (*timers, pool_timer):
+            t.quit()

@@ -102,11 +102,22 @@ def state_path(cfg: Config, key16: str) -> Path:
     return cfg.cache_path / "search" / "state" / f"{key16}.json"
 
 
+def _relocated(cfg: Config, state: SearchState) -> SearchState:
+    """A cache directory travels between machines: a region file missing at its recorded
+    absolute path is looked up under this cache's ``regions/`` folder by name."""
+    recorded = Path(state.region_path)
+    if not recorded.is_file():
+        here = cfg.cache_path / "regions" / recorded.name
+        if here.is_file():
+            state.region_path = str(here)
+    return state
+
+
 def load_state(cfg: Config, key16: str) -> SearchState | None:
     path = state_path(cfg, key16)
     if not path.is_file():
         return None
-    return SearchState.from_dict(json.loads(path.read_text()))
+    return _relocated(cfg, SearchState.from_dict(json.loads(path.read_text())))
 
 
 def save_state(cfg: Config, state: SearchState) -> None:
@@ -122,7 +133,7 @@ def all_states(cfg: Config) -> list[SearchState]:
     out = []
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            out.append(SearchState.from_dict(json.loads(p.read_text())))
+            out.append(_relocated(cfg, SearchState.from_dict(json.loads(p.read_text()))))
         except (ValueError, TypeError):
             continue
     return out

@@ -222,15 +222,16 @@ def _import(run: _Run, path: Path, report: TuneReport) -> list[Path]:
         ctx = run.context(Path(state.region_path))
         report.answered += run.searcher.consume_batch(state, ctx, mine)
         touched.append(Path(state.region_path))
-    if not touched:
-        # A rerun after an import that was cut short between consuming and exporting: plan what can go on.
-        resumable = [Path(s.region_path) for s in all_states(run.cfg) if not s.done and not s.outstanding]
-        if not resumable:
-            raise UsageError(f"{path}: no answer matches an outstanding request under {run.cfg.cache_path / 'search'}.")
-        log.warning("llm_inductor: %s answers nothing outstanding; planning the next round of %d search(es)",
-                    path, len(resumable))  # fmt: skip
-        return resumable
-    return touched
+    # Searches whose round is fully answered but whose next round was never planned: an earlier
+    # import was cut short between consuming answers and exporting. They go on with this one.
+    stranded = [Path(s.region_path) for s in all_states(run.cfg)
+                if not s.done and not s.outstanding and Path(s.region_path) not in touched]  # fmt: skip
+    if not touched and not stranded:
+        raise UsageError(f"{path}: no answer matches an outstanding request under {run.cfg.cache_path / 'search'}.")
+    if stranded:
+        log.warning("llm_inductor: planning the next round of %d search(es) an earlier import left unplanned",
+                    len(stranded))  # fmt: skip
+    return touched + stranded
 
 
 def _export(run: _Run, paths: list[Path], report: TuneReport, export: str | Path | None, imported: str | Path | None) -> None:

@@ -173,12 +173,45 @@ class Tripwires:
                 out.append(f"{owner}.{key}")
         return sorted(out)
 
+    def _new_python_threads(self) -> tuple[list[threading.Thread], int]:
+        """Python threads started since the snapshot: (the candidate's, how many were Inductor's own)."""
+        fresh = [t for t in threading.enumerate() if t.ident not in self.python_threads]
+        ours = [t for t in fresh if not _inductor_pool_thread(t)]
+        return ours, len(fresh) - len(ours)
+
     def new_threads(self) -> int:
-        now = _thread_count() if self.native else threading.active_count()
-        return max(0, now - self.threads)
+        ours, inductors = self._new_python_threads()
+        if not self.native:
+            return len(ours)
+        return max(0, _thread_count() - self.threads - inductors)
 
     def new_thread_names(self) -> list[str]:
-        return sorted(t.name for t in threading.enumerate() if t.ident not in self.python_threads)
+        return sorted(t.name for t in self._new_python_threads()[0])
+
+
+def _inductor_pool_thread(t: threading.Thread) -> bool:
+    """A thread of Inductor's compile-worker pool, which the worker's own Inductor compiles use.
+
+    The pool's idle timer (``subproc_worker_timer``) exits when the pool goes quiet and a new one
+    starts at the next submission, so one can appear during a candidate's call without the
+    candidate doing anything. It is recognised by what it runs, not by its name: a bound method
+    of a class defined in ``torch._inductor.compile_worker`` (the timer's ``check``, the pool's
+    reader, the autotune pool's timer). A Timer whose callback is not itself such a method is not exempt, so a candidate
+    cannot hide its own function behind Inductor's timer.
+    """
+    target = getattr(t, "_target", None)
+    if not _bound_in_inductor_pool(target):
+        return False
+    callback = getattr(target.__self__, "call", None)  # Timer(duration, call): the pool's quiesce
+    return callback is None or _bound_in_inductor_pool(callback)
+
+
+_INDUCTOR_POOLS = ("torch._inductor.compile_worker.", "torch._inductor.autotune_process")
+
+
+def _bound_in_inductor_pool(fn: Any) -> bool:
+    owner = getattr(fn, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith(_INDUCTOR_POOLS)
 
 
 def _owners(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
