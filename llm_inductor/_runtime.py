@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence
@@ -37,6 +37,7 @@ class LoadedKernel:
     region_source: str  # the region file: the reference the kernel was verified against
     forward: Callable[..., Any] | None = None  # imported lazily, on first real call
     failed: str | None = None  # why the kernel was abandoned for the reference in this process
+    layouts: dict[tuple, list[tuple[list[int], list[int]]]] = field(default_factory=dict)  # by input shapes
 
 
 _lock = threading.Lock()
@@ -146,9 +147,42 @@ def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         _state.bump("runtime_fallbacks")
         k.forward = _import_kernel(k, reference=True)
         out = k.forward(*inputs)
-    outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    # The op is functional: never hand back an alias of an input.
-    return [o.clone() if any(o.data_ptr() == i.data_ptr() for i in inputs) else o for o in outs]
+    return _as_declared(k, list(out) if isinstance(out, (tuple, list)) else [out], inputs)
+
+
+def _storage(t: torch.Tensor) -> int | None:
+    st = t.untyped_storage()
+    return st.data_ptr() if st.nbytes() else None
+
+
+def _layouts(k: LoadedKernel, inputs: Sequence[torch.Tensor]) -> list[tuple[list[int], list[int]]]:
+    """(shape, stride) of each output as the sidecar declares them (the fake's), per input shapes."""
+    key = tuple(tuple(i.shape) for i in inputs)
+    if key not in k.layouts:
+        env = {s: inputs[i].shape[d] for s, (i, d) in k.meta["bindings"].items()}
+        k.layouts[key] = [([evaluate(x, env) for x in spec["shape"]], [evaluate(x, env) for x in spec["stride"]])
+                          for spec in k.meta["outputs"]]  # fmt: skip
+    return k.layouts[key]
+
+
+def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Outputs that honour the op's contract: fresh memory, the declared strides.
+
+    A verified kernel always does (the verifier checks strides and writes into fresh
+    memory). A region's reference code, run as the runtime fallback, need not: a region
+    whose output is a view of its input returns that view, at the input's strides. Such
+    outputs are copied into memory of the declared layout, since torch.library refuses
+    aliases of inputs (or of other outputs) and Inductor asserts the strides the fake gave.
+    """
+    taken = {s for s in map(_storage, inputs) if s is not None}
+    fresh = []
+    for o, (shape, stride) in zip(outs, _layouts(k, inputs)):
+        if _storage(o) in taken or any(n > 1 and a != b for n, a, b in zip(shape, o.stride(), stride)):
+            o = torch.empty_strided(shape, stride, dtype=o.dtype, device=o.device).copy_(o)
+        if (s := _storage(o)) is not None:
+            taken.add(s)
+        fresh.append(o)
+    return fresh
 
 
 @kernel.register_fake

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +124,41 @@ def test_kernel_failing_at_run_time_falls_back_to_the_reference(tmp_path, caplog
         torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
     assert llm_inductor.stats()["runtime_fallbacks"] == 1
     assert any("failed at run time" in r.getMessage() and "too many rows" in r.getMessage() for r in caplog.records)
+
+
+class SplitHeads(torch.nn.Module):
+    """q, k, v are strided views of one linear's output, each consumed by another anchor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.lin(x).chunk(3, dim=-1)
+        return (q @ k.transpose(-1, -2)).softmax(-1) @ v
+
+
+def test_outputs_that_alias_are_copied_into_the_declared_layout(tmp_path):
+    """A region whose outputs are views (of one buffer, at its strides) served by code that returns
+    those views, as the reference fallback does: torch.library refuses outputs that alias each
+    other, and Inductor asserts the declared strides, so the op copies them into that layout."""
+    model, x = SplitHeads(), torch.randn(2, 4, 8)
+    _state.export_dir = str(tmp_path / "regions")
+    rows = regions_of(model, x)
+    _state.export_dir = None
+    def outputs(row):
+        return len(json.loads(Path(row.region_path).with_suffix(".json").read_text())["outputs"])
+
+    split = [r for r in rows if r.region_path and outputs(r) == 3]
+    assert split, [(r.ops, outputs(r)) for r in rows if r.region_path]
+    entries = []
+    for row in split:
+        entry = entry_for(row.region_path, "rmsnorm.py")
+        entry.kernel_source = entry.region_source  # the region's own (aliasing) reference code
+        entries.append(entry)
+    _state.set_store(MemoryStore(entries))
+    out = serve(model, x, interpret=True)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+    stats = llm_inductor.stats()
+    assert stats["substituted"] == len(split) and stats["kernel_calls"] == len(split)
