@@ -87,11 +87,38 @@ def reference(w: Workload) -> tuple[list[Any], str]:
     return w.reference(torch.float32), note
 
 
+def _gqa_sdpa_formulas() -> dict[Any, Any]:
+    """SDPA FLOP formulas that accept grouped-query attention (fewer K/V heads than Q heads).
+
+    torch.utils.flop_counter asserts equal head counts before torch 2.13, so Llama, Qwen2 and
+    Mixtral (GQA) failed to count. Each K/V head serves h_q / h_kv query heads, so the FLOPs
+    are those of the same attention with K and V broadcast to h_q heads: torch's own formula
+    is called on those shapes.
+    """
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+
+    def wide(kv: Any, q: Any) -> tuple[int, ...]:
+        return (kv[0], q[1], *kv[2:])
+
+    def fwd(q: Any, k: Any, v: Any, *args: Any, **kwargs: Any) -> int:
+        return fc.sdpa_flop(q, wide(k, q), wide(v, q), *args, **kwargs)
+
+    def bwd(go: Any, q: Any, k: Any, v: Any, *args: Any, **kwargs: Any) -> int:
+        return fc.sdpa_backward_flop(go, q, wide(k, q), wide(v, q), *args, **kwargs)
+
+    names = ("efficient", "flash", "cudnn")
+    ops = {getattr(aten, f"_scaled_dot_product_{n}_attention", None): fwd for n in names}
+    ops.update({getattr(aten, f"_scaled_dot_product_{n}_attention_backward", None): bwd for n in names})
+    return {op: f for op, f in ops.items() if op is not None}
+
+
 def count_flops(w: Workload) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     step = w.make_step(lambda f: f)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_gqa_sdpa_formulas()) as counter:
         step.outputs()
     return float(counter.get_total_flops())
 
