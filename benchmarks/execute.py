@@ -92,8 +92,8 @@ def _gqa_sdpa_formulas() -> dict[Any, Any]:
 
     torch.utils.flop_counter asserts equal head counts before torch 2.13, so Llama, Qwen2 and
     Mixtral (GQA) failed to count. Each K/V head serves h_q / h_kv query heads, so the FLOPs
-    are those of the same attention with K and V broadcast to h_q heads: torch's own formula
-    is called on those shapes.
+    are those of the same attention with K and V broadcast to h_q heads: torch's own count is
+    taken on those shapes (``sdpa_flop_count``: ``sdpa_flop`` itself is shape-wrapped in 2.11).
     """
     from torch.utils import flop_counter as fc
 
@@ -103,10 +103,10 @@ def _gqa_sdpa_formulas() -> dict[Any, Any]:
         return (kv[0], q[1], *kv[2:])
 
     def fwd(q: Any, k: Any, v: Any, *args: Any, **kwargs: Any) -> int:
-        return fc.sdpa_flop(q, wide(k, q), wide(v, q), *args, **kwargs)
+        return fc.sdpa_flop_count(q, wide(k, q), wide(v, q))
 
     def bwd(go: Any, q: Any, k: Any, v: Any, *args: Any, **kwargs: Any) -> int:
-        return fc.sdpa_backward_flop(go, q, wide(k, q), wide(v, q), *args, **kwargs)
+        return fc.sdpa_backward_flop_count(go, q, wide(k, q), wide(v, q))
 
     names = ("efficient", "flash", "cudnn")
     ops = {getattr(aten, f"_scaled_dot_product_{n}_attention", None): fwd for n in names}
