@@ -9,7 +9,10 @@ the reason (or an exception, under ``strict``).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -185,6 +188,7 @@ def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> 
     path = directory / f"region_{info.key16}.py"
     if not path.exists():
         info.write(directory)
+    _raise_baseline(path.with_suffix(".json"))
     store.add_pending(
         PendingRegion(
             key=info.digest,
@@ -196,6 +200,30 @@ def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> 
         )
     )
     return str(path)
+
+
+def _raise_baseline(sidecar: Path) -> None:
+    """Record in the region's sidecar the Inductor its kernels must beat: the strongest seen.
+
+    A region compiled under max-autotune is tuned against max-autotune (a kernel that only
+    beats default Inductor would slow that user down); ``search.verdict`` reads it.
+    """
+    import torch._inductor.config as inductor_config
+
+    if not inductor_config.max_autotune:
+        return
+    try:
+        meta = json.loads(sidecar.read_text())
+        if meta.get("baseline_inductor_mode") != MAX_AUTOTUNE:
+            meta["baseline_inductor_mode"] = MAX_AUTOTUNE
+            tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+            tmp.replace(sidecar)
+    except (OSError, ValueError) as e:  # the region stays tunable, against default Inductor
+        log.info("llm_inductor: could not record the baseline in %s: %s", sidecar, e)
+
+
+MAX_AUTOTUNE = "max-autotune-no-cudagraphs"
 
 
 def _tune_online(misses: list[tuple[RegionInfo, Any]], store: Any, cfg: Config) -> list[tuple[RegionInfo, Any]]:

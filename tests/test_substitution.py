@@ -162,3 +162,52 @@ def test_outputs_that_alias_are_copied_into_the_declared_layout(tmp_path):
         torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
     stats = llm_inductor.stats()
     assert stats["substituted"] == len(split) and stats["kernel_calls"] == len(split)
+
+
+def test_a_region_compiled_under_max_autotune_is_tuned_against_max_autotune(tmp_path, monkeypatch):
+    """The pending region remembers the strongest Inductor it was compiled under; the tuner's
+    verifier times candidates against that one, not against default Inductor."""
+    from llm_inductor.search import verdict
+
+    model, x = RMSNorm(16), torch.randn(3, 16)
+    store = MemoryStore()
+    _state.set_store(store)
+    serve(model, x)
+    (record,) = store.pending()
+    assert verdict.baseline_mode(record.region_path) == "default"
+    serve(model, x, max_autotune=True)
+    assert verdict.baseline_mode(record.region_path) == "max-autotune-no-cudagraphs"
+    serve(model, x)  # a later default compile never lowers the bar
+    assert verdict.baseline_mode(record.region_path) == "max-autotune-no-cudagraphs"
+
+    seen = {}
+
+    def fake_verify(region_path, source, **kwargs):
+        seen.update(kwargs)
+        return "result"
+
+    import llm_inductor.verify.engine as engine
+
+    monkeypatch.setattr(engine, "verify", fake_verify)
+    assert verdict.default_verifier(record.region_path, "src", _state.config()) == "result"
+    assert seen["inductor_mode"] == "max-autotune-no-cudagraphs"
+
+    # The prompt's "Inductor's code and time" is measured in the same mode, and cached apart.
+    import subprocess
+    from types import SimpleNamespace
+
+    from llm_inductor.search import reference
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return SimpleNamespace(returncode=0, stdout=json.dumps({"available": True, "mode": cmd[-1]}), stderr="")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(reference, "_gpu_name", lambda: "Some GPU")
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    got = reference.inductor_reference(record.region_path, tmp_path / "cache")
+    assert calls[0][-2:] == ["--mode", "max-autotune-no-cudagraphs"] and got["mode"] == "max-autotune-no-cudagraphs"
+    (cached,) = (tmp_path / "cache" / "search" / "reference").iterdir()
+    assert cached.name.endswith("-max-autotune-no-cudagraphs.json")

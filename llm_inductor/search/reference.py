@@ -40,14 +40,18 @@ def cpu_reference() -> dict[str, Any]:
 
 def inductor_reference(region_path: str | Path, cache_dir: Path, timeout: float = 600.0) -> dict[str, Any]:
     """{available, device, code, kernels, inductor_ms, note}; cached; failures become a note."""
+    from llm_inductor.search.verdict import baseline_mode
+
     region_path = Path(region_path)
     if not torch.cuda.is_available():
         return cpu_reference()
+    mode = baseline_mode(str(region_path))  # the Inductor the candidates must beat, as the verifier
     name = re.sub(r"\W+", "_", _gpu_name())
-    cached = cache_dir / "search" / "reference" / f"{region_path.stem}-{name}-{torch.__version__}.json"
+    tag = "" if mode == "default" else f"-{mode}"
+    cached = cache_dir / "search" / "reference" / f"{region_path.stem}-{name}-{torch.__version__}{tag}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    cmd = [sys.executable, "-m", "llm_inductor.search.reference", str(region_path)]
+    cmd = [sys.executable, "-m", "llm_inductor.search.reference", str(region_path), "--mode", mode]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -87,7 +91,7 @@ def _launcher(code: str) -> str | None:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _measure(region_path: Path) -> dict[str, Any]:
+def _measure(region_path: Path, mode: str = "default") -> dict[str, Any]:
     import importlib.util
 
     from torch._inductor.utils import run_and_get_code
@@ -99,7 +103,7 @@ def _measure(region_path: Path) -> dict[str, Any]:
     sys.modules[spec.name] = mod  # Dynamo resolves the traced function's globals through sys.modules
     spec.loader.exec_module(mod)
     inputs = mod.make_inputs(seed=0, device="cuda")
-    compiled = torch.compile(mod.forward, backend="inductor")
+    compiled = torch.compile(mod.forward, backend="inductor", mode=None if mode == "default" else mode)
     with torch.no_grad():
         _, codes = run_and_get_code(compiled, *inputs)
         ms = do_bench(lambda: compiled(*inputs), quantiles=[0.5, 0.2, 0.8])
@@ -111,15 +115,17 @@ def _measure(region_path: Path) -> dict[str, Any]:
         "kernels": len(_TRITON_KERNEL.findall(code)),
         "inductor_ms": float(ms[0]),
         "inductor_ms_p20_p80": [float(ms[1]), float(ms[2])],
-        "note": "torch.compile default mode; do_bench median (L2 flushed between runs)",
+        "mode": mode,
+        "note": f"torch.compile {mode} mode; do_bench median (L2 flushed between runs)",
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("region")
+    p.add_argument("--mode", default="default", help="torch.compile mode of the Inductor to measure")
     args = p.parse_args(argv)
-    print(json.dumps(_measure(Path(args.region))))
+    print(json.dumps(_measure(Path(args.region), args.mode)))
     return 0
 
 

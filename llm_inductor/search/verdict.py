@@ -13,7 +13,9 @@ at this layer; the default imports the real engine lazily.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from llm_inductor.config import Config
@@ -24,10 +26,21 @@ Verifier = Callable[[str, str, Config], Any]  # (region_path, candidate_source, 
 _SLOWER_REASONS = {"slower", "slower_than_inductor", "not_faster", "slow"}
 
 
+def baseline_mode(region_path: str) -> str:
+    """The Inductor a candidate must beat: the strongest mode the region was compiled under
+    (``baseline_inductor_mode`` in its sidecar, set by the pass under max-autotune), else default."""
+    try:
+        meta = json.loads(Path(region_path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return "default"
+    return str(meta.get("baseline_inductor_mode") or "default")
+
+
 def default_verifier(region_path: str, source: str, cfg: Config) -> Any:
     from llm_inductor.verify.engine import verify
 
-    return verify(region_path, source, device="auto", speed=None, config=cfg)
+    return verify(region_path, source, device="auto", speed=None, config=cfg,
+                  inductor_mode=baseline_mode(region_path))  # fmt: skip
 
 
 def code_hash(source: str) -> str:
