@@ -133,7 +133,7 @@ def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
                 if k.forward is None:
                     k.forward = _import_kernel(k)
         _state.bump("kernel_calls")
-        out = k.forward(*inputs)
+        return _as_declared(k, _as_list(k.forward(*inputs)), inputs)
     except Exception as e:
         # A compiled graph cannot fall back to Inductor any more, but it can still be right:
         # run the region's reference (plain torch) from now on, and say so once.
@@ -146,8 +146,11 @@ def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         )
         _state.bump("runtime_fallbacks")
         k.forward = _import_kernel(k, reference=True)
-        out = k.forward(*inputs)
-    return _as_declared(k, list(out) if isinstance(out, (tuple, list)) else [out], inputs)
+        return _as_declared(k, _as_list(k.forward(*inputs)), inputs)
+
+
+def _as_list(out: Any) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 def _storage(t: torch.Tensor) -> int | None:
@@ -174,9 +177,13 @@ def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[tor
     outputs are copied into memory of the declared layout, since torch.library refuses
     aliases of inputs (or of other outputs) and Inductor asserts the strides the fake gave.
     """
+    layouts = _layouts(k, inputs)
+    if len(outs) != len(layouts):
+        raise RuntimeError(f"llm_inductor: kernel {k.entry_id[:16]} returned {len(outs)} outputs where its region "
+                           f"declares {len(layouts)}. Run `llm-inductor cache verify` on it.")  # fmt: skip
     taken = {s for s in map(_storage, inputs) if s is not None}
     fresh = []
-    for o, (shape, stride) in zip(outs, _layouts(k, inputs)):
+    for o, (shape, stride) in zip(outs, layouts):
         if _storage(o) in taken or any(n > 1 and a != b for n, a, b in zip(shape, o.stride(), stride)):
             o = torch.empty_strided(shape, stride, dtype=o.dtype, device=o.device).copy_(o)
         if (s := _storage(o)) is not None:

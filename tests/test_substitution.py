@@ -126,6 +126,18 @@ def test_kernel_failing_at_run_time_falls_back_to_the_reference(tmp_path, caplog
     assert any("failed at run time" in r.getMessage() and "too many rows" in r.getMessage() for r in caplog.records)
 
 
+
+def test_kernel_returning_the_wrong_number_of_outputs_falls_back_to_the_reference(tmp_path, caplog):
+    model, x, entry = rmsnorm_entry(tmp_path)
+    entry.kernel_source = entry.kernel_source.replace("    return out\n", "    return out, out\n")
+    _state.set_store(MemoryStore([entry]))
+    with caplog.at_level(logging.WARNING, logger="llm_inductor"):
+        out = serve(model, x, interpret=True)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+    assert llm_inductor.stats()["runtime_fallbacks"] == 1
+    assert any("returned 2 outputs where its region declares 1" in r.getMessage() for r in caplog.records)
+
 class SplitHeads(torch.nn.Module):
     """q, k, v are strided views of one linear's output, each consumed by another anchor."""
 
