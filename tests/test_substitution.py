@@ -114,29 +114,24 @@ def test_unknown_option_names_the_fix():
         llm_inductor.backend(mode="fast")
 
 
-def test_kernel_failing_at_run_time_falls_back_to_the_reference(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "edit, said",
+    [(("    m, n = x.shape\n", "    m, n = x.shape\n    assert m < 5, 'too many rows'\n"), "too many rows"),
+     (("    return out\n", "    return out, out\n"), "returned 2 outputs where its region declares 1")],
+    ids=["raises", "wrong_output_count"],
+)
+def test_kernel_failing_at_run_time_falls_back_to_the_reference(tmp_path, caplog, edit, said):
     model, x, entry = rmsnorm_entry(tmp_path)
-    entry.kernel_source = entry.kernel_source.replace("    m, n = x.shape\n", "    m, n = x.shape\n    assert m < 5, 'too many rows'\n")
+    assert edit[0] in entry.kernel_source
+    entry.kernel_source = entry.kernel_source.replace(*edit)
     _state.set_store(MemoryStore([entry]))
     with caplog.at_level(logging.WARNING, logger="llm_inductor"):
         out = serve(model, x, interpret=True)
     with torch.no_grad():
         torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
     assert llm_inductor.stats()["runtime_fallbacks"] == 1
-    assert any("failed at run time" in r.getMessage() and "too many rows" in r.getMessage() for r in caplog.records)
+    assert any("failed at run time" in r.getMessage() and said in r.getMessage() for r in caplog.records)
 
-
-
-def test_kernel_returning_the_wrong_number_of_outputs_falls_back_to_the_reference(tmp_path, caplog):
-    model, x, entry = rmsnorm_entry(tmp_path)
-    entry.kernel_source = entry.kernel_source.replace("    return out\n", "    return out, out\n")
-    _state.set_store(MemoryStore([entry]))
-    with caplog.at_level(logging.WARNING, logger="llm_inductor"):
-        out = serve(model, x, interpret=True)
-    with torch.no_grad():
-        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
-    assert llm_inductor.stats()["runtime_fallbacks"] == 1
-    assert any("returned 2 outputs where its region declares 1" in r.getMessage() for r in caplog.records)
 
 class SplitHeads(torch.nn.Module):
     """q, k, v are strided views of one linear's output, each consumed by another anchor."""
