@@ -162,6 +162,8 @@ def _layouts(k: LoadedKernel, inputs: Sequence[torch.Tensor]) -> list[tuple[list
     """(shape, stride) of each output as the sidecar declares them (the fake's), per input shapes."""
     key = tuple(tuple(i.shape) for i in inputs)
     if key not in k.layouts:
+        if len(k.layouts) >= 256:  # dynamic shapes: keep the table small; it is cheap to rebuild
+            k.layouts.clear()
         env = {s: inputs[i].shape[d] for s, (i, d) in k.meta["bindings"].items()}
         k.layouts[key] = [([evaluate(x, env) for x in spec["shape"]], [evaluate(x, env) for x in spec["stride"]])
                           for spec in k.meta["outputs"]]  # fmt: skip

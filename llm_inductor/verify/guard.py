@@ -195,9 +195,10 @@ def _inductor_pool_thread(t: threading.Thread) -> bool:
     The pool's idle timer (``subproc_worker_timer``) exits when the pool goes quiet and a new one
     starts at the next submission, so one can appear during a candidate's call without the
     candidate doing anything. It is recognised by what it runs, not by its name: a bound method
-    of a class defined in ``torch._inductor.compile_worker`` (the timer's ``check``, the pool's
-    reader, the autotune pool's timer). A Timer whose callback is not itself such a method is not exempt, so a candidate
-    cannot hide its own function behind Inductor's timer.
+    of a class defined in ``torch._inductor.compile_worker`` or ``torch._inductor.autotune_process``
+    (the timer's ``check``, the pool's reader, the autotune pool's timer). A Timer whose callback
+    is not itself such a method is not exempt, so a candidate cannot hide its own function behind
+    Inductor's timer. (``Thread._target`` stays set while the thread runs.)
     """
     target = getattr(t, "_target", None)
     if not _bound_in_inductor_pool(target):
