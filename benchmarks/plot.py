@@ -33,7 +33,9 @@ def series(doc: dict[str, Any], llm: str = "llm") -> list[tuple[str, dict[str, f
         if r is None:
             note = f"{llm} not run"
         elif r.get("status") != common.OK:
-            note = f"{llm} {r.get('status')}"
+            # A failure before any mode ran (building the model, its reference) is the case's, not llm's.
+            whose = "case" if r.get("stage") in ("build", "reference") else llm
+            note = f"{whose} {r.get('status')}" + (f" at {r['stage']}" if r.get("stage") else "")
         else:
             note = "" if speeds else "no Inductor or max-autotune row to compare with"
         out.append((f"{suite}/{name}", speeds, note))

@@ -199,3 +199,19 @@ def _llama_params():
 
     spec = next(s for s in SPECS if s.name == "llama")
     return (p for p in build_model(spec, "cpu", True).parameters() if p.requires_grad)
+
+
+def test_the_plot_says_whose_failure_it_was():
+    """A case that failed before any mode could run is the case's failure, not llm's."""
+    from benchmarks.plot import series
+
+    def row(case, mode, status, stage=None, **extra):
+        return {"suite": "models", "case": case, "mode": mode, "status": status, "stage": stage, **extra}
+
+    doc = {"rows": [row("a", "llm", "failed", "reference"), row("b", "llm", "incorrect", "check"),
+                    row("c", "inductor", "ok"), row("d", "llm", "ok", speedup_over={"inductor": 1.5})]}  # fmt: skip
+    notes = {label: (speeds, note) for label, speeds, note in series(doc)}
+    assert notes["models/a"] == ({}, "case failed at reference")
+    assert notes["models/b"] == ({}, "llm incorrect at check")
+    assert notes["models/c"] == ({}, "llm not run")
+    assert notes["models/d"] == ({"inductor": 1.5}, "")
