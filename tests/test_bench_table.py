@@ -58,6 +58,6 @@ def test_speedups_across_runs_are_marked(doc):
 def test_plot_writes_a_png_with_a_slot_for_the_failed_case(doc, tmp_path):
     pytest.importorskip("matplotlib")
     series = plot.series(doc)
-    assert ("regions/cross_entropy", {}, "llm incorrect") in series
+    assert ("regions/cross_entropy", {}, "llm incorrect at check") in series
     out = plot.plot(doc, tmp_path / "speedup.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
