@@ -89,7 +89,7 @@ def table(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if env.get("merged_from"):
-        lines.insert(3, f"Rows marked † were kept from an earlier run of this script on the same machine type "
+        lines.insert(3, f"Rows marked † were kept from an earlier run of this script on the same GPU and versions "
                         f"({', '.join(env['merged_from'])}). ")
     for r in rows:
         res = r.get("result") or {}
@@ -174,7 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"verify_h200: cannot read --merge {args.merge}: {e}", file=sys.stderr)
             return 2
-        when = earlier.get("environment", {}).get("date", "an earlier run")
+        then = earlier.get("environment", {})
+        if (then.get("gpu"), then.get("torch")) != (env.get("gpu"), env.get("torch")):
+            print(f"verify_h200: --merge {args.merge} was measured on {then.get('gpu') or 'the CPU'} with torch "
+                  f"{then.get('torch')}; this run is on {env.get('gpu') or 'the CPU'} with torch {env.get('torch')}. "
+                  "Only runs on the same GPU and versions can share a table.", file=sys.stderr)  # fmt: skip
+            return 2
+        when = then.get("date", "an earlier run")
         rows = [{**r, "run": r.get("run", when)} for r in earlier.get("rows", []) if r["kernel"] not in names]
         env["merged_from"] = sorted({r["run"] for r in rows})
     start = time.monotonic()
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verify_h200: {name}: {r['status']} {(r.get('result') or {}).get('reason', r.get('error', ''))}",
               flush=True)
         order = list(CASES)
-        rows.sort(key=lambda r: order.index(r["kernel"]) if r["kernel"] in order else len(order))
+        rows.sort(key=lambda row: order.index(row["kernel"]) if row["kernel"] in order else len(order))
         (args.out / "verify_h200.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1, default=str))
         (args.out / "verify_h200.md").write_text(table(rows, env))
     print((args.out / "verify_h200.md").read_text())
