@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
 from llm_inductor.passes.cost import device_spec, rank
 from llm_inductor.passes.partition import Region, partition
-from llm_inductor.passes.region import RegionInfo, describe
+from llm_inductor.passes.region import RegionInfo, atomic_write, describe
 from llm_inductor.passes.rewrite import copy_graph, finish, substitute
 
 log = logging.getLogger(__name__)
@@ -216,9 +215,7 @@ def _raise_baseline(sidecar: Path) -> None:
         meta = json.loads(sidecar.read_text())
         if meta.get("baseline_inductor_mode") != MAX_AUTOTUNE:
             meta["baseline_inductor_mode"] = MAX_AUTOTUNE
-            tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-            tmp.replace(sidecar)
+            atomic_write(sidecar, json.dumps(meta, indent=1, sort_keys=True))
     except (OSError, ValueError) as e:  # the region stays tunable, against default Inductor
         log.info("llm_inductor: could not record the baseline in %s: %s", sidecar, e)
 

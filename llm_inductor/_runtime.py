@@ -159,14 +159,12 @@ def _storage(t: torch.Tensor) -> int | None:
 
 
 def _layouts(k: LoadedKernel, inputs: Sequence[torch.Tensor]) -> list[tuple[list[int], list[int]]]:
-    """(shape, stride) of each output as the sidecar declares them (the fake's), per input shapes."""
+    """``declared_layouts`` of the kernel's region, cached per input shapes (the op's hot path)."""
     key = tuple(tuple(i.shape) for i in inputs)
     if key not in k.layouts:
         if len(k.layouts) >= 256:  # dynamic shapes: keep the table small; it is cheap to rebuild
             k.layouts.clear()
-        env = {s: inputs[i].shape[d] for s, (i, d) in k.meta["bindings"].items()}
-        k.layouts[key] = [([evaluate(x, env) for x in spec["shape"]], [evaluate(x, env) for x in spec["stride"]])
-                          for spec in k.meta["outputs"]]  # fmt: skip
+        k.layouts[key] = declared_layouts(k.meta, inputs)
     return k.layouts[key]
 
 
@@ -200,13 +198,15 @@ def _(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return empty_outputs(meta, inputs)
 
 
+def declared_layouts(meta: dict[str, Any], inputs: Sequence[torch.Tensor]) -> list[tuple[list[int], list[int]]]:
+    """(shape, stride) of each output as the sidecar declares them, sizes bound from the inputs."""
+    env = {s: inputs[i].shape[d] for s, (i, d) in meta["bindings"].items()}
+    return [([evaluate(x, env) for x in spec["shape"]], [evaluate(x, env) for x in spec["stride"]])
+            for spec in meta["outputs"]]  # fmt: skip
+
+
 def empty_outputs(meta: dict[str, Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Outputs with the sidecar's shapes, strides and dtypes, sizes bound from the inputs."""
-    env = {s: inputs[i].shape[d] for s, (i, d) in meta["bindings"].items()}
-    outs = []
-    for spec in meta["outputs"]:
-        shape = [evaluate(x, env) for x in spec["shape"]]
-        stride = [evaluate(x, env) for x in spec["stride"]]
-        dtype = getattr(torch, spec["dtype"].replace("torch.", ""))
-        outs.append(torch.empty_strided(shape, stride, dtype=dtype, device=inputs[0].device))
-    return outs
+    return [torch.empty_strided(shape, stride, dtype=getattr(torch, spec["dtype"].replace("torch.", "")),
+                                device=inputs[0].device)
+            for (shape, stride), spec in zip(declared_layouts(meta, inputs), meta["outputs"])]  # fmt: skip

@@ -116,12 +116,12 @@ class RegionInfo:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         py = directory / f"region_{self.key16}.py"
-        _atomic_write(py, self.source())
-        _atomic_write(py.with_suffix(".json"), json.dumps(self.sidecar(), indent=1, sort_keys=True))
+        atomic_write(py, self.source())
+        atomic_write(py.with_suffix(".json"), json.dumps(self.sidecar(), indent=1, sort_keys=True))
         return py
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{id(text):x}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
