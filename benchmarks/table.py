@@ -3,8 +3,10 @@
     python benchmarks/table.py benchmarks/results/2026-11-25-h200.json -o benchmarks/results/2026-11-25-h200.md
 
 Speedup = baseline median / llm median (above 1: llm is faster). A cell marked †
-compares rows from different runs (processes); failed and incorrect rows are
-listed with their errors under the tables, never left out.
+compares rows from different runs (processes); one marked ‡ is an llm row that
+substituted no kernel, so it ran Inductor's own code and the ratio is run-to-run
+noise. Failed and incorrect rows are listed with their errors under the tables,
+and a suite's cases that have not run yet are shown as "not run": nothing is left out.
 """
 
 from __future__ import annotations
@@ -23,11 +25,37 @@ MODE_ORDER = ("eager", "inductor", "max-autotune", "llm", "llm-max-autotune", "m
 
 
 def cases(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, dict[str, Any]]]]:
-    """[(suite, case, {mode: row})] in suite order, then case order of first appearance."""
+    """[(suite, case, {mode: row})] in suite order, then case order of first appearance.
+
+    A case of a suite in the file that has no row yet comes with no rows, so that the
+    table shows it as not run instead of leaving it out.
+    """
     out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in doc["rows"]:
         out.setdefault((r["suite"], r["case"]), {})[r["mode"]] = r
+    for suite in {s for s, _ in out}:
+        for case in _suite_cases(suite):
+            out.setdefault((suite, case.name), {})
     return sorted(((s, c, m) for (s, c), m in out.items()), key=lambda x: (x[0] != "regions", x[0]))
+
+
+# The baseline an llm mode compiles exactly like when the store serves it nothing.
+SAME_CODE = {"llm": "inductor", "llm-max-autotune": "max-autotune"}
+
+
+def _suite_cases(suite: str) -> list[common.Case]:
+    from benchmarks.suites import cases as suite_cases
+
+    try:
+        return suite_cases(suite)
+    except Exception:  # a results file from another checkout: show what it has
+        return []
+
+
+def _shape(suite: str, name: str, rows: dict[str, dict[str, Any]]) -> str:
+    for r in rows.values():
+        return r.get("shape", "")
+    return next((c.shape(False) for c in _suite_cases(suite) if c.name == name), "")
 
 
 def modes_present(doc: dict[str, Any]) -> list[str]:
@@ -55,7 +83,7 @@ class Notes:
 
 def cell(row: dict[str, Any] | None, notes: Notes) -> str:
     if row is None:
-        return "–"
+        return "not run"
     if row.get("status") != common.OK:
         return f"{row.get('status')} {notes.add(row)}"
     return f"{_ms(row['median_ms'])} ({_ms(row['p20_ms'])}–{_ms(row['p80_ms'])})"
@@ -66,8 +94,9 @@ def speedup(rows: dict[str, dict[str, Any]], llm: str, base: str) -> str:
     s = (r or {}).get("speedup_over", {}).get(base)
     if s is None:
         return "–"
-    mixed = r.get("run_id") != rows[base].get("run_id")
-    return f"{s:.2f}x{'†' if mixed else ''}"
+    mixed = "†" if r.get("run_id") != rows[base].get("run_id") else ""
+    same_code = "‡" if r.get("substituted") == 0 and SAME_CODE.get(llm) == base else ""
+    return f"{s:.2f}x{mixed}{same_code}"
 
 
 def times_table(doc: dict[str, Any], suite: str, notes: Notes) -> list[str]:
@@ -80,10 +109,10 @@ def times_table(doc: dict[str, Any], suite: str, notes: Notes) -> list[str]:
     for s, name, rows in cases(doc):
         if s != suite:
             continue
-        any_row = next(iter(rows.values()))
+        any_row = next(iter(rows.values()), {})
         pct = [f"{rows[m]['roofline_pct']:.0f}%" if rows.get(m, {}).get("roofline_pct") else "–" for m in llm_modes]
         subst = [f"{rows[m].get('substituted', '–')} / {rows[m].get('fallbacks', '–')}" for m in llm_modes if m in rows]
-        cells = [name, any_row.get("shape", ""), _ms(any_row.get("floor_ms")), *[cell(rows.get(m), notes) for m in modes],
+        cells = [name, _shape(s, name, rows), _ms(any_row.get("floor_ms")), *[cell(rows.get(m), notes) for m in modes],
                  *[speedup(rows, m, b) for m, b in pairs], *pct, ", ".join(subst) or "–"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -152,7 +181,8 @@ def markdown(doc: dict[str, Any]) -> str:
     for suite in ("regions", "models"):
         if any(r["suite"] == suite for r in doc["rows"]):
             out += [f"## {suite.capitalize()}: median ms (p20–p80)", "", *times_table(doc, suite, notes), ""]
-    out += ["Speedup = baseline median / llm median; † compares rows from different runs.", ""]
+    out += ["Speedup = baseline median / llm median; † compares rows from different runs; ‡ llm substituted no "
+            "kernel in this case, so it ran Inductor's code and the ratio is run-to-run noise.", ""]
     out += ["## Compile time and memory", "", *compile_table(doc), ""]
     out += ["## Headroom: best of Inductor and max-autotune against the roofline floor", "", *headroom(doc), ""]
     shares = kernel_shares(doc)

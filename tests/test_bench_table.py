@@ -61,3 +61,16 @@ def test_plot_writes_a_png_with_a_slot_for_the_failed_case(doc, tmp_path):
     assert ("regions/cross_entropy", {}, "llm incorrect at check") in series
     out = plot.plot(doc, tmp_path / "speedup.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cases_not_run_yet_are_shown_and_same_code_ratios_are_marked(doc):
+    common.upsert(doc, _row("swiglu_fwd", "inductor", 0.166))
+    common.upsert(doc, _row("swiglu_fwd", "llm", 0.150, substituted=0, fallbacks=0))
+    common.annotate(doc["rows"])
+    md = table.markdown(doc)
+    sw = next(ln for ln in md.splitlines() if ln.startswith("| swiglu_fwd |"))
+    assert f"{0.166 / 0.150:.2f}x‡" in sw  # no kernel substituted: Inductor's own code, so noise
+    rms = next(ln for ln in md.splitlines() if ln.startswith("| rmsnorm_fwd |"))
+    assert "‡" not in rms  # one kernel substituted: a real comparison
+    rope = next(ln for ln in md.splitlines() if ln.startswith("| rope |"))
+    assert rope.count("not run") == 4 and "8x32x2048x128" in rope  # a suite case with no row yet
