@@ -163,3 +163,14 @@ class PackTier:
     def revocations(self) -> list[tuple[str, str]]:
         self._index()
         return list(self._revocations)
+
+    def stamp(self) -> str:
+        """Size and mtime of the file: a pack replaced on disk is read again (``refresh``)."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return f"{self.path}:missing"
+        return f"{self.path}:{st.st_size}:{st.st_mtime_ns}"
+
+    def refresh(self) -> None:
+        self._by_key = None

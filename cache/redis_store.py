@@ -3,6 +3,7 @@
 Layout (the prefix carries the entry schema, so builds of another schema never meet):
   llm_inductor:v1:entry:<key digest>   hash: entry_id → entry JSON (several kernels per key)
   llm_inductor:v1:revoked              hash: "key:<digest>" | "hash:<content_hash>" → reason
+  llm_inductor:v1:generation           counter: every write of an entry or a revocation adds one
 Short socket timeouts (0.2 s) bound what an unreachable or slow server can cost a
 compile. The first failure gives one warning and the tier stays off for the rest
 of the process, so a dead server costs one timeout, not one per region. The
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterator, TypeVar
 log = logging.getLogger(__name__)
 
 PREFIX = "llm_inductor:v1:"
+GENERATION = PREFIX + "generation"
 TIMEOUT_S = 0.2
 
 T = TypeVar("T")
@@ -82,13 +84,30 @@ class RedisTier:
         return self._run("get", None, lambda r: r.hget(PREFIX + "entry:" + key, entry_id))
 
     def put(self, entry_id: str, key: str, body: str) -> bool:
-        return self._run("write", False, lambda r: r.hset(PREFIX + "entry:" + key, entry_id, body) is not None)
+        def w(r: Any) -> bool:
+            pipe = r.pipeline()  # MULTI/EXEC: a reader never sees the entry without the new generation
+            pipe.hset(PREFIX + "entry:" + key, entry_id, body)
+            pipe.incr(GENERATION)
+            return pipe.execute()[0] is not None
+
+        return self._run("write", False, w)
 
     def delete(self, entry_ids: list[str]) -> int:
         def d(r: Any) -> int:
-            return sum(int(r.hdel(PREFIX + "entry:" + i.split(":", 1)[0], i)) for i in entry_ids)
+            pipe = r.pipeline()
+            for i in entry_ids:
+                pipe.hdel(PREFIX + "entry:" + i.split(":", 1)[0], i)
+            pipe.incr(GENERATION)
+            return sum(int(n) for n in pipe.execute()[:-1])
 
         return self._run("delete", 0, d)
+
+    def generation(self) -> str:
+        """The server's write counter; "down" while the tier is off (lookups skip it then)."""
+        value = self._run("generation", None, lambda r: r.get(GENERATION))
+        if self._down is not None:
+            return "down"
+        return value.decode() if isinstance(value, bytes) else str(value or 0)
 
     def scan(self) -> Iterator[tuple[str, bytes]]:
         """(entry_id, body) for every entry on the server (for ls and export)."""
@@ -110,7 +129,13 @@ class RedisTier:
         return self._run("revocations", [], q)
 
     def add_revocation(self, target: str, reason: str) -> bool:
-        return self._run("revoke", False, lambda r: r.hset(PREFIX + "revoked", target, reason) is not None)
+        def w(r: Any) -> bool:
+            pipe = r.pipeline()
+            pipe.hset(PREFIX + "revoked", target, reason)
+            pipe.incr(GENERATION)
+            return pipe.execute()[0] is not None
+
+        return self._run("revoke", False, w)
 
 
 class _Off(Exception):

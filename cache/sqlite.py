@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, body TEXT NOT NULL, se
 CREATE TABLE IF NOT EXISTS revoked (target TEXT PRIMARY KEY, reason TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Added after schema 1 shipped, so it is created on open, not only with a new file. ``generation``
+# names this database file (a random id, new whenever the file is rebuilt) and counts the writes
+# that change what it can serve (entries and revocations; not hit counts or pending records).
+_META = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('db_id', lower(hex(randomblob(8))));
+INSERT OR IGNORE INTO meta VALUES ('version', '0');
+"""
+_BUMP = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'version'"
 
 T = TypeVar("T")
 
@@ -92,6 +101,8 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: atomic and durable to the last checkpoint
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='counters'").fetchone():
                 conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
+                conn.executescript(f"BEGIN IMMEDIATE; {_META} COMMIT;")
         except BaseException:
             conn.close()
             raise
@@ -214,6 +225,7 @@ class SqliteStore:
                     (entry_id, key, content_hash, created, time.time(), len(body), body),
                 )
                 c.execute("DELETE FROM pending WHERE key=?", (key,))
+                c.execute(_BUMP)
             return True
 
         return self._run("write", False, w)
@@ -221,7 +233,9 @@ class SqliteStore:
     def delete(self, entry_ids: list[str]) -> int:
         def w(c: sqlite3.Connection) -> int:
             with self._write(c):
-                return sum(c.execute("DELETE FROM entries WHERE entry_id=?", (i,)).rowcount for i in entry_ids)
+                n = sum(c.execute("DELETE FROM entries WHERE entry_id=?", (i,)).rowcount for i in entry_ids)
+                c.execute(_BUMP)
+                return n
 
         return self._run("delete", 0, w)
 
@@ -261,6 +275,14 @@ class SqliteStore:
         files = [self.path, self.path.with_name(self.path.name + "-wal")]
         return sum(f.stat().st_size for f in files if f.exists())
 
+    def generation(self) -> str | None:
+        """"<db id>:<write count>": changes with every write that can change what this tier serves.
+
+        None when the database cannot be read: the caller must then assume anything changed.
+        """
+        return self._run("generation", None, lambda c: "{db_id}:{version}".format(
+            **dict(c.execute("SELECT name, value FROM meta").fetchall())))
+
     # ------------------------------------------------------------ pending regions
     def add_pending(self, key: str, body: str) -> None:
         def w(c: sqlite3.Connection) -> None:
@@ -289,6 +311,7 @@ class SqliteStore:
         def w(c: sqlite3.Connection) -> bool:
             with self._write(c):
                 c.execute("INSERT OR IGNORE INTO revoked VALUES (?, ?, ?)", (target, reason, time.time()))
+                c.execute(_BUMP)
             return True
 
         return self._run("revoke", False, w)

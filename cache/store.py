@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, runtime_checkable
 
@@ -53,6 +54,10 @@ class KernelStore(Protocol):
 
     def resolve_pending(self, key: str) -> None: ...
 
+    # Optional: ``generation() -> str | None``, a token that changes whenever what lookup may
+    # return changes (None: unknown). With it, the backend keeps AOTAutograd's cache on,
+    # keyed on the token (``llm_inductor._aot``); a store without it compiles without that cache.
+
 
 class MemoryStore:
     """An in-process store: used by tests and as the first tier of the persistent cache."""
@@ -61,6 +66,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._pending: dict[str, PendingRegion] = {}
+        self._id, self._version = uuid.uuid4().hex[:16], 0
         for e in entries:
             self.put(e)
 
@@ -77,10 +83,16 @@ class MemoryStore:
         with self._lock:
             self._entries[entry.key] = entry
             self._pending.pop(entry.key, None)
+            self._version += 1
 
     def remove(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)
+            self._version += 1
+
+    def generation(self) -> str:
+        """This store's identity and write count: it lives and dies with the process."""
+        return f"memory:{self._id}:{self._version}"
 
     def add_pending(self, record: PendingRegion) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ else this cache's local key). Hit counts are written back once, at exit.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import threading
@@ -28,7 +29,9 @@ from llm_inductor.cache.pack import PackTier
 from llm_inductor.cache.redis_store import RedisTier
 from llm_inductor.cache.sqlite import SqliteStore
 from llm_inductor.cache.store import PendingRegion
-from llm_inductor.cache.trust import Revocations, Trust, Verdict, load_trusted, report_miss, report_unreadable
+from llm_inductor.cache.trust import (
+    Revocations, Trust, Verdict, bundled_keys_dir, load_trusted, report_miss, report_unreadable,
+)  # fmt: skip
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class TieredStore:
         self._memo: dict[str, tuple[Entry, str] | None] = {}  # key → (entry, entry_id) or a miss
         self._hits: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
+        self._generation: str | None = None
         _track(self)
 
     @property
@@ -203,6 +207,38 @@ class TieredStore:
     def resolve_pending(self, key: str) -> None:
         self.local.resolve_pending(key)
 
+    def generation(self) -> str | None:
+        """A token that changes whenever what ``lookup`` may serve changes; None when it cannot be known.
+
+        It covers the local database's writes, the shared tier's write counter, the packs
+        and the key files trust is built from. The compile path keys AOTAutograd's cache on
+        it (``llm_inductor._aot``). A change seen here also drops what this process
+        remembered (lookups, trust, pack indexes), so the lookups that follow see the store
+        the token describes, not the one this process read earlier.
+        """
+        local = self.local.generation()
+        if local is None:
+            return None
+        parts = [f"local {local}", f"crypto {sign.available()}"]
+        if self.shared is not None:
+            parts.append(f"redis {self.shared.generation()}")
+        parts += [f"pack {p.stamp()}" for p in self.packs]
+        parts += [f"key {stamp}" for stamp in _key_stamps(self.cfg)]
+        token = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+        with self._lock:
+            if token != self._generation:
+                self.refresh()
+                self._generation = token
+        return token
+
+    def refresh(self) -> None:
+        """Forget what this process read: the next lookups read the tiers again."""
+        with self._lock:
+            self._memo.clear()
+            self._trust = None
+            for p in self.packs:
+                p.refresh()
+
     # ------------------------------------------------------------ resolution
     def _parse(self, body: Any, where: str, key: str) -> Entry | None:
         try:
@@ -318,6 +354,22 @@ class TieredStore:
             self._counts.clear()
         if hits or counts:
             self.local.record_hits(hits, counts)
+
+
+def _key_stamps(cfg: Config) -> list[str]:
+    """Path, size and mtime of every key file trust reads (a key added or replaced changes what is served)."""
+    files = [*bundled_keys_dir().glob("*.pub"), *(cfg.cache_path / "keys").glob("*.pub")]
+    for p in (*cfg.trusted_keys, *([cfg.signing_key] if cfg.signing_key else [])):
+        path = Path(p).expanduser()
+        files += sorted(path.glob("*.pub")) if path.is_dir() else [path]
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            out.append(f"{f}:missing")
+    return out
 
 
 _live: "weakref.WeakSet[TieredStore]" = weakref.WeakSet()

@@ -5,9 +5,10 @@ computes its FX-graph-cache key inside ``compile_fx_inner``, before post-grad
 passes run. Rewriting the functional ATen graph (forward, backward or inference,
 after AOTAutograd's decompositions) just before that point makes the cache key
 follow the kernel set, and our pass sees every graph even when the FX cache hits.
-AOTAutograd's own cache would skip ``inner_compile`` on a hit and replay a graph
-compiled against an older kernel set, so it is switched off for this backend;
-Inductor's FX graph cache still serves the compiled code.
+AOTAutograd's own cache skips ``inner_compile`` on a hit, so its key must follow
+the kernel set too: ``_aot`` puts a token of our settings and the store's
+generation into it, and replays the pass's counters on a hit. When no token can be
+made, that cache is switched off for the compile and the FX cache still serves it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.fx as fx
 
-from llm_inductor import _graph_pass, _runtime, _state
+from llm_inductor import _aot, _graph_pass, _runtime, _state
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,19 @@ def _graph_kind(kwargs: dict[str, Any]) -> str:
     return "inference" if kwargs.get("is_inference") else "forward"
 
 
-def _inner_compile(gm: fx.GraphModule, example_inputs: Sequence[Any], *, _cfg: Config, **kwargs: Any) -> Any:
+def _inner_compile(
+    gm: fx.GraphModule, example_inputs: Sequence[Any], *, _cfg: Config, _record: _aot.Record | None, **kwargs: Any
+) -> Any:
+    if _record is None:
+        return _compile_with_pass(gm, example_inputs, _cfg, **kwargs)
+    before, n_reports = _state.counters.copy(), len(_state.reports)
+    try:
+        return _compile_with_pass(gm, example_inputs, _cfg, **kwargs)
+    finally:
+        _record.add(_state.counters - before, _state.reports[n_reports:])
+
+
+def _compile_with_pass(gm: fx.GraphModule, example_inputs: Sequence[Any], _cfg: Config, **kwargs: Any) -> Any:
     from torch._inductor.compile_fx import compile_fx_inner
 
     start = time.perf_counter()
@@ -69,10 +82,21 @@ def compile_graph(
     if not cfg.active:
         return compile_fx(gm, example_inputs, config_patches=patches or None)
     _state.set_config(cfg)
+    store = _state.store(cfg)
     _runtime.set_resolver(lambda entry_id: _state.store(cfg).get(entry_id))
-    inner = functools.partial(_inner_compile, _cfg=cfg)
-    with torch._functorch.config.patch(enable_autograd_cache=False, bundled_autograd_cache=False):
-        return compile_fx(gm, example_inputs, inner_compile=inner, config_patches=patches or None)
+    tok = _aot.token(cfg, store)
+    if tok is None:
+        inner = functools.partial(_inner_compile, _cfg=cfg, _record=None)
+        with torch._functorch.config.patch(enable_autograd_cache=False, bundled_autograd_cache=False):
+            return compile_fx(gm, example_inputs, inner_compile=inner, config_patches=patches or None)
+    record = _aot.Record(cfg, tok, gm, example_inputs)
+    setattr(gm, _aot.ATTR, tok)  # into AOTAutograd's cache key (see _aot)
+    inner = functools.partial(_inner_compile, _cfg=cfg, _record=record)
+    hits = _aot.aot_hits()
+    compiled = compile_fx(gm, example_inputs, inner_compile=inner, config_patches=patches or None)
+    if not record.passes and _aot.aot_hits() > hits:
+        record.replay()
+    return compiled
 
 
 def llm_backend(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import math
 import operator
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ class RegionInfo:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{id(text):x}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(text):x}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 

@@ -130,3 +130,21 @@ def test_revocation_travels_through_redis(tmp_path, redis_server):
     b2 = open_test_store(tmp_path / "b", LLM_INDUCTOR_REDIS_URL=url, LLM_INDUCTOR_TRUSTED_KEYS=_pub(tmp_path / "a"))
     assert b2.lookup(entry.key) is None  # not from redis, and not from the local copy either
     assert str(b2.judge(entry)) == "revoked: key revoked (wrong results on bf16)"
+
+
+def test_generation_follows_writes_from_any_client_and_says_down(tmp_path, redis_server):
+    url, proc, client = redis_server
+    store = open_test_store(tmp_path / "a", LLM_INDUCTOR_REDIS_URL=url)
+    before = store.shared.generation()
+    other = open_test_store(tmp_path / "b", LLM_INDUCTOR_REDIS_URL=url)
+    stored = other.put(make_entry())  # another machine's write
+    after_put = store.shared.generation()
+    assert int(after_put) == int(before) + 1
+    other.revoke(f"key:{stored.key}", "test")
+    other.remove([stored.entry_id], shared=True)
+    assert int(store.shared.generation()) == int(after_put) + 2
+    token = store.generation()
+    proc.kill()
+    proc.wait()
+    assert store.shared.generation() == "down"
+    assert store.generation() != token  # lookups now skip the shared tier: another kernel set

@@ -256,3 +256,62 @@ def test_revocation_in_a_pack_reaches_every_tier(tmp_path):
     assert other.lookup(pack_one.key) is None  # in a pack, revoked by another pack
     assert open_test_store(tmp_path / "other", LLM_INDUCTOR_PACKS=str(shipped),
                            LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub")).lookup(pack_one.key)
+
+
+def test_generation_changes_with_what_can_be_served_and_only_then(tmp_path):
+    """The backend keys AOTAutograd's cache on it: every change a lookup could see must change it."""
+    from llm_inductor.cache.pack import write_pack
+
+    pack = tmp_path / "team.jsonl"
+    write_pack(pack, [])
+    store = open_test_store(tmp_path / "c", LLM_INDUCTOR_PACKS=str(pack))
+    seen = [store.generation()]
+
+    def changed() -> bool:
+        seen.append(open_test_store(tmp_path / "c", LLM_INDUCTOR_PACKS=str(pack)).generation())  # another process
+        assert seen[-1] == store.generation()
+        return seen[-1] != seen[-2]
+
+    assert not changed()
+    entry = store.put(make_entry())  # creates the local signing key too
+    assert changed()
+    store.add_pending(PendingRegion(key=digest("other"), region_path="r.py", ops=[], est_us=1.0, share=0.5, device="cpu"))
+    assert store.lookup(entry.key) is not None
+    store.flush()  # hit counts and pending records change nothing a lookup returns
+    assert not changed()
+    store.revoke(f"key:{digest('x')}", "test")
+    assert changed()
+    store.remove([entry.entry_id])
+    assert changed()
+    write_pack(pack, [make_entry("shipped")])
+    assert changed()
+    (tmp_path / "trusted.pub").write_bytes((tmp_path / "c" / "keys" / "local.pub").read_bytes())
+    with_key = open_test_store(tmp_path / "c", LLM_INDUCTOR_PACKS=str(pack), LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "trusted.pub"))
+    assert with_key.generation() not in seen
+    assert len(set(seen)) == len(seen) - 2  # exactly the two "not changed" steps repeated a token
+
+
+def test_generation_change_drops_what_the_process_remembered(tmp_path):
+    """A lookup remembered before another process revoked the key is not served after the next generation()."""
+    mine, other = open_test_store(tmp_path), open_test_store(tmp_path)
+    entry = mine.put(make_entry())
+    mine.generation()
+    assert mine.lookup(entry.key) is not None  # now remembered
+    other.revoke(f"key:{entry.key}", "bad kernel")
+    assert mine.lookup(entry.key) is not None  # memory: repeated lookups are free
+    mine.generation()  # what the compile path calls first
+    assert mine.lookup(entry.key) is None
+
+
+def test_a_database_from_before_the_generation_table_gets_one(tmp_path):
+    store = open_test_store(tmp_path)
+    entry = store.put(make_entry())
+    db = store.local.path
+    store.local.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE meta")
+    reopened = open_test_store(tmp_path)
+    assert reopened.local.generation().endswith(":0")
+    assert reopened.lookup(entry.key) is not None
+    reopened.remove([entry.entry_id])
+    assert reopened.local.generation().endswith(":1")

@@ -1,0 +1,151 @@
+"""AOTAutograd's cache, kept on and keyed on the kernel set the region pass would serve.
+
+On an AOTAutograd cache hit torch replays the compiled forward and backward without
+calling ``inner_compile``, so the region pass does not run. Serving that entry is
+right only if the pass would rewrite the graphs exactly as it did when the entry was
+saved. The pass's result is a function of the ATen graphs (AOTAutograd's key covers
+what they are made from), of our settings and of what the store serves. So a token
+made of the settings and the store's generation (``KernelStore.generation``: it
+changes with every put, delete and revocation, and with packs and key files on disk)
+goes into AOTAutograd's key, and a change to either is a miss.
+
+How the token reaches the key: AOTAutograd hashes the Dynamo graph module by
+pickling it, ``__dict__`` included, so an attribute set on it changes AOTAutograd's
+key and nothing else. Inductor's FX-graph key is computed on the ATen graphs, which
+never carry it, so it still follows only the rewritten graph (``_backend``).
+``tests/test_aot_cache.py`` checks that mechanism on the torch CI runs.
+
+Without a token (a store that cannot name its generation, an unreadable database,
+tune mode, ``llm-inductor regions`` exporting, a graph hook) the compile runs with the
+cache off, as before. On a hit, the counters and region reports the pass produced
+when the entry was saved are replayed from a small record in the cache directory,
+so ``llm_inductor.stats()`` counts a hit whichever cache served the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+
+from llm_inductor import _state
+from llm_inductor.config import Config
+
+log = logging.getLogger(__name__)
+
+ATTR = "_llm_inductor_aot_token"
+# Counters the pass bumps at compile time; kernel_calls and runtime_fallbacks happen at run time.
+COMPILE_COUNTERS = ("graphs", "regions", "hot", "hits", "misses", "pending", "substituted", "fallbacks", "bypassed", "tuned")
+_MEMORY_RECORDS = 512
+
+
+def token(cfg: Config, store: Any) -> str | None:
+    """The part of AOTAutograd's key that follows our settings and the store; None: no cache."""
+    if cfg.mode == "tune" or cfg.tune or _state.export_dir or _state.graph_hook is not None:
+        return None  # the pass must run: it tunes, or writes files, or a tool watches it
+    generation = getattr(store, "generation", None)
+    if generation is None:
+        return None
+    try:
+        gen = generation()
+    except Exception as e:  # a store that cannot say: compile without the cache
+        log.info("llm_inductor: store generation unavailable (%s: %s); AOTAutograd cache off", type(e).__name__, e)
+        return None
+    if gen is None:
+        return None
+    from llm_inductor import __version__
+
+    settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    parts = (gen, settings, __version__, os.environ.get("TRITON_INTERPRET", ""))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+class Record:
+    """What the pass did in one compile: per inner compile, its counter deltas and region reports."""
+
+    def __init__(self, cfg: Config, tok: str, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+        self.token = tok
+        self.passes: list[dict[str, Any]] = []
+        self.path = cfg.cache_path / "compiles" / f"{_graph_id(gm, example_inputs, cfg)}.json"
+
+    def add(self, counters: Counter[str], reports: list[_state.GraphReport]) -> None:
+        self.passes.append({"counters": {k: counters[k] for k in COMPILE_COUNTERS if counters[k]},
+                            "reports": [_state.as_dict(r) for r in reports]})  # fmt: skip
+        _remember(self)
+
+    def replay(self) -> bool:
+        """Count what the pass counted when this entry was saved; False when no record matches."""
+        data = _recall(self.path)
+        if data is None or data.get("token") != self.token:
+            log.info("llm_inductor: AOTAutograd cache hit with no record of the region pass (%s); "
+                     "counters for this graph are not replayed", self.path.name)  # fmt: skip
+            return False
+        for p in data["passes"]:
+            for k, v in p["counters"].items():
+                _state.bump(k, v)
+            for r in p["reports"]:
+                rows = [_state.RegionRow(**row) for row in r["regions"]]
+                _state.reports.append(_state.GraphReport(r["kind"], rows, r["substituted"]))
+        return True
+
+
+def _graph_id(gm: fx.GraphModule, example_inputs: Sequence[Any], cfg: Config) -> str:
+    """Names a compile's record: the Dynamo graph, its inputs and the modes it runs under.
+
+    Coarser than AOTAutograd's key; a collision costs a wrong count, never a wrong kernel
+    (the record is replayed only when its token matches, and the token guards the kernels).
+    """
+    h = hashlib.sha256(gm.code.encode())
+    for x in example_inputs:
+        if isinstance(x, torch.Tensor):
+            h.update(f"{x.dtype}{tuple(x.shape)}{x.stride()}{x.device.type}{x.requires_grad}|".encode())
+        else:
+            h.update(f"{type(x).__name__}:{x}|".encode())
+    autocast = [(d, torch.get_autocast_dtype(d)) for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
+    h.update(f"{torch.is_grad_enabled()}{autocast}{cfg.mode}".encode())
+    return h.hexdigest()[:32]
+
+
+_lock = threading.Lock()
+_records: dict[Path, dict[str, Any]] = {}
+
+
+def _remember(rec: Record) -> None:
+    data = {"token": rec.token, "passes": rec.passes}
+    with _lock:
+        if len(_records) >= _MEMORY_RECORDS:
+            _records.clear()
+        _records[rec.path] = data
+    try:
+        from llm_inductor.passes.region import atomic_write
+
+        rec.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(rec.path, json.dumps(data, sort_keys=True))
+    except OSError as e:  # counts only: the next process misses AOTAutograd's cache replay, nothing else
+        log.info("llm_inductor: could not write %s: %s", rec.path, e)
+
+
+def _recall(path: Path) -> dict[str, Any] | None:
+    with _lock:
+        data = _records.get(path)
+    if data is not None:
+        return data
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def aot_hits() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["aot_autograd"]["autograd_cache_hit"]
