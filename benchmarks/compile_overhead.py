@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--git-commit", help="the commit under test, where the checkout has no usable git metadata (device copies)")
     args = ap.parse_args()
     rows: list[dict] = []
     for name in args.models.split(","):
@@ -148,7 +149,8 @@ def write(args: argparse.Namespace, rows: list[dict]) -> str:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "date": time.strftime("%Y-%m-%d"),
-        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "git_commit": args.git_commit
+        or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "reps": args.reps,
         "rows": rows,
     }

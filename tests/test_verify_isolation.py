@@ -105,8 +105,10 @@ def test_inductor_pool_timer_threads_are_not_the_candidates(native):
     from llm_inductor.verify.guard import Tripwires
 
     tw = Tripwires(native=native)
-    pool_timer = Timer(0.2, lambda: None)  # only its bound method is used: the pool passes its own
-    timers = [Timer(0.2, pool_timer.quit), Timer(0.2, lambda: None)]  # the pool's kind, then a disguise
+    # Long enough that a loaded CI machine cannot see a timer expire (and its thread end) mid-test;
+    # quit() below ends them within a second.
+    pool_timer = Timer(5.0, lambda: None)  # only its bound method is used: the pool passes its own
+    timers = [Timer(5.0, pool_timer.quit), Timer(5.0, lambda: None)]  # the pool's kind, then a disguise
     stop = threading.Event()
     try:
         timers[0].record_call()
