@@ -48,6 +48,23 @@ COMPILE_COUNTERS = ("graphs", "regions", "hot", "hits", "misses", "pending", "su
 _MEMORY_RECORDS = 512
 
 
+def start(cfg: Config, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> "Record | None":
+    """Key this compile's AOTAutograd cache entry on our token; None: compile with that cache off.
+
+    Never raises: anything unexpected here only costs the cache, as before it existed.
+    """
+    try:
+        tok = token(cfg, _state.store(cfg))
+        if tok is None:
+            return None
+        record = Record(cfg, tok, gm, example_inputs)
+        setattr(gm, ATTR, tok)
+        return record
+    except Exception as e:
+        log.info("llm_inductor: AOTAutograd cache off for this graph (%s: %s)", type(e).__name__, e)
+        return None
+
+
 def token(cfg: Config, store: Any) -> str | None:
     """The part of AOTAutograd's key that follows our settings and the store; None: no cache."""
     if cfg.mode == "tune" or cfg.tune or _state.export_dir or _state.graph_hook is not None:
@@ -85,16 +102,18 @@ class Record:
     def replay(self) -> bool:
         """Count what the pass counted when this entry was saved; False when no record matches."""
         data = _recall(self.path)
-        if data is None or data.get("token") != self.token:
-            log.info("llm_inductor: AOTAutograd cache hit with no record of the region pass (%s); "
-                     "counters for this graph are not replayed", self.path.name)  # fmt: skip
+        try:
+            if data is None or data.get("token") != self.token:
+                raise LookupError("no record of the region pass for this token")
+            counts = [(k, int(v)) for p in data["passes"] for k, v in p["counters"].items() if k in COMPILE_COUNTERS]
+            reports = [_state.GraphReport(r["kind"], [_state.RegionRow(**row) for row in r["regions"]], r["substituted"])
+                       for p in data["passes"] for r in p["reports"]]  # fmt: skip
+        except (LookupError, TypeError, ValueError, AttributeError) as e:  # a damaged record costs counts only
+            log.info("llm_inductor: AOTAutograd cache hit for %s, counters not replayed: %s", self.path.name, e)
             return False
-        for p in data["passes"]:
-            for k, v in p["counters"].items():
-                _state.bump(k, v)
-            for r in p["reports"]:
-                rows = [_state.RegionRow(**row) for row in r["regions"]]
-                _state.reports.append(_state.GraphReport(r["kind"], rows, r["substituted"]))
+        for k, v in counts:
+            _state.bump(k, v)
+        _state.reports.extend(reports)
         return True
 
 

@@ -39,10 +39,12 @@ def _inner_compile(
     if _record is None:
         return _compile_with_pass(gm, example_inputs, _cfg, **kwargs)
     before, n_reports = _state.counters.copy(), len(_state.reports)
+    compiled = _compile_with_pass(gm, example_inputs, _cfg, **kwargs)
     try:
-        return _compile_with_pass(gm, example_inputs, _cfg, **kwargs)
-    finally:
         _record.add(_state.counters - before, _state.reports[n_reports:])
+    except Exception as e:  # the record only feeds counters on a later AOTAutograd hit
+        log.info("llm_inductor: could not record the region pass for AOTAutograd hits: %s", e)
+    return compiled
 
 
 def _compile_with_pass(gm: fx.GraphModule, example_inputs: Sequence[Any], _cfg: Config, **kwargs: Any) -> Any:
@@ -82,15 +84,12 @@ def compile_graph(
     if not cfg.active:
         return compile_fx(gm, example_inputs, config_patches=patches or None)
     _state.set_config(cfg)
-    store = _state.store(cfg)
     _runtime.set_resolver(lambda entry_id: _state.store(cfg).get(entry_id))
-    tok = _aot.token(cfg, store)
-    if tok is None:
+    record = _aot.start(cfg, gm, example_inputs)  # our token into AOTAutograd's cache key
+    if record is None:
         inner = functools.partial(_inner_compile, _cfg=cfg, _record=None)
         with torch._functorch.config.patch(enable_autograd_cache=False, bundled_autograd_cache=False):
             return compile_fx(gm, example_inputs, inner_compile=inner, config_patches=patches or None)
-    record = _aot.Record(cfg, tok, gm, example_inputs)
-    setattr(gm, _aot.ATTR, tok)  # into AOTAutograd's cache key (see _aot)
     inner = functools.partial(_inner_compile, _cfg=cfg, _record=record)
     hits = _aot.aot_hits()
     compiled = compile_fx(gm, example_inputs, inner_compile=inner, config_patches=patches or None)

@@ -124,9 +124,18 @@ def interpreter_ready() -> bool:
     return type(tl.sum).__name__ == "InterpretedFunction"
 
 
-@torch.library.custom_op("llm_inductor::kernel", mutates_args=())
+# Inductor may hand a custom op its inputs in another layout than the graph's: channels-last after
+# its conv layout optimisation, or padded strides. A kernel was verified at the region's declared
+# strides. The tag asks Inductor for exactly those (and for no padding); _conform guarantees them at
+# run time, since the tag is not always honoured (torch 2.13 on the CPU passed a channels-last conv
+# output to the op despite it: tests/test_substitution.py).
+_EXACT_STRIDES = tuple(getattr(torch._C.Tag, t) for t in ("needs_exact_strides",) if hasattr(torch._C.Tag, t))
+
+
+@torch.library.custom_op("llm_inductor::kernel", mutates_args=(), tags=_EXACT_STRIDES)
 def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     k = _lookup(entry_id)
+    inputs = _conform(k, inputs)
     try:
         if k.forward is None:
             with _lock:
@@ -158,14 +167,27 @@ def _storage(t: torch.Tensor) -> int | None:
     return st.data_ptr() if st.nbytes() else None
 
 
-def _layouts(k: LoadedKernel, inputs: Sequence[torch.Tensor]) -> list[tuple[list[int], list[int]]]:
+def _layouts(k: LoadedKernel, inputs: Sequence[torch.Tensor], side: str = "outputs") -> list[tuple[list[int], list[int]]]:
     """``declared_layouts`` of the kernel's region, cached per input shapes (the op's hot path)."""
-    key = tuple(tuple(i.shape) for i in inputs)
+    key = (side, *(tuple(i.shape) for i in inputs))
     if key not in k.layouts:
         if len(k.layouts) >= 256:  # dynamic shapes: keep the table small; it is cheap to rebuild
             k.layouts.clear()
-        k.layouts[key] = declared_layouts(k.meta, inputs)
+        k.layouts[key] = declared_layouts(k.meta, inputs, side)
     return k.layouts[key]
+
+
+def _same_layout(t: torch.Tensor, shape: Sequence[int], stride: Sequence[int]) -> bool:
+    return all(n <= 1 or a == b for n, a, b in zip(shape, t.stride(), stride))
+
+
+def _conform(k: LoadedKernel, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The inputs at the strides the region declares (and the kernel was verified at); copies only the others."""
+    layouts = _layouts(k, inputs, "inputs")
+    if all(_same_layout(t, shape, stride) for t, (shape, stride) in zip(inputs, layouts)):
+        return inputs
+    return [t if _same_layout(t, shape, stride) else torch.empty_strided(shape, stride, dtype=t.dtype, device=t.device).copy_(t)
+            for t, (shape, stride) in zip(inputs, layouts)]  # fmt: skip
 
 
 def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -184,7 +206,7 @@ def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[tor
     taken = {s for s in map(_storage, inputs) if s is not None}
     fresh = []
     for o, (shape, stride) in zip(outs, layouts):
-        if _storage(o) in taken or any(n > 1 and a != b for n, a, b in zip(shape, o.stride(), stride)):
+        if _storage(o) in taken or not _same_layout(o, shape, stride):
             o = torch.empty_strided(shape, stride, dtype=o.dtype, device=o.device).copy_(o)
         if (s := _storage(o)) is not None:
             taken.add(s)
@@ -198,11 +220,11 @@ def _(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return empty_outputs(meta, inputs)
 
 
-def declared_layouts(meta: dict[str, Any], inputs: Sequence[torch.Tensor]) -> list[tuple[list[int], list[int]]]:
-    """(shape, stride) of each output as the sidecar declares them, sizes bound from the inputs."""
+def declared_layouts(meta: dict[str, Any], inputs: Sequence[torch.Tensor], side: str = "outputs") -> list[tuple[list[int], list[int]]]:
+    """(shape, stride) of each output (or input) as the sidecar declares them, sizes bound from the inputs."""
     env = {s: inputs[i].shape[d] for s, (i, d) in meta["bindings"].items()}
     return [([evaluate(x, env) for x in spec["shape"]], [evaluate(x, env) for x in spec["stride"]])
-            for spec in meta["outputs"]]  # fmt: skip
+            for spec in meta[side]]  # fmt: skip
 
 
 def empty_outputs(meta: dict[str, Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -66,6 +66,13 @@ def test_a_recompile_hits_and_replays_the_pass_counters(rmsnorm):
     assert len(_state.reports) == 2 and _state.reports[1] == _state.reports[0]  # the region report too
     assert _state.reports[1].regions[0].status == "pending"
 
+    (record,) = (_state.config().cache_path / "compiles").glob("*.json")
+    _aot._records.clear()  # as in a fresh process, which reads the record from disk ...
+    record.write_text('{"token": ')  # ... and finds it damaged: a hit that replays nothing, and works
+    out, hit, miss = _compile_and_run(model, x)
+    assert (hit, miss) == (1, 0) and llm_inductor.stats()["graphs"] == 2
+    assert torch.allclose(out, model(x), atol=1e-5)
+
 
 def test_a_put_and_a_removal_are_misses_and_the_kernel_set_is_exact(rmsnorm):
     model, x, entry = rmsnorm
@@ -160,3 +167,40 @@ def test_across_processes_with_the_persistent_store(tmp_path):
     revoked = _child(tmp_path, "revoke")  # revoked in another process: this one must not replay the kernel
     assert revoked["aot_hit"] == 0 and revoked["stats"]["substituted"] == 0 and revoked["stats"]["kernel_calls"] == 0
     assert revoked["err"] < 1e-5
+
+
+def test_training_graphs_hit_with_their_kernels_and_the_gradients_stay_right(tmp_path):
+    """Forward and backward (compiled lazily) both come back from AOTAutograd's cache with their kernels."""
+    from llm_inductor.cache.entry import Entry
+
+    torch.manual_seed(0)
+    model, x = RMSNorm(33), torch.randn(5, 33, requires_grad=True)
+    _state.export_dir = str(tmp_path / "regions")
+    rows = regions_of(model, x, training=True)
+    _state.export_dir = None
+    store = MemoryStore()
+    for py in {row.region_path for row in rows if row.region_path}:  # the region's own code serves as its kernel
+        meta = json.loads(Path(py).with_suffix(".json").read_text())
+        src = Path(py).read_text()
+        store.put(Entry(key=meta["key"], key_fields=meta["key_fields"], kernel_source=src, region_source=src, region_meta=meta))
+    _state.set_store(store)
+    _state.reset()
+    eager_out = model(x)
+    eager_grads = torch.autograd.grad(eager_out.square().sum(), (x, model.weight))
+
+    def step():
+        torch._dynamo.reset()
+        hit0 = _aot_counts()[0]
+        out = torch.compile(model, backend=llm_inductor.backend(min_region_us=0, interpret=True))(x)
+        grads = torch.autograd.grad(out.square().sum(), (x, model.weight))
+        assert torch.allclose(out, eager_out, atol=1e-5)
+        assert all(torch.allclose(g, e, atol=1e-4) for g, e in zip(grads, eager_grads))
+        return _aot_counts()[0] - hit0, llm_inductor.stats()
+
+    hit, first = step()
+    assert hit == 0 and first["graphs"] == 2 and first["substituted"] >= 2  # forward and backward kernels
+    calls = first["kernel_calls"]
+    hit, second = step()
+    assert hit == 1
+    assert second["graphs"] == 4 and second["substituted"] == 2 * first["substituted"]
+    assert second["kernel_calls"] == 2 * calls  # the replayed graphs call the same kernels

@@ -218,3 +218,33 @@ def test_a_region_compiled_under_max_autotune_is_tuned_against_max_autotune(tmp_
     assert calls[0][-2:] == ["--mode", "max-autotune-no-cudagraphs"] and got["mode"] == "max-autotune-no-cudagraphs"
     (cached,) = (tmp_path / "cache" / "search" / "reference").iterdir()
     assert cached.name.endswith("-max-autotune-no-cudagraphs.json")
+
+
+class ConvFlatten(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.head = torch.nn.Sequential(torch.nn.Conv2d(16, 8, 3), torch.nn.Flatten())
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_inputs_reach_the_kernel_at_the_declared_strides(tmp_path):
+    """Inductor lays the first conv's output out channels-last and passes that to the op; the
+    kernel was verified at the region's (contiguous) strides, so the op hands it those.
+    Found by compile_overhead's CNN hit: the reference's view() failed on the channels-last input."""
+    torch.manual_seed(0)
+    model, x = ConvFlatten().eval(), torch.randn(4, 3, 16, 16)
+    _state.export_dir = str(tmp_path / "regions")
+    rows = regions_of(model, x)
+    _state.export_dir = None
+    (head,) = [r for r in rows if "view" in r.ops]  # conv + flatten: only this region is served
+    entry = entry_for(head.region_path, "rmsnorm.py")
+    entry.kernel_source = entry.region_source  # its reference code views its input: wrong strides fail
+    _state.set_store(MemoryStore([entry]))
+    out = serve(model, x, interpret=True, strict=True)  # strict: no quiet fallback to the reference
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-4, rtol=1e-4)
+    stats = llm_inductor.stats()
+    assert stats["substituted"] == 1 and stats["kernel_calls"] == 1 and stats["runtime_fallbacks"] == 0
