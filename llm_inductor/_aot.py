@@ -82,7 +82,9 @@ def token(cfg: Config, store: Any) -> str | None:
     from llm_inductor import __version__
 
     settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
-    parts = (gen, settings, __version__, os.environ.get("TRITON_INTERPRET", ""))
+    # Entries are served per GPU model (trust); a team's shared Inductor cache may span several.
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_initialized() else "-"
+    parts = (gen, settings, __version__, os.environ.get("TRITON_INTERPRET", ""), gpu)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
