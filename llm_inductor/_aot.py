@@ -70,13 +70,7 @@ def token(cfg: Config, store: Any) -> str | None:
     if cfg.mode == "tune" or cfg.tune or _state.export_dir or _state.graph_hook is not None:
         return None  # the pass must run: it tunes, or writes files, or a tool watches it
     generation = getattr(store, "generation", None)
-    if generation is None:
-        return None
-    try:
-        gen = generation()
-    except Exception as e:  # a store that cannot say: compile without the cache
-        log.info("llm_inductor: store generation unavailable (%s: %s); AOTAutograd cache off", type(e).__name__, e)
-        return None
+    gen = generation() if generation is not None else None  # start() turns an exception into no cache
     if gen is None:
         return None
     from llm_inductor import __version__

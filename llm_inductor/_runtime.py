@@ -181,13 +181,15 @@ def _same_layout(t: torch.Tensor, shape: Sequence[int], stride: Sequence[int]) -
     return all(n <= 1 or a == b for n, a, b in zip(shape, t.stride(), stride))
 
 
+def _relayout(t: torch.Tensor, shape: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
+    """A copy of t in fresh memory at (shape, stride)."""
+    return torch.empty_strided(shape, stride, dtype=t.dtype, device=t.device).copy_(t)
+
+
 def _conform(k: LoadedKernel, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """The inputs at the strides the region declares (and the kernel was verified at); copies only the others."""
-    layouts = _layouts(k, inputs, "inputs")
-    if all(_same_layout(t, shape, stride) for t, (shape, stride) in zip(inputs, layouts)):
-        return inputs
-    return [t if _same_layout(t, shape, stride) else torch.empty_strided(shape, stride, dtype=t.dtype, device=t.device).copy_(t)
-            for t, (shape, stride) in zip(inputs, layouts)]  # fmt: skip
+    return [t if _same_layout(t, shape, stride) else _relayout(t, shape, stride)
+            for t, (shape, stride) in zip(inputs, _layouts(k, inputs, "inputs"))]  # fmt: skip
 
 
 def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -207,7 +209,7 @@ def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[tor
     fresh = []
     for o, (shape, stride) in zip(outs, layouts):
         if _storage(o) in taken or not _same_layout(o, shape, stride):
-            o = torch.empty_strided(shape, stride, dtype=o.dtype, device=o.device).copy_(o)
+            o = _relayout(o, shape, stride)
         if (s := _storage(o)) is not None:
             taken.add(s)
         fresh.append(o)
