@@ -42,7 +42,31 @@ def test_rounding_to_bf16_inside_an_fp32_region_is_low_precision():
 def test_a_small_scale_error_is_wrong_values_not_low_precision():
     x, ref, ind = _softmax_parts()
     v = judge(ind / 1.001, ref, {"inductor": ind})  # a wrong normalizer: as small as rounding, but one-sided
-    assert not v.ok and v.reason == "wrong_values" and v.cand.bias < 0
+    assert not v.ok and v.reason == "wrong_values" and v.cand.bias < 0 and v.cand.systematic > 0.99
+
+
+def test_an_offset_is_wrong_values_even_when_outputs_change_sign():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(33, 200, generator=g)
+    ref, ind = torch.tanh(x.double()), torch.tanh(x)
+    v = judge(ind + 2e-4, ref, {"inductor": ind})  # signs mixed: a signed mean of the error cancels
+    assert not v.ok and v.reason == "wrong_values" and v.cand.systematic > 0.99
+
+
+def test_tf32_rounding_is_low_precision_on_every_draw():
+    # The TF32 bias+GELU cheat's errors are correlated along rows and columns, so a signed mean
+    # of them leaned to one side by chance (seed 665284610 failed CI that way); its fit to a
+    # scale-or-offset error stays near 0.
+    from llm_inductor.verify.interp import to_tf32
+
+    region = load_region(REGIONS / "region_bias_gelu.py")
+    tf32 = lambda t: torch.from_numpy(to_tf32(t.numpy()))  # noqa: E731
+    for seed in [665284610, *range(1, 200)]:
+        w, b, x = region.make_inputs(seed=seed)
+        ref, ind = region.forward(w.double(), b.double(), x.double()), region.forward(w, b, x)
+        v = tf32(x) @ tf32(w).T + b
+        v = judge((torch.erf(v * 0.7071067811865476) + 1) * (v * 0.5), ref, {"inductor": ind})
+        assert not v.ok and v.reason == "low_precision" and v.cand.systematic < 0.05, (seed, v.detail)
 
 
 def test_zeros_fail_even_when_every_value_is_small():

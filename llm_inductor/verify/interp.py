@@ -72,12 +72,6 @@ def dot_tf32_like_gpus() -> None:
     if original is None or handle is None or tf32 is None:
         return
 
-    def to_tf32(data):  # round to nearest even at 10 mantissa bits; Inf and NaN kept
-        bits = np.ascontiguousarray(data, dtype=np.float32).view(np.uint32)
-        special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
-        rounded = (bits + (((bits >> np.uint32(13)) & np.uint32(1)) + np.uint32(0xFFF))) & np.uint32(0xFFFFE000)
-        return np.where(special, bits, rounded).view(np.float32).reshape(np.shape(data))
-
     def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
         if input_precision == tf32 and a.data.dtype == np.float32 and b.data.dtype == np.float32:
             a = handle(to_tf32(a.data), a.dtype.scalar)
@@ -85,3 +79,13 @@ def dot_tf32_like_gpus() -> None:
         return original(self, a, b, d, input_precision, max_num_imprecise_acc)
 
     builder.create_dot = create_dot
+
+
+def to_tf32(data):
+    """fp32 numpy data rounded to nearest even at TF32's 10 mantissa bits; Inf and NaN kept."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(data, dtype=np.float32).view(np.uint32)
+    special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    rounded = (bits + (((bits >> np.uint32(13)) & np.uint32(1)) + np.uint32(0xFFF))) & np.uint32(0xFFFFE000)
+    return np.where(special, bits, rounded).view(np.float32).reshape(np.shape(data))
