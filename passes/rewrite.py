@@ -40,8 +40,9 @@ def substitute(gm: fx.GraphModule, val_map: dict[fx.Node, fx.Node], info: Region
             g = graph.call_function(operator.getitem, (call, i))
             g.meta = dict(o.meta)
             getters.append(g)
-    for o, g in zip(outputs, getters):
+    for orig, o, g in zip(info.outputs, outputs, getters):
         o.replace_all_uses_with(g)
+        val_map[orig] = g  # a later region that reads this output gets the getter, not the erased node
     for n in reversed(members):
         graph.erase_node(n)
 

@@ -248,3 +248,28 @@ def test_inputs_reach_the_kernel_at_the_declared_strides(tmp_path):
         torch.testing.assert_close(out, model(x), atol=1e-4, rtol=1e-4)
     stats = llm_inductor.stats()
     assert stats["substituted"] == 1 and stats["kernel_calls"] == 1 and stats["runtime_fallbacks"] == 0
+
+
+def test_chained_regions_are_all_substituted(tmp_path):
+    """Regions that feed each other (linear+GELU → linear → RMSNorm) are all served in one rewrite.
+
+    The second region's input is the first one's output, which the first substitution erases.
+    Found by compile_overhead's MLP hit: the rewrite raised KeyError and the whole graph fell back."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 16), RMSNorm(16))
+    x = torch.randn(8, 16)
+    _state.export_dir = str(tmp_path / "regions")
+    rows = regions_of(model, x)
+    _state.export_dir = None
+    assert [r.anchor for r in rows] == ["addmm", "addmm", None]
+    entries = []
+    for row in rows:
+        entry = entry_for(row.region_path, "rmsnorm.py")
+        entry.kernel_source = entry.region_source  # each region's reference code, as its kernel
+        entries.append(entry)
+    _state.set_store(MemoryStore(entries))
+    out = serve(model, x, interpret=True, strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+    stats = llm_inductor.stats()
+    assert stats["substituted"] == 3 and stats["kernel_calls"] == 3 and stats["fallbacks"] == 0
