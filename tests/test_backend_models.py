@@ -13,10 +13,10 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import llm_inductor
 from llm_inductor import _state
+from util import Block
 
 torch.manual_seed(0)
 
@@ -62,22 +62,6 @@ def test_cnn_with_batchnorm(train):
             torch.testing.assert_close(compile_llm(model)(x), model(x), atol=1e-5, rtol=1e-4)
         assert graph_kinds() == ["inference"]
     assert llm_inductor.stats()["regions"] == (7 if train else 3)
-
-
-class Block(nn.Module):
-    def __init__(self, d: int = 32, heads: int = 4) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp(self.norm2(x))
 
 
 def test_transformer_block_with_sdpa():
