@@ -137,14 +137,17 @@ def _systematic(e: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> f
     offset fits almost entirely (≥ 0.99). A mean signed error is no test of this:
     on correlated errors it reached 0.84 of the mean error by chance.
     """
-    e = e.reshape(-1)
+    e, cols = e.reshape(-1), [scale.reshape(-1), offset.reshape(-1)]
     energy = float(e @ e)
     if energy == 0.0:
         return 0.0
-    x = torch.stack([scale.reshape(-1), offset.reshape(-1)], 1)
-    x = x / x.norm(dim=0).clamp_min(torch.finfo(x.dtype).tiny)
-    coef = torch.linalg.pinv(x.T @ x) @ (x.T @ e)  # 2x2 normal equations; pinv when r is constant
-    return min(1.0, max(0.0, 1.0 - float((e - x @ coef) @ (e - x @ coef)) / energy))
+    # From dot products only (outputs reach 10^8 elements): R² = bᵀ G⁺ b / eᵀe with G = XᵀX, b = Xᵀe,
+    # both columns scaled to unit norm first so that G is well conditioned; pinv when r is constant.
+    norms = [max(float(c @ c) ** 0.5, 1e-300) for c in cols]
+    gram = torch.tensor([[float(a @ b) / (na * nb) for b, nb in zip(cols, norms)] for a, na in zip(cols, norms)],
+                        dtype=torch.float64)
+    proj = torch.tensor([float(c @ e) / n for c, n in zip(cols, norms)], dtype=torch.float64)
+    return min(1.0, max(0.0, float(proj @ torch.linalg.pinv(gram) @ proj) / energy))
 
 
 def _classes(x: torch.Tensor) -> torch.Tensor:
