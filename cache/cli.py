@@ -140,7 +140,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     if args.older_than is None and args.max_size is None and not args.other_versions and not args.unservable:
         raise UsageError("Say what to prune: --older-than DAYS, --max-size MB, --other-versions or --unservable.")
-    _, store = _store()
+    cfg, store = _store()
     rows = store.listings(shared=False, packs=False)
     drop: dict[str, str] = {}
     for r in rows:
@@ -162,6 +162,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         store.remove(list(drop))
         store.local.compact()
     print(f"{len(drop)} of {len(rows)} entries {'would be ' if args.dry_run else ''}pruned")
+    if args.older_than is not None:  # the region pass's records for AOTAutograd cache hits (counts only)
+        from llm_inductor._aot import prune_records
+
+        n = prune_records(cfg.cache_path, args.older_than * 86400, args.dry_run)
+        print(f"{n} compile record{'' if n == 1 else 's'} unused for {args.older_than} days "
+              f"{'would be ' if args.dry_run else ''}removed")
     return 0
 
 
@@ -365,7 +371,8 @@ def register(subparsers: Any) -> None:
     q.add_argument("--shared", action="store_true", help="remove them from the shared tier too")
     q.add_argument("--all-matching", action="store_true", help="allow a prefix to match several keys")
     q = cmd("prune", cmd_prune, "remove local entries by age, version, size or servability")
-    q.add_argument("--older-than", type=float, metavar="DAYS")
+    q.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="entries added, and compile records last used, more than DAYS ago")
     q.add_argument("--max-size", type=float, metavar="MB", help="keep the newest entries up to this size")
     q.add_argument("--other-versions", action="store_true", help="made with another torch or triton minor version")
     q.add_argument("--unservable", action="store_true", help="not served here, for any reason")

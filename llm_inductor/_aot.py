@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -110,6 +111,10 @@ class Record:
         for k, v in counts:
             _state.bump(k, v)
         _state.reports.extend(reports)
+        try:  # a record in use stays young for `cache prune --older-than`
+            os.utime(self.path)
+        except OSError:
+            pass
         return True
 
 
@@ -158,6 +163,23 @@ def _recall(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def prune_records(cache_path: Path, older_than_s: float, dry_run: bool = False) -> int:
+    """Remove compile records not written or replayed for older_than_s seconds; return how many.
+
+    A removed record costs counts only: an AOTAutograd hit on its graph then replays nothing.
+    """
+    cutoff, n = time.time() - older_than_s, 0
+    for path in (cache_path / "compiles").glob("*.json"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                if not dry_run:
+                    path.unlink()
+                n += 1
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
+    return n
 
 
 def aot_hits() -> int:

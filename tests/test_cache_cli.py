@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 
@@ -130,8 +131,18 @@ def test_prune_other_versions_and_size(cache, capsys):
     assert rc == 0 and old.entry_id[:33] in out and "1 of 3" in out
     with sqlite3.connect(store.local.path) as c:  # a entry added three days ago
         c.execute("UPDATE entries SET added=? WHERE entry_id=?", (time.time() - 3 * 86400, a.entry_id))
+    records = cache_dir / "compiles"
+    records.mkdir()
+    for name in ("used", "stale"):
+        (records / f"{name}.json").write_text("{}")
+    os.utime(records / "stale.json", (time.time() - 3 * 86400,) * 2)
+    rc, out, _ = run(capsys, "prune", "--older-than", "2", "--dry-run")
+    assert rc == 0 and "1 compile record unused for 2.0 days would be removed" in out
+    assert (records / "stale.json").exists()
     rc, out, _ = run(capsys, "prune", "--older-than", "2")
     assert rc == 0 and "1 of 2" in out and a.entry_id[:33] in out
+    assert "1 compile record unused for 2.0 days removed" in out
+    assert [p.name for p in records.iterdir()] == ["used.json"]
     assert [r["entry_id"] for r in open_test_store(cache_dir).local.rows()] == [b.entry_id]
     rc, out, _ = run(capsys, "prune", "--max-size", "0.000001")
     assert rc == 0 and open_test_store(cache_dir).local.rows() == []
