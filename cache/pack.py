@@ -166,11 +166,16 @@ class PackTier:
 
     def stamp(self) -> str:
         """Size and mtime of the file: a pack replaced on disk is read again (``refresh``)."""
-        try:
-            st = self.path.stat()
-        except OSError:
-            return f"{self.path}:missing"
-        return f"{self.path}:{st.st_size}:{st.st_mtime_ns}"
+        return file_stamp(self.path)
 
     def refresh(self) -> None:
         self._by_key = None
+
+
+def file_stamp(path: Path) -> str:
+    """Path, size and mtime: changes when the file is replaced, grown or removed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path}:missing"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"

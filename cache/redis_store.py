@@ -84,13 +84,7 @@ class RedisTier:
         return self._run("get", None, lambda r: r.hget(PREFIX + "entry:" + key, entry_id))
 
     def put(self, entry_id: str, key: str, body: str) -> bool:
-        def w(r: Any) -> bool:
-            pipe = r.pipeline()  # MULTI/EXEC: a reader never sees the entry without the new generation
-            pipe.hset(PREFIX + "entry:" + key, entry_id, body)
-            pipe.incr(GENERATION)
-            return pipe.execute()[0] is not None
-
-        return self._run("write", False, w)
+        return self._run("write", False, lambda r: _hset_bumping(r, PREFIX + "entry:" + key, entry_id, body))
 
     def delete(self, entry_ids: list[str]) -> int:
         def d(r: Any) -> int:
@@ -129,13 +123,15 @@ class RedisTier:
         return self._run("revocations", [], q)
 
     def add_revocation(self, target: str, reason: str) -> bool:
-        def w(r: Any) -> bool:
-            pipe = r.pipeline()
-            pipe.hset(PREFIX + "revoked", target, reason)
-            pipe.incr(GENERATION)
-            return pipe.execute()[0] is not None
+        return self._run("revoke", False, lambda r: _hset_bumping(r, PREFIX + "revoked", target, reason))
 
-        return self._run("revoke", False, w)
+
+def _hset_bumping(r: Any, name: str, field: str, value: str) -> bool:
+    """HSET and the generation's INCR in one MULTI/EXEC: a reader never sees the write without the new generation."""
+    pipe = r.pipeline()
+    pipe.hset(name, field, value)
+    pipe.incr(GENERATION)
+    return pipe.execute()[0] is not None
 
 
 class _Off(Exception):

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Protocol
 from llm_inductor._errors import LLMInductorError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
-from llm_inductor.cache.pack import PackTier
+from llm_inductor.cache.pack import PackTier, file_stamp
 from llm_inductor.cache.redis_store import RedisTier
 from llm_inductor.cache.sqlite import SqliteStore
 from llm_inductor.cache.store import PendingRegion
@@ -362,14 +362,7 @@ def _key_stamps(cfg: Config) -> list[str]:
     for p in (*cfg.trusted_keys, *([cfg.signing_key] if cfg.signing_key else [])):
         path = Path(p).expanduser()
         files += sorted(path.glob("*.pub")) if path.is_dir() else [path]
-    out = []
-    for f in files:
-        try:
-            st = f.stat()
-            out.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-        except OSError:
-            out.append(f"{f}:missing")
-    return out
+    return [file_stamp(f) for f in files]
 
 
 _live: "weakref.WeakSet[TieredStore]" = weakref.WeakSet()

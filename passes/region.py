@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import math
 import operator
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
