@@ -3,19 +3,27 @@
 Like Inductor's ``FxGraphHashDetails``, the key lists every field it hashes and can
 explain itself with ``debug_lines()``. It hashes the canonical region graph (op
 overloads, constants, wiring; inputs numbered by first use, never node names), the
-input and output tensor specs, the device class and the schema version. Torch and
-Triton versions, the GPU model and the verified size range belong to the entry,
-not to the key: a key that is too specific makes sharing useless.
+input and output tensor specs, which region values are returned (output identity), the
+bounds of index inputs, the device class and the schema version. Torch and Triton
+versions, the GPU model and the verified size range belong to the entry, not to the
+key: a key that is too specific makes sharing useless.
+
+Schema history. 1: no output identity, no index bounds; two regions returning different
+intermediates of the same shape (rstd against variance) shared a key. 2: both added.
+Size families (DESIGN.md, "Size families") add a second, size-abstracted key beside this
+exact one rather than changing it, so caches migrate once: ``legacy_digest`` names a
+region's schema-1 key, which ``llm-inductor cache verify`` uses to re-verify old entries
+under the new key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -26,14 +34,19 @@ class TensorSpec:
     shape: tuple[str, ...]
     stride: tuple[str, ...]
     aligned: bool = True  # storage offset is a multiple of 16 bytes
+    index_high: str | None = None  # an index input: values lie in [0, index_high) (a size expression)
 
     def line(self) -> str:
         tail = "" if self.aligned else " unaligned"
+        if self.index_high is not None:
+            tail += f" index<{self.index_high}"
         return f"{self.dtype}[{', '.join(self.shape)}] stride=({', '.join(self.stride)}){tail}"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
-        return cls(d["dtype"], tuple(d["shape"]), tuple(d["stride"]), bool(d.get("aligned", True)))
+        high = d.get("index_high")
+        return cls(d["dtype"], tuple(d["shape"]), tuple(d["stride"]), bool(d.get("aligned", True)),
+                   None if high is None else str(high))
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class KernelKey:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     device: str  # "cuda:sm90" | "cpu"
+    returns: tuple[str, ...] = ()  # the graph values returned, in output order ("v3", "v5")
     schema: int = KEY_SCHEMA
 
     def _fields(self) -> list[tuple[str, str]]:
@@ -49,7 +63,15 @@ class KernelKey:
         rows += [(f"input[{i}]", s.line()) for i, s in enumerate(self.inputs)]
         rows += [(f"output[{i}]", s.line()) for i, s in enumerate(self.outputs)]
         rows += [(f"graph[{i}]", line) for i, line in enumerate(self.graph)]
+        if self.schema >= 2:
+            rows.append(("returns", ", ".join(self.returns)))
         return rows
+
+    @property
+    def legacy_digest(self) -> str:
+        """The digest schema 1 gave this region (no output identity, no index bounds)."""
+        plain = tuple(replace(s, index_high=None) for s in self.inputs)
+        return replace(self, inputs=plain, returns=(), schema=1).digest
 
     @property
     def digest(self) -> str:
@@ -80,7 +102,8 @@ class KernelKey:
             inputs=tuple(TensorSpec.from_dict(s) for s in d["inputs"]),
             outputs=tuple(TensorSpec.from_dict(s) for s in d["outputs"]),
             device=d["device"],
-            schema=int(d.get("schema", KEY_SCHEMA)),
+            returns=tuple(str(r) for r in d.get("returns", ())),
+            schema=int(d.get("schema", 1)),  # schema 1 wrote no "returns" and may lack "schema"
         )
         if "digest" in d and d["digest"] != key.digest:
             raise ValueError(f"key fields do not hash to the recorded digest {d['digest'][:16]}")

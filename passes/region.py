@@ -9,6 +9,7 @@ so a kernel written against the region file fits every graph with that key.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ from llm_inductor.cache.key import KernelKey, TensorSpec
 from llm_inductor.passes.partition import Region, op_name
 from llm_inductor.passes.symexpr import SymbolNamer
 
-REGION_SCHEMA = 1
+REGION_SCHEMA = 2  # 2: the key names the returned values and index bounds (KEY_SCHEMA 2)
 
 # Index inputs: (op, position of the index arg) → (position of the indexed tensor, dim arg position or fixed dim).
 _INDEX_USES = {
@@ -98,6 +99,7 @@ class RegionInfo:
             "key": self.digest,
             "key16": self.key16,
             "key_fields": self.key.to_dict(),
+            "legacy_key": self.key.legacy_digest,  # the schema-1 key: `cache verify` migrates entries under it
             "device": self.key.device,
             "inputs": [spec(i, s, "input") for i, s in enumerate(self.key.inputs)],
             "outputs": [spec(i, s, "output") for i, s in enumerate(self.key.outputs)],
@@ -162,16 +164,20 @@ class _Canon:
         h: dict[fx.Node, str] = {}
 
         def leaf(a: Any) -> str:
+            # Dynamo's symbol names (s77) must not reach the hash: they are not canonical, and a
+            # region rebuilt from its key (passes/rebuild.py) has other names for the same sizes.
             if isinstance(a, fx.Node):
                 if a in h:
                     return h[a]
                 val = a.meta.get("val")
-                return f"in:{getattr(val, 'dtype', '')}:{tuple(getattr(val, 'shape', ()))}"
-            return repr(a)
+                if isinstance(val, torch.Tensor):
+                    return f"in:{val.dtype}:{tuple(map(_neutral, val.shape))}"
+                return _neutral(val)  # a size node outside the region: the rebuilt graph has a constant
+            return _neutral(a)
 
         self.leaf = leaf
         for n in self.region.nodes:
-            args = fx.node.map_aggregate((self.args(n), n.kwargs), leaf)
+            args = fx.node.map_aggregate((self.args(n), dict(sorted(n.kwargs.items()))), leaf)  # kwarg order is not meaning
             h[n] = hashlib.sha256(f"{_target_text(n)}{args}".encode()).hexdigest()
         return h
 
@@ -265,18 +271,30 @@ class _Canon:
         return f"{self.names[n]} = {_target_text(n)}({', '.join(args)})"
 
 
+def _neutral(a: Any) -> str:
+    return "?" if isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)) else repr(a)
+
+
 def _nodes_in(args: Any, kwargs: Any) -> list[fx.Node]:
     found: list[fx.Node] = []
     fx.node.map_arg((args, kwargs), lambda a: found.append(a) if a not in found else None)
     return found
 
 
-def describe(region: Region) -> RegionInfo:
-    """Canonicalize a region: key, forward body, symbols. Raises RegionBypass when it cannot."""
+def describe(region: Region, *, device: str | None = None, symbols: SymbolNamer | None = None) -> RegionInfo:
+    """Canonicalize a region: key, forward body, symbols. Raises RegionBypass when it cannot.
+
+    ``device`` and ``symbols`` are for ``passes.rebuild``, which re-describes a graph rebuilt
+    from a key: the key's device class (its fake inputs cannot ask a GPU) and a namer that
+    already maps the rebuilt graph's symbols to the key's canonical names.
+    """
     c = _Canon(region)
+    if symbols is not None:
+        c.syms = symbols
     c.walk()
-    in_specs = tuple(c.spec(a.meta["val"]) for a in c.inputs)
     bindings: dict[str, tuple[int, int]] = {}
+    for a in c.inputs:
+        c.spec(a.meta["val"])  # names the inputs' symbols in canonical order first
     for i, a in enumerate(c.inputs):
         for d, s in enumerate(a.meta["val"].shape):
             name = c.syms.render(s)
@@ -285,16 +303,18 @@ def describe(region: Region) -> RegionInfo:
     unbound = sorted(set(c.syms.hints) - set(bindings))
     if unbound:
         raise RegionBypass(f"symbolic dims {unbound} are not the size of any region input dim")
+    index_high = _index_bounds(c)
+    in_specs = tuple(
+        dataclasses.replace(c.spec(a.meta["val"]), index_high=index_high.get(i)) for i, a in enumerate(c.inputs)
+    )
     body = [c.statement(n) for n in c.order]
     out_specs = tuple(c.spec(o.meta["val"]) for o in c.outputs)
     if set(c.syms.hints) - set(bindings):  # spec() of an output met a new symbol
         raise RegionBypass("an output size depends on a symbol no input carries")
-    dev = c.inputs[0].meta["val"].device
-    key = KernelKey(graph=tuple(body), inputs=in_specs, outputs=out_specs, device=device_class(dev))
     returns = [c.names[o] for o in c.outputs]
-    info = RegionInfo(key, region, c.inputs, c.outputs, body, returns, dict(c.syms.hints), bindings)
-    info.index_high = _index_bounds(c)
-    return info
+    key = KernelKey(graph=tuple(body), inputs=in_specs, outputs=out_specs, returns=tuple(returns),
+                    device=device or device_class(c.inputs[0].meta["val"].device))
+    return RegionInfo(key, region, c.inputs, c.outputs, body, returns, dict(c.syms.hints), bindings, index_high)
 
 
 def _index_bounds(c: _Canon) -> dict[int, str]:

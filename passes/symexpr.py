@@ -51,6 +51,11 @@ class SymbolNamer:
         self.names: dict[sympy.Symbol, sympy.Symbol] = {}
         self.hints: dict[str, int] = {}
 
+    def preset(self, symbol: sympy.Symbol, canonical: str, hint: int) -> None:
+        """Name ``symbol`` ``canonical`` up front (a graph rebuilt from a key knows its names)."""
+        self.names[symbol] = sympy.Symbol(canonical, integer=True, positive=True)
+        self.hints[canonical] = hint
+
     def observe(self, x: Any) -> None:
         expr = to_sympy(x)
         if isinstance(expr, sympy.Expr):
