@@ -75,11 +75,13 @@ def token(cfg: Config, store: Any) -> str | None:
     if gen is None:
         return None
     from llm_inductor import __version__
+    from llm_inductor.cache.key import KEY_SCHEMA
 
     settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
     # Entries are served per GPU model (trust); a team's shared Inductor cache may span several.
     gpu = torch.cuda.get_device_name() if torch.cuda.is_initialized() else "-"
-    parts = (gen, settings, __version__, os.environ.get("TRITON_INTERPRET", ""), gpu)
+    # A graph compiled under another key schema names entries of that schema: never replay it.
+    parts = (gen, settings, __version__, f"key schema {KEY_SCHEMA}", os.environ.get("TRITON_INTERPRET", ""), gpu)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 

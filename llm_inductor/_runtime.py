@@ -5,12 +5,15 @@ entry (key digest plus content hash), so a graph replayed from Inductor's FX cac
 finds its kernel by name at run time. The fake implementation builds outputs from
 the entry's sidecar specs (data, evaluated arithmetically), so compiling never
 imports kernel code. Kernel modules are imported only from entries the store
-served, which means verified and trusted.
+served, which means verified and trusted. An entry's region file is never
+imported: when a kernel fails at run time, the region's own ops, rebuilt from
+the key (``passes.rebuild.Program``), compute the outputs instead.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import linecache
 import logging
 import os
 import sys
@@ -24,6 +27,8 @@ import torch
 
 from llm_inductor import _state
 from llm_inductor.cache.entry import Entry
+from llm_inductor.cache.key import KernelKey
+from llm_inductor.passes.rebuild import Program
 from llm_inductor.passes.symexpr import evaluate
 
 log = logging.getLogger(__name__)
@@ -34,9 +39,9 @@ class LoadedKernel:
     entry_id: str
     meta: dict[str, Any]  # the region sidecar
     source: str  # the kernel module's source
-    region_source: str  # the region file: the reference the kernel was verified against
+    fallback: Program  # the region's own ops, rebuilt from the key: run when the kernel fails
     forward: Callable[..., Any] | None = None  # imported lazily, on first real call
-    failed: str | None = None  # why the kernel was abandoned for the reference in this process
+    failed: str | None = None  # why the kernel was abandoned for the fallback in this process
     layouts: dict[tuple, list[tuple[list[int], list[int]]]] = field(default_factory=dict)  # by input shapes
 
 
@@ -55,7 +60,7 @@ def register(entry: Entry) -> str:
     with _lock:
         if entry.entry_id not in _kernels:
             _kernels[entry.entry_id] = LoadedKernel(
-                entry.entry_id, entry.region_meta, entry.kernel_source, entry.region_source
+                entry.entry_id, entry.region_meta, entry.kernel_source, Program(KernelKey.from_dict(entry.key_fields))
             )
     return entry.entry_id
 
@@ -80,29 +85,63 @@ def kernel_dir() -> Path:
     return _state.config().cache_path / "kernels"
 
 
-def _import_kernel(k: LoadedKernel, reference: bool = False) -> Callable[..., Any]:
-    """Import a served entry's kernel module (or its region reference) from a file.
+def _import_kernel(k: LoadedKernel) -> Callable[..., Any]:
+    """Import a served entry's kernel module, from a file under the cache directory.
 
-    A file, not exec of a string: Triton's JIT reads kernel source through inspect.
+    A file, not exec of a string: Triton's JIT reads kernel source through inspect. Where
+    the file cannot be written (a full disk, a read-only cache), the module is compiled
+    from memory with its source registered in linecache, which inspect reads as well.
     """
-    src = k.region_source if reference else k.source
-    name = ("r_" if reference else "k_") + k.entry_id.replace(":", "_")
-    path = kernel_dir() / f"{name}.py"
-    if not path.exists() or path.read_text() != src:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(src)
-        tmp.replace(path)
-    spec = importlib.util.spec_from_file_location(f"llm_inductor_kernels.{name}", path)
-    assert spec is not None and spec.loader is not None
-    mod: ModuleType = importlib.util.module_from_spec(spec)
+    name = "k_" + k.entry_id.replace(":", "_")
     if not torch.cuda.is_available():  # served under the interpreter: compute as the verifier did
         from llm_inductor.verify.interp import match_gpu_numerics
 
         match_gpu_numerics()
+    try:
+        mod = _module_from_file(name, k.source)
+    except OSError as e:
+        _warn_unwritable(e)
+        mod = _module_from_memory(name, k.source)
+    return mod.forward
+
+
+def _module_from_file(name: str, src: str) -> ModuleType:
+    path = kernel_dir() / f"{name}.py"
+    if not path.exists() or path.read_text() != src:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(src)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    spec = importlib.util.spec_from_file_location(f"llm_inductor_kernels.{name}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
-    return mod.forward
+    return mod
+
+
+def _module_from_memory(name: str, src: str) -> ModuleType:
+    filename = f"<llm_inductor kernel {name}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)  # mtime None: never evicted
+    mod = ModuleType(f"llm_inductor_kernels.{name}")
+    mod.__file__ = filename
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, filename, "exec"), mod.__dict__)
+    return mod
+
+
+_warned_unwritable = False
+
+
+def _warn_unwritable(e: OSError) -> None:
+    global _warned_unwritable
+    if not _warned_unwritable:
+        _warned_unwritable = True
+        log.warning("llm_inductor: cannot write kernel modules under %s (%s); this process loads them from "
+                    "memory instead", kernel_dir(), e)
 
 
 def prepare_interpreter() -> None:
@@ -145,16 +184,16 @@ def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         return _as_declared(k, _as_list(k.forward(*inputs)), inputs)
     except Exception as e:
         # A compiled graph cannot fall back to Inductor any more, but it can still be right:
-        # run the region's reference (plain torch) from now on, and say so once.
+        # run the region's own ops (plain torch) from now on, and say so once.
         if k.failed is not None or _state.config().strict:
             raise
         k.failed = f"{type(e).__name__}: {e}"
         log.warning(
-            "llm_inductor: kernel %s failed at run time (%s); this process runs the region's reference "
-            "code instead. Run `llm-inductor cache verify` on it.", entry_id[:16], k.failed,
+            "llm_inductor: kernel %s failed at run time (%s); this process runs the region's own ops "
+            "instead. Run `llm-inductor cache verify --force %s` on it.", entry_id[:16], k.failed, entry_id[:16],
         )
         _state.bump("runtime_fallbacks")
-        k.forward = _import_kernel(k, reference=True)
+        k.forward = k.fallback
         return _as_declared(k, _as_list(k.forward(*inputs)), inputs)
 
 
@@ -196,7 +235,7 @@ def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[tor
     """Outputs that honour the op's contract: fresh memory, the declared strides.
 
     A verified kernel always does (the verifier checks strides and writes into fresh
-    memory). A region's reference code, run as the runtime fallback, need not: a region
+    memory). The region's own ops, run as the runtime fallback, need not: a region
     whose output is a view of its input returns that view, at the input's strides. Such
     outputs are copied into memory of the declared layout, since torch.library refuses
     aliases of inputs (or of other outputs) and Inductor asserts the strides the fake gave.

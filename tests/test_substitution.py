@@ -121,16 +121,21 @@ def test_unknown_option_names_the_fix():
      (("    return out\n", "    return out, out\n"), "returned 2 outputs where its region declares 1")],
     ids=["raises", "wrong_output_count"],
 )
-def test_kernel_failing_at_run_time_falls_back_to_the_reference(tmp_path, caplog, edit, said):
+def test_kernel_failing_at_run_time_falls_back_to_the_regions_own_ops(tmp_path, caplog, edit, said):
+    """The fallback runs the ops the key names, never the entry's region file (which is the
+    entry author's Python): here that file would write a marker, and returns wrong values."""
     model, x, entry = rmsnorm_entry(tmp_path)
     assert edit[0] in entry.kernel_source
     entry.kernel_source = entry.kernel_source.replace(*edit)
+    marker = tmp_path / "region_file_ran"
+    entry.region_source = f"open({str(marker)!r}, 'w').close()\ndef forward(x, w):\n    return 0 * x\n"
     _state.set_store(MemoryStore([entry]))
     with caplog.at_level(logging.WARNING, logger="llm_inductor"):
         out = serve(model, x, interpret=True)
     with torch.no_grad():
         torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
     assert llm_inductor.stats()["runtime_fallbacks"] == 1
+    assert not marker.exists()
     assert any("failed at run time" in r.getMessage() and said in r.getMessage() for r in caplog.records)
 
 
@@ -304,3 +309,66 @@ def test_a_training_step_with_every_region_served_matches_eager(tmp_path):
     assert [r.kind for r in _state.reports] == ["forward", "backward"]
     assert stats["substituted"] == stats["regions"] == len(rows) == 21
     assert stats["kernel_calls"] == 21 and stats["fallbacks"] == stats["runtime_fallbacks"] == 0
+
+
+class TwoNorms(torch.nn.Module):
+    """Two RMSNorms of one training graph whose regions have the same ops and output specs but
+    return different intermediates ([N, 1] fp32 each): rstd from the first, the variance from the second."""
+
+    def __init__(self, d: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.randn(d))
+        self.m = torch.nn.Parameter(torch.randn(d, d))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        var1 = x1.pow(2).mean(-1, keepdim=True)
+        rstd1 = torch.rsqrt(var1 + 1e-6)
+        y1 = self.w * (x1 * rstd1)
+        var2 = x2.pow(2).mean(-1, keepdim=True)
+        y2 = self.w * (x2 * torch.rsqrt(var2 + 1e-6))
+        # cumsum is no region op: rstd1 and var2 leave their regions as outputs
+        stats = torch.cumsum(rstd1, 0).sum() + torch.cumsum(var2, 0).sum()
+        return (x1 @ self.m).sum() + torch.cumsum(y1, 0).sum() + torch.cumsum(y2, 0).sum() + stats
+
+
+def test_regions_returning_different_intermediates_get_their_own_kernels(tmp_path):
+    """Key schema 1 gave both norm regions one key (it did not say which values a region returns),
+    so a training graph could be served a kernel that returns rstd where the variance was wanted."""
+    torch.manual_seed(0)
+    model, x1, x2 = TwoNorms(), torch.randn(8, 32), torch.randn(8, 32)
+    _state.export_dir = str(tmp_path / "regions")
+    rows = [r for r in regions_of(model, x1, x2, training=True) if r.ops == ["pow", "mean", "add", "rsqrt", "mul", "mul"]]
+    _state.export_dir = None
+    metas = [json.loads(Path(r.region_path).with_suffix(".json").read_text()) for r in rows]
+    assert len(rows) == 2 and rows[0].key != rows[1].key
+    assert metas[0]["legacy_key"] == metas[1]["legacy_key"]  # the collision schema 1 had
+    entries = []
+    for row in rows:  # each region's kernel stores the statistic its region returns
+        entry = entry_for(row.region_path, "rmsnorm_stat.py")
+        if _returns_variance(row):
+            entry.kernel_source = entry.kernel_source.replace("tl.store(stat_ptr + row, rstd)", "tl.store(stat_ptr + row, var)")
+        entries.append(entry)
+    assert sum("stat_ptr + row, var" in e.kernel_source for e in entries) == 1
+    _state.set_store(MemoryStore(entries))
+    _state.reset()
+    torch._dynamo.reset()
+    model.m.grad = None  # regions_of ran a backward
+    compiled = torch.compile(model, backend=llm_inductor.backend(min_region_us=0, interpret=True))
+    loss = compiled(x1, x2)
+    loss.backward()
+    got = model.m.grad.clone()
+    model.m.grad = None
+    expected = model(x1, x2)
+    expected.backward()
+    torch.testing.assert_close(loss, expected, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got, model.m.grad, atol=1e-4, rtol=1e-5)
+    stats = llm_inductor.stats()
+    assert stats["substituted"] == 2 and stats["kernel_calls"] == 2 and stats["runtime_fallbacks"] == 0
+
+
+def _returns_variance(row) -> bool:
+    """Whether the region's returned [N, 1] value is the mean itself (the variance), read off its key."""
+    meta = json.loads(Path(row.region_path).with_suffix(".json").read_text())
+    graph, returns = meta["key_fields"]["graph"], meta["key_fields"]["returns"]
+    producers = {line.split(" = ")[0]: line for line in graph}
+    return any("aten.mean." in producers[r] for r in returns)
