@@ -22,6 +22,7 @@ import ast
 import math
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -298,7 +299,9 @@ def rebuild(key: KernelKey, sizes: Mapping[str, int]) -> RegionInfo:
     graph = fx.Graph()
     values: dict[str, fx.Node] = {}
     try:
-        with FakeTensorMode(shape_env=env, allow_non_fake_inputs=False):
+        with FakeTensorMode(shape_env=env, allow_non_fake_inputs=False), warnings.catch_warnings():
+            # the graph is only described, never run: sizes stay SymInt constants, as the key writes them
+            warnings.filterwarnings("ignore", message="Raw SymInt value", category=UserWarning)
             for i, spec in enumerate(key.inputs):
                 node = values[f"in{i}"] = graph.placeholder(f"in{i}")
                 node.meta["val"] = _fake_input(spec, symvals, device)
