@@ -44,6 +44,14 @@ CHEATS = {
     "nan_to_zero": ("softmax", "nan_mismatch", "nan_mismatch"),
     "import_compute": ("softmax", "policy:global_state", "torch_compute"),
     "side_stream": ("softmax", "policy:stream", None),  # the dynamic check needs a GPU: test_side_stream_on_gpu
+    # Callables Triton calls during a launch are candidate code: the guard stays on, state is refused.
+    "heuristic_compute": ("rmsnorm", "torch_compute", "torch_compute"),
+    "grid_compute": ("rmsnorm", "torch_compute", "torch_compute"),
+    "heuristic_state": ("softmax", "policy:global_state", "stateful"),
+    "pre_hook_state": ("softmax", "policy:global_state", "stateful"),
+    # Kernels that tell the verifier's poison from real memory.
+    "poison_bits": ("softmax", "wrong_values", "wrong_values"),
+    "poison_sniff": ("softmax", "uninitialized_read", "uninitialized_read"),
 }
 
 
@@ -97,3 +105,19 @@ def test_side_stream_on_gpu():
     alone = verify(REGIONS / "region_softmax.py", source("side_stream", "softmax"), device="cuda",
                    static_policy=False, speed=False)
     assert alone.reason == "stream", alone.message
+
+
+_DYNAMIC_ON_GPU = sorted(n for n, (_, _, reason) in CHEATS.items() if reason is not None and n != "tf32_dot")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", _DYNAMIC_ON_GPU)
+def test_cheat_is_rejected_by_the_dynamic_layer_on_the_gpu(name):
+    """On a GPU the kernels run for real (no interpreter to refuse inline asm or hooks): the
+    guard, the poison and the checks alone, policy off, still reject every cheat for its reason.
+    (tf32_dot is left out: the CPU test needs the worker's TF32 emulation; on the GPU TF32 is real.)"""
+    region, static_reason, dynamic_reason = CHEATS[name]
+    result = verify(REGIONS / f"region_{region}.py", source(name, region), device="cuda", static_policy=False,
+                    speed=False)
+    assert not result.accepted
+    assert result.reason == dynamic_reason, result.message

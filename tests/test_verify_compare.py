@@ -137,20 +137,25 @@ def test_integer_outputs_are_exact():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_float_poison_is_a_nan_arithmetic_does_not_make(dtype):
     t = torch.empty(4, 5, dtype=dtype)
-    guard.poison_(t, 0)
+    poison = guard.Poison(marked=True)
+    poison.fill(t)
     assert bool(t.isnan().all())
     written = t.clone()
     written[1:] = float("nan")  # a NaN the kernel computed is not poison
-    assert unwritten([t], [0]) == (20, (0, 0))
-    assert unwritten([written], [0]) == (5, (0, 0))
+    fills = [poison.fills[str(dtype)]]
+    assert unwritten([t], fills) == (20, (0, 0))
+    assert unwritten([written], fills) == (5, (0, 0))
 
 
-def test_integer_poison_alternates_between_calls():
-    a, b = torch.empty(6, dtype=torch.int64), torch.empty(6, dtype=torch.int64)
-    guard.poison_(a, 0)
-    guard.poison_(b, 1)
+def test_integer_poison_differs_between_marked_calls():
+    a, b = torch.empty(6, dtype=torch.int8), torch.empty(6, dtype=torch.int8)
+    first = guard.Poison(marked=True)
+    first.fill(a)
+    second = guard.Poison(marked=True, unlike=first.fills)
+    second.fill(b)
     a[:4] = b[:4] = torch.arange(4)
-    assert unwritten([a, b], [0, 1]) == (2, (4,))
+    assert first.fills["torch.int8"] != second.fills["torch.int8"]
+    assert unwritten([a, b], [first.fills["torch.int8"], second.fills["torch.int8"]]) == (2, (4,))
 
 
 def test_guard_poisons_allocations_and_records_compute():

@@ -187,3 +187,110 @@ def test_tutorial_idioms_are_admitted_and_state_still_caught():
     assert [v.code for v in check_source(stateful)] == ["policy:module_code"]
     hidden = src.replace("def forward(x):\n    outs = []", "OUTS = []\n\ndef forward(x):\n    outs = OUTS")
     assert "policy:global_state" in [v.code for v in check_source(hidden)]
+
+
+ASM = 'inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [offs], dtype=tl.int32, is_pure=True, pack=1)'
+
+
+@pytest.mark.parametrize(
+    "head, line, code",
+    [  # issue 11, item 9: attributes are judged by what they resolve to, not by their spelling
+        ("", f"    y = tl.core.{ASM}\n", "policy:inline_asm"),
+        ("", f"    y = triton.language.core.{ASM}\n", "policy:inline_asm"),
+        ("", "    t = tl.extra.cuda.globaltimer()\n", "policy:inline_asm"),
+        ("", "    t = triton.language.extra.cuda.smid()\n", "policy:inline_asm"),
+        ("import triton.language.extra.cuda as c\n", "    t = c.globaltimer()\n", "policy:inline_asm"),
+        ("import triton.language.extra.cuda.utils as u\n", "    t = u.globaltimer()\n", "policy:inline_asm"),
+        ("from triton.language import core\n", f"    y = core.{ASM}\n", "policy:inline_asm"),
+        ("from triton.language.extra.cuda import globaltimer\n", "    t = globaltimer()\n", "policy:inline_asm"),
+        ("from triton.language.core import inline_asm_elementwise\n", "    pass\n", "policy:import"),
+        ("", f"    c = tl.core\n    y = c.{ASM}\n", "policy:inline_asm"),  # an alias assigned in the kernel
+        ("", "    a = tl.extra\n    b = a.cuda\n    t = b.globaltimer()\n", "policy:inline_asm"),  # alias of an alias
+        ("CORE = tl.core\n", f"    y = CORE.{ASM}\n", "policy:inline_asm"),  # an alias assigned at module level
+        ("", "    t = tl.extra.cuda.utils.num_warps()\n", "policy:inline_asm"),
+        ("", "    f = tl.core.extern_elementwise\n", "policy:inline_asm"),
+    ],
+)
+def test_forbidden_triton_objects_are_caught_under_any_name(head, line, code):
+    kernel = KERNEL.replace("    tl.store(", line + "    tl.store(")
+    assert code in codes(HEAD + head + kernel + WRAPPER)
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [  # modules and functions from outside triton, reachable as attributes of triton.language
+        ("    tl.core.builtins.exec('import os')\n", "policy:exec"),
+        ("    triton.language.extra.pkgutil.resolve_name('os')\n", "policy:import"),
+        ("    tl.core.inspect.stack()\n", "policy:reflection"),
+    ],
+)
+def test_foreign_modules_reached_through_triton_language_are_named(body, code):
+    wrapper = WRAPPER.replace("    out = torch.empty_like(x)\n", body + "    out = torch.empty_like(x)\n")
+    assert code in codes(HEAD + KERNEL + wrapper)
+
+
+def test_libdevice_stays_allowed_under_every_spelling():
+    for head, call in [("from triton.language.extra import libdevice\n", "libdevice.exp"),
+                       ("import triton.language.extra.cuda as c\n", "c.libdevice.exp"),
+                       ("", "tl.extra.cuda.libdevice.exp"), ("", "triton.language.extra.libdevice.exp")]:
+        kernel = KERNEL.replace("tl.load(x_ptr + offs, mask=offs < n)",
+                                f"{call}(tl.load(x_ptr + offs, mask=offs < n).to(tl.float32))")
+        assert check_source(HEAD + head + kernel + WRAPPER) == [], call
+
+
+HEURISTIC_KERNEL = KERNEL.replace("@triton.jit\n", "@triton.heuristics({'EVEN': HEURISTIC})\n@triton.jit\n").replace(
+    "BLOCK: tl.constexpr)", "BLOCK: tl.constexpr, EVEN: tl.constexpr)")
+
+
+@pytest.mark.parametrize(
+    "heuristic, code",
+    [  # issue 11, item 3: state that survives a call, in callables Triton calls at every launch
+        ("lambda args, _n=[]: _n.append(0) or len(_n) < 4", "policy:global_state"),  # a mutable default
+        ("lambda args, _n={}: len(_n) < 4", "policy:global_state"),
+        ("(lambda seen: lambda args: seen.append(0) or len(seen) < 4)([])", "policy:module_code"),  # a closure
+        ("make_heuristic()", "policy:module_code"),  # a factory run at import
+        ("(_n := []) and (lambda args: len(_n) < 4)", "policy:global_state"),  # := binds a module-level name
+        ("lambda args: list.append(CONFIGS, 0) or len(CONFIGS) < 4", "policy:global_state"),
+    ],
+)
+def test_callables_cannot_keep_state_across_calls(heuristic, code):
+    src = HEAD + "CONFIGS = [triton.Config({})]\n" + HEURISTIC_KERNEL.replace("HEURISTIC", heuristic) + WRAPPER
+    assert code in codes(src), codes(src)
+
+
+def test_pure_callables_and_tutorial_idioms_stay_admitted():
+    src = HEAD + HEURISTIC_KERNEL.replace("HEURISTIC", "lambda args: args['n'] % 128 == 0") + WRAPPER
+    assert check_source(src) == []
+    tuned = HEAD + """
+@triton.autotune(configs=[triton.Config({"BLOCK": b}, num_warps=w, pre_hook=lambda nargs: nargs["out_ptr"].zero_())
+                          for b in (64, 128) for w in (4, 8)], key=["n"], reset_to_zero=["out_ptr"],
+                 prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: configs[:1]})
+""" + KERNEL.lstrip("\n") + WRAPPER
+    assert check_source(tuned) == []
+
+
+@pytest.mark.parametrize(
+    "wrapper_line, code",
+    [  # mutation of what outlives the call, however it is reached
+        ("    c = CONFIGS\n    c.append(triton.Config({}))\n", "policy:global_state"),  # an alias of a global
+        ("    c = CONFIGS\n    c[0] = None\n", "policy:global_state"),
+        ("    x[0] = 0\n", "policy:global_state"),  # a parameter: whatever the caller passed
+        ("    seen = max(CONFIGS, [])\n    seen.append(1)\n", "policy:global_state"),
+    ],
+)
+def test_mutating_objects_the_call_did_not_build_is_global_state(wrapper_line, code):
+    wrapper = WRAPPER.replace("    out = torch.empty_like(x)\n", wrapper_line + "    out = torch.empty_like(x)\n")
+    assert code in codes(HEAD + "CONFIGS = [triton.Config({})]\n" + KERNEL + wrapper)
+
+
+def test_a_prune_function_cannot_grow_tritons_config_list():
+    # early_config_prune receives the Autotuner's own list, which lives as long as the kernel.
+    src = HEAD + """
+def _prune(configs, nargs, **kw):
+    configs.append(configs[0])
+    return configs[len(configs) > 8:][:1]
+
+
+@triton.autotune(configs=[triton.Config({"BLOCK": 128})], key=["n"], prune_configs_by={"early_config_prune": _prune})
+""" + KERNEL.lstrip("\n") + WRAPPER
+    assert "policy:global_state" in codes(src)

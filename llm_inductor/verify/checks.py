@@ -89,9 +89,9 @@ def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]
         found = structure(rec["outputs"], exp.specs, where)
         if found:
             return found, []
-    parities = [rec["parity"] for rec in records]
     for j in range(len(exp.specs)):
-        hole = unwritten([outs[j] for outs in outs_by_call], parities)
+        dtype = str(outs_by_call[0][j].dtype)
+        hole = unwritten([outs[j] for outs in outs_by_call], [rec["poison"]["fills"].get(dtype) for rec in records])
         if hole:
             count, idx = hole
             total = outs_by_call[0][j].numel()
@@ -124,6 +124,31 @@ def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]
                     return Finding("deterministic", "nondeterministic", f"{label}: calls 1 and {k + 1} on the same "
                                    f"inputs differ in output {j} (first at {_first_diff(a, b)})"), per_call[-1]
     return None, per_call[-1]
+
+
+def poison_split(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]) -> Finding | None:
+    """Do calls on the same inputs agree within each poisoning and differ across them? Then the outputs follow
+    what fresh memory held. (Call order alone, as in a kernel that changes every other call, does not split so.)"""
+    kinds = [rec["poison"]["marked"] for rec in records]
+    outs_by_call: list[list[torch.Tensor]] = data["outputs"]
+    if len(set(kinds)) < 2 or any(len(outs) != len(exp.specs) for outs in outs_by_call):
+        return None
+    ok = [all(v.ok for v in exp.verdicts(outs)) for outs in outs_by_call]
+
+    def split(same: Callable[[int, int], bool]) -> bool:
+        firsts = {kind: kinds.index(kind) for kind in set(kinds)}
+        agree = all(same(k, firsts[kind]) for k, kind in enumerate(kinds))
+        return agree and not same(firsts[True], firsts[False])
+
+    by_bits = split(lambda a, b: all(same_bits(x, y) for x, y in zip(outs_by_call[a], outs_by_call[b])))
+    if not (by_bits or split(lambda a, b: ok[a] == ok[b])):
+        return None
+    seen = "right" if ok[kinds.index(True)] else "wrong"
+    other = "right" if ok[kinds.index(False)] else "wrong"
+    return Finding("uninitialized", "uninitialized_read", f"{exp.draw.label()}: the outputs follow what fresh "
+                   f"allocations held: {seen} on every call that found the verifier's poison in them, {other} and "
+                   "different on every call that found data-like noise; the kernel reads memory it never wrote "
+                   "(a scratch buffer from torch.empty, or an output before storing it)")
 
 
 def structure(outs: list[dict[str, Any]], specs: list[TensorMeta], where: str) -> Finding | None:

@@ -1,8 +1,8 @@
 """``llm-inductor verify REGION.py CANDIDATE.py [--device cpu|cuda] [--json] [--no-speed]``.
 
 Exit 0: accepted. Exit 1: rejected, with the reason code and what failed where.
-Exit 2: bad input (a missing file, a region without forward/make_inputs, a
-syntax error in the region, a GPU asked for where there is none).
+Exit 2: bad input (a missing or non-UTF-8 file, a region without forward/make_inputs,
+a syntax error in the region, a GPU asked for where there is none).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llm_inductor._errors import NegativeResult, UsageError
+from llm_inductor._errors import NegativeResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,13 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from llm_inductor.verify.engine import verify
+    from llm_inductor.verify.regionfile import read_source
 
-    candidate = Path(args.candidate)
-    if not candidate.is_file():
-        raise UsageError(f"candidate file {candidate} does not exist")
+    source = read_source(Path(args.candidate), "candidate file")
     result = verify(
         args.region,
-        candidate.read_text(),
+        source,
         device=args.device,
         speed=False if args.no_speed else None,
         inductor_mode=args.inductor_mode,

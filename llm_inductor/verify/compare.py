@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llm_inductor.verify.guard import BOOL_POISON, FLOAT_POISON_BITS, INT_POISON
+from llm_inductor.verify.guard import NAN_LAYOUT
 
 K = 4.0  # on the mean relative error
 K_MAX = 16.0  # on the maximum relative and absolute errors
@@ -227,26 +227,31 @@ def spread(refs: list[torch.Tensor]) -> float:
     return worst
 
 
-def unwritten(outs: list[torch.Tensor], parities: list[int]) -> tuple[int, tuple[int, ...]] | None:
-    """(count, first index) of elements still holding the poison, for one output across calls."""
+def unwritten(outs: list[torch.Tensor], fills: list[int | bool | None]) -> tuple[int, tuple[int, ...]] | None:
+    """(count, first index) of elements still holding their call's poison, for one output across calls.
+
+    ``fills[k]``: the value call k's marked poison put in fresh memory of this dtype (floats: the NaN's bits, as
+    their signed integer view reads them), None where the call marked nothing. A float element is unwritten
+    where it holds its call's NaN in any call; an integer or bool one where it holds every call's value, which
+    takes two different values, since a written constant can equal one.
+    """
     first = outs[0]
-    if first.numel() == 0:
+    marked = [(o, f) for o, f in zip(outs, fills) if f is not None]
+    if first.numel() == 0 or not marked or first.dtype.is_complex:
         return None
-    if first.dtype in FLOAT_POISON_BITS:
-        int_dtype, bits = FLOAT_POISON_BITS[first.dtype]
+    if first.dtype in NAN_LAYOUT:
+        int_dtype = NAN_LAYOUT[first.dtype][0]
         hit = torch.zeros(first.shape, dtype=torch.bool, device=first.device)
-        for o in outs:
-            hit |= o.view(int_dtype) == bits
-    elif first.dtype.is_floating_point or first.dtype.is_complex:
+        for o, f in marked:
+            hit |= o.view(int_dtype) == f
+    elif first.dtype.is_floating_point:
         return None  # fp8: a NaN is a NaN; the NaN check reports it
     else:
-        pairs = [(o, p) for o, p in zip(outs, parities)]
-        even = [o for o, p in pairs if p % 2 == 0]
-        odd = [o for o, p in pairs if p % 2 == 1]
-        if not even or not odd:
+        if len({f for _, f in marked}) < 2:
             return None
-        sentinel = BOOL_POISON if first.dtype == torch.bool else INT_POISON
-        hit = (even[-1] == sentinel[0]) & (odd[-1] == sentinel[1])
+        hit = torch.ones(first.shape, dtype=torch.bool, device=first.device)
+        for o, f in marked:
+            hit &= o == f
     if not bool(hit.any()):
         return None
     return int(hit.sum()), _index(int(hit.reshape(-1).nonzero()[0]), first.shape)

@@ -20,7 +20,7 @@ import torch
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.verify import policy
-from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, worst
+from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, poison_split, worst
 from llm_inductor.verify.compare import floors, same_bits, spread
 from llm_inductor.verify.draws import Draw, Plan, build_inputs, plan_draws
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure
@@ -79,7 +79,6 @@ class _Run:
         self.timings: dict[str, Any] = {}
         self.envelope: dict[str, Any] = {}
         self.worker: Worker | None = None
-        self.parity = 0
         self.calls = 0  # calls requested from the worker
         self.judged_calls = 0  # calls of draws that passed
         self.launches = 0
@@ -199,13 +198,13 @@ class _Run:
             self.expected[draw] = Expected(draw, on_dev, specs, ref64, eager, inductor)
         return self.expected[draw]
 
-    def call(self, draw: Draw, calls: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def call(self, draw: Draw, poisons: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """One call per poisoning: "marked" (the parent finds unwritten elements) or "noise" (data-like)."""
         assert self.worker is not None
         out = self.worker.dir / f"run{self.calls}.pt"
-        resp = self.worker.request({"op": "run", "draw": draw.to_dict(), "calls": calls, "parity0": self.parity,
-                                    "out": str(out)}, self.timeout)
-        self.parity += calls
-        self.calls += calls
+        resp = self.worker.request({"op": "run", "draw": draw.to_dict(), "poisons": poisons, "out": str(out)},
+                                   self.timeout)
+        self.calls += len(poisons)
         if not resp["ok"]:
             self.reject("run", resp["reason"], f"{draw.label()}: {resp['message']}")
         return resp["calls"], self.fetch(out)
@@ -220,8 +219,11 @@ class _Run:
         worst_c = worst_i = 0.0
         for n, draw in enumerate(draws):
             # An unpredictable number of calls per draw, every one of them checked: a kernel that
-            # turns wrong after N calls cannot know which call is the last one looked at.
-            records, data = self.call(draw, 2 + secrets.randbelow(3))
+            # turns wrong after N calls cannot know which call is the last one looked at. One call, at an
+            # unpredictable place, finds data-like noise in fresh memory instead of the marked poison.
+            poisons = ["marked"] * (2 + secrets.randbelow(3))
+            poisons.insert(secrets.randbelow(len(poisons) + 1), "noise")
+            records, data = self.call(draw, poisons)
             exp = self.expect(draw)
             found, verdicts = judge_run(exp, records, data, self.deterministic)
             self.seen.append((draw, data["outputs"][-1]))
@@ -237,6 +239,8 @@ class _Run:
                     "isolation": f"{n_calls}: no replaced functions, no new threads, no foreign streams",
                     "outputs": f"{n_calls}: shapes, dtypes and strides as the region's",
                     "written": f"{n_calls}: no poisoned element left",
+                    "uninitialized": f"{n_calls}: the same right outputs whether fresh memory held the poison "
+                                     "or data-like noise",
                     "inputs_unchanged": f"{n_calls}: inputs bit-identical after the call",
                     "deterministic": (f"{n_calls}: bit-identical on the same inputs" if self.deterministic
                                       else "not asked: the region is nondeterministic by nature"),
@@ -244,6 +248,8 @@ class _Run:
                 for name, detail in details.items():
                     self.passed(name, detail)
                 continue
+            if found.reason in ("stateful", "nondeterministic"):
+                found = self.uninitialized(draw) or found
             if found.reason in ("wrong_values", "low_precision", "nan_mismatch"):
                 later = n > 0 or check != "values"
                 found = self.stale(draw, data["outputs"][-1], self.seen[:-1]) or (self.stateful() if later else None) or found
@@ -272,11 +278,22 @@ class _Run:
                            "make_inputs(seed=0): a memorized result, not a computed one")
         return None
 
+    def uninitialized(self, draw: Draw) -> Finding | None:
+        """Calls on one draw disagreed: do they disagree by what fresh memory held, rather than by call order?
+
+        Marked, noise, noise, marked: a kernel that changes every other call, or for good after N, does not
+        split these calls by poisoning; one that behaves by what it reads from memory it never wrote does.
+        """
+        records, data = self.call(draw, ["marked", "noise", "noise", "marked"])
+        if any(isolation(rec, "") or rec["outputs"] == [] for rec in records):
+            return None
+        return poison_split(self.expect(draw), records, data)
+
     def stateful(self) -> Finding | None:
         """A later draw failed: does the first draw, which passed, fail now on the same inputs?"""
         calls = self.calls
         assert self.first is not None
-        records, data = self.call(self.first, 1)
+        records, data = self.call(self.first, ["marked"])
         found, _ = judge_run(self.expect(self.first), records, data, self.deterministic)
         if found is not None:
             return Finding("stateful", "stateful", f"{self.first.label()} passed earlier and fails now, after "
@@ -313,7 +330,7 @@ class _Run:
         spec = device_spec(self.device)
         reason, message, self.timings = judge_speed(resp, self.cfg.speed_margin, spec.bandwidth, spec.flops)
         fresh = Draw("after timing", secrets.randbelow(2**31 - 2) + 1, "normal", draw.sizes, draw.positive)
-        records, data = self.call(fresh, 2)
+        records, data = self.call(fresh, ["marked", "marked"])
         found, _ = judge_run(self.expect(fresh), records, data, self.deterministic)
         if found:
             self.reject("post_timing", found.reason, f"after timing: {found.message}")

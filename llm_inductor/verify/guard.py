@@ -1,44 +1,45 @@
 """The dynamic guard, used inside the worker: what the candidate's wrapper may do at run time.
 
-* ``DispatchGuard`` is a ``TorchDispatchMode`` that sees every torch op the wrapper
-  runs. Outside Triton launches only allocation, view, copy and metadata ops are
-  allowed; anything else is recorded as ``torch_compute`` (recorded, not raised,
-  so a try/except in the candidate cannot swallow it). Fresh ``empty*``
-  allocations are poisoned: floats with a NaN whose payload no arithmetic
-  produces, integers and bools with a sentinel that alternates between calls,
-  so an element the kernel never wrote shows up in the parent.
+* ``DispatchGuard`` is a ``TorchDispatchMode`` that sees every torch op the
+  candidate's code runs: the wrapper, and every callable Triton calls for it
+  (``@triton.heuristics`` values, config and autotune hooks, grid functions,
+  kernel bodies under the interpreter). Only allocation, view, copy and
+  metadata ops are allowed; anything else is recorded as ``torch_compute``
+  (recorded, not raised, so a try/except in the candidate cannot swallow it).
+  Fresh ``empty*`` allocations are filled with the call's ``Poison``.
 * ``install_launch_hooks`` wraps Triton's launch entry points (compiled and
-  interpreted) to count launches, to lift the guard while a launch runs (the
-  interpreter itself uses torch ops on the arguments) and to record launches on
-  a stream other than the caller's.
+  interpreted) to count launches, to record launches on a stream other than the
+  caller's, and to let Triton's own torch ops through while it launches (the
+  interpreter stages the arguments through torch). An op inside a launch is
+  still the candidate's when the candidate's code is on the stack below the
+  launch: Triton calls grid functions and, interpreted, the kernel body there.
 * ``Tripwires`` notices replaced functions in torch, triton and the harness, and
   new threads.
 
-The poison patterns are shared with the parent (checks.py), which reads them.
+The parent learns each call's poison from the call's record, after the call.
 This module never imports the candidate.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import sys
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-# Quiet NaNs with payloads that arithmetic does not produce (it yields the
-# canonical NaN), stored through an integer view so the bits survive.
-FLOAT_POISON_BITS = {
-    torch.float64: (torch.int64, 0x7FF8A5A5A5A5A5A5),
-    torch.float32: (torch.int32, 0x7FC5A5A5),
-    torch.bfloat16: (torch.int16, 0x7FE5),
-    torch.float16: (torch.int16, 0x7E5A),
+# Floats with NaN payloads: dtype → (integer view, exponent and quiet bits, payload bits below them). Arithmetic
+# only makes the canonical NaN (payload 0), so a non-zero payload in an output was never computed there.
+NAN_LAYOUT = {
+    torch.float64: (torch.int64, 0x7FF8 << 48, 51),
+    torch.float32: (torch.int32, 0x7FC00000, 22),
+    torch.bfloat16: (torch.int16, 0x7FC0, 6),
+    torch.float16: (torch.int16, 0x7E00, 9),
 }
-# Integer and bool sentinels alternate between consecutive calls: an element that
-# holds sentinel[0] after one call and sentinel[1] after the next was never written.
-INT_POISON = (0x5A, 0x25)
-BOOL_POISON = (True, False)
 
 _POISONED_ALLOCS = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "empty_permuted"}
 _FILLED_ALLOCS = {"zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "new_zeros", "new_ones",
@@ -49,18 +50,67 @@ _METADATA = {"sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "size"
              "is_contiguous", "is_same_size", "is_non_overlapping_and_dense", "_nested_tensor_size"}
 
 
-def poison_(t: torch.Tensor, parity: int) -> None:
-    if t.numel() == 0:
-        return
-    if t.dtype in FLOAT_POISON_BITS:
-        int_dtype, bits = FLOAT_POISON_BITS[t.dtype]
-        t.view(int_dtype).fill_(bits)  # every pattern is below the sign bit
-    elif t.dtype.is_floating_point:  # fp8 and friends: plain NaN (no payload room)
-        t.fill_(float("nan"))
-    elif t.dtype == torch.bool:
-        t.fill_(BOOL_POISON[parity % 2])
-    elif not t.dtype.is_complex:
-        t.fill_(INT_POISON[parity % 2])
+@dataclass
+class Poison:
+    """What fresh allocations hold during one call, drawn for that call from the OS's random source.
+
+    ``marked``: one value per dtype, that the parent then looks for (an element that still holds it was never
+    written): floats a quiet NaN with a random payload and sign, integers and bools a random value, different
+    from ``unlike``'s (a run's previous marked call), so that an integer the kernel wrote cannot match both.
+    Not marked: data-like noise, random finite values per element at a random scale, which looks like memory a
+    kernel gets in production. A kernel that recognises the marked fill and behaves only then behaves
+    differently on these calls. Neither the values nor the generator's seed are reachable before the call ends:
+    ``secrets`` reads the OS, where the candidate cannot seed it as it could seed torch's global generator.
+    """
+
+    marked: bool
+    unlike: dict[str, int | bool] = field(default_factory=dict)
+    fills: dict[str, int | bool] = field(default_factory=dict)  # dtype → marked value (floats: bits, signed)
+    _noise: dict[str, torch.Generator] = field(default_factory=dict, repr=False)
+
+    def fill(self, t: torch.Tensor) -> None:
+        if t.numel() == 0 or t.dtype.is_complex:
+            return
+        if not self.marked:
+            t.copy_(self._noise_like(t))
+        elif t.dtype in NAN_LAYOUT:
+            t.view(NAN_LAYOUT[t.dtype][0]).fill_(self.value(t.dtype))
+        elif t.dtype.is_floating_point:  # fp8 and friends: no payload room, and the NaN check reports a NaN
+            t.fill_(float("nan"))
+        else:
+            t.fill_(self.value(t.dtype))
+
+    def value(self, dtype: torch.dtype) -> int | bool:
+        key = str(dtype)
+        while key not in self.fills or self.fills[key] == self.unlike.get(key):
+            self.fills[key] = _draw(dtype)
+        return self.fills[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"marked": self.marked, "fills": dict(self.fills)}
+
+    def _noise_like(self, t: torch.Tensor) -> torch.Tensor:
+        key = str(t.device)
+        if key not in self._noise:
+            self._noise[key] = torch.Generator(device=t.device).manual_seed(secrets.randbits(63))
+        g = self._noise[key]
+        if t.dtype.is_floating_point:
+            scale = 2.0 ** (secrets.randbelow(13) - 8)  # at most ~80: within fp8's range
+            return torch.randn(t.shape, generator=g, device=t.device) * scale
+        high = 2 if t.dtype == torch.bool else min(int(torch.iinfo(t.dtype).max), 255) + 1
+        return torch.randint(0, high, t.shape, generator=g, device=t.device)
+
+
+def _draw(dtype: torch.dtype) -> int | bool:
+    if dtype in NAN_LAYOUT:
+        int_dtype, base, payload_bits = NAN_LAYOUT[dtype]
+        bits = base | (1 + secrets.randbelow((1 << payload_bits) - 1))
+        width = torch.iinfo(int_dtype).bits
+        return bits - (1 << (width - 1)) if secrets.randbits(1) else bits  # sign bit set, as the signed view reads it
+    if dtype == torch.bool:
+        return bool(secrets.randbits(1))
+    info = torch.iinfo(dtype)
+    return info.min + secrets.randbelow(info.max - info.min + 1)
 
 
 def op_kind(func: Any) -> str:
@@ -80,23 +130,38 @@ def op_kind(func: Any) -> str:
 
 
 class DispatchGuard(TorchDispatchMode):
-    """Allow allocation/view/copy outside launches; poison fresh allocations; record the rest."""
+    """Allow allocation/view/copy in the candidate's code; fill fresh allocations with the poison; record the rest.
 
-    def __init__(self, parity: int = 0) -> None:
+    ``candidate``: the globals of the candidate's module, by which its functions are known on the stack.
+    """
+
+    def __init__(self, poison: Poison | None = None, candidate: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.parity = parity
+        self.poison = poison if poison is not None else Poison(marked=True)
+        self.candidate = candidate
         self.violations: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if _state.depth > 0:  # inside a Triton launch: the interpreter's own bookkeeping
-            return out
+        if _state.depth > 0 and not self._candidates_op():
+            return out  # Triton's own, while it launches
         kind = op_kind(func)
         if kind == "compute":
             self.violations.append(str(func))
         elif kind == "poison" and isinstance(out, torch.Tensor):
-            poison_(out, self.parity)
+            self.poison.fill(out)
         return out
+
+    def _candidates_op(self) -> bool:
+        """Inside a launch: does a frame of the candidate's sit between this op and the innermost launch?"""
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code in _launch_codes:
+                return False
+            if frame.f_globals is self.candidate:
+                return True
+            frame = frame.f_back
+        return True
 
 
 class _LaunchState(threading.local):
@@ -106,6 +171,7 @@ class _LaunchState(threading.local):
 _state = _LaunchState()
 launches = {"count": 0, "foreign_streams": 0}
 _installed: list[tuple[type, str, Callable]] = []
+_launch_codes: set[Any] = set()  # the code of the launch wrappers: where Triton's own ops begin on the stack
 
 
 def _current_stream() -> int | None:
@@ -115,27 +181,29 @@ def _current_stream() -> int | None:
 
 
 def install_launch_hooks(expected_stream: Callable[[], int | None]) -> None:
-    """Wrap Triton's launch entry points; idempotent."""
+    """Wrap Triton's launch entry points; idempotent.
+
+    Only the kernel launch itself: ``Autotuner.run`` and ``Heuristics.run`` stay unwrapped, so the hooks and
+    heuristics they call run under the guard like the wrapper (their own torch ops are allocations and copies).
+    """
     if _installed:
         return
-    from triton.runtime import autotuner, jit
+    from triton.runtime import jit
 
-    classes: list[tuple[type, bool]] = [(jit.JITFunction, True), (autotuner.Autotuner, False),
-                                        (autotuner.Heuristics, False)]
+    classes: list[type] = [jit.JITFunction]
     try:
         from triton.runtime.interpreter import InterpretedFunction
 
-        classes.append((InterpretedFunction, True))
+        classes.append(InterpretedFunction)
     except ImportError:
         pass
-    for cls, counts in classes:
+    for cls in classes:
         original = cls.__dict__.get("run")
         if original is None:
             continue
 
-        def run(self, *args, __original=original, __counts=counts, **kwargs):
-            counted = __counts and not kwargs.get("warmup", False)
-            if counted:
+        def run(self, *args, __original=original, **kwargs):
+            if not kwargs.get("warmup", False):
                 launches["count"] += 1
                 want = expected_stream()
                 if want is not None and _current_stream() != want:
@@ -148,6 +216,7 @@ def install_launch_hooks(expected_stream: Callable[[], int | None]) -> None:
 
         setattr(cls, "run", run)
         _installed.append((cls, "run", original))
+        _launch_codes.add(run.__code__)
 
 
 class Tripwires:

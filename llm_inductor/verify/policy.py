@@ -11,6 +11,13 @@ trick through; an allowlist only lets through what a Triton wrapper needs:
   the file, and Triton tensor methods; never ``torch``;
 * at module level: imports, function definitions and constants.
 
+Paths under ``triton.language`` are judged by the object they resolve to, through
+import aliases and assigned ones (``c = tl.core; c.inline_asm_elementwise``), not by
+their spelling. Every callable is candidate code, heuristics and hooks included,
+and nothing may carry state from one call to the next: defaults are immutable,
+decorator arguments call only Triton's constructors (so no closure is built at
+import), and only lists and dicts built in the current call may be mutated.
+
 The dynamic guard (guard.py) backs this up at run time; either layer alone stops
 the known cheats (tests/test_verify_adversarial.py shows both).
 """
@@ -28,8 +35,9 @@ from llm_inductor.verify.allowlist import (
     BUILTIN_REASONS,
     DECORATORS,
     IMPORT_REASONS,
+    IMPORT_TIME_BUILTINS,
+    IMPORT_TIME_CALLS,
     MUTATING_METHODS,
-    TL_FORBIDDEN,
     TORCH_ALLOWED,
     TORCH_CUDA_ALLOWED,
     TORCH_REASONS,
@@ -37,7 +45,11 @@ from llm_inductor.verify.allowlist import (
     WRAPPER_ATTRS,
     kernel_attrs,
     torch_dtypes,
+    triton_path_verdict,
 )
+
+Dotted = tuple[str, ...]  # a module path, ("triton", "language", "core")
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -67,6 +79,9 @@ class _Walker:
         self.module_names: set[str] = set()  # names bound at module level
         self.kernels: set[str] = set()
         self.globals_assigned: set[str] = set()  # module-level names bound by assignment
+        self.aliases: dict[str, set[Dotted]] = {}  # local name → the module paths assignments bind it to
+        self.scopes = _Scopes(tree)
+        self.judged: set[int] = set()  # attribute nodes inside a chain already reported
 
     def bad(self, node: ast.AST, code: str, message: str) -> None:
         self.out.append(Violation(f"policy:{code}", getattr(node, "lineno", 0), message))
@@ -74,6 +89,7 @@ class _Walker:
     def run(self) -> list[Violation]:
         for stmt in self.tree.body:
             self.module_stmt(stmt)
+        self.aliases = self.assigned_aliases()
         for stmt in self.tree.body:
             if isinstance(stmt, ast.FunctionDef):
                 self.function(stmt, kernel=stmt.name in self.kernels)
@@ -98,7 +114,7 @@ class _Walker:
                 assert isinstance(t, ast.Name)
                 self.module_names.add(t.id)
                 self.globals_assigned.add(t.id)
-                if not _is_constant(s.value):
+                if not _is_immutable(s.value, module_level=True):
                     self.bad(s, "global_state", f"module-level '{t.id}' is not a constant: no state across calls")
         elif isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str):
             pass  # docstring
@@ -117,6 +133,7 @@ class _Walker:
             for a in s.names:
                 if not self.module_ok(s, a.name):
                     continue
+                self.triton_path(s, tuple(a.name.split(".")))
                 local = a.asname or a.name.split(".")[0]
                 self.modules[local] = a.name if a.asname else a.name.split(".")[0]
                 self.module_names.add(local)
@@ -132,9 +149,8 @@ class _Walker:
             self.module_names.add(local)
             if mod == "__future__":
                 continue
-            if mod == "triton.language" and a.name in TL_FORBIDDEN:
-                self.bad(s, TL_FORBIDDEN[a.name], f"'{full}' is not allowed")
-            elif mod == "triton" and a.name not in TRITON_ALLOWED:
+            self.triton_path(s, tuple(full.split(".")))
+            if mod == "triton" and a.name not in TRITON_ALLOWED:
                 self.bad(s, "import", f"'from triton import {a.name}' is not allowed; use {sorted(TRITON_ALLOWED)}")
             elif mod == "torch" and a.name not in TORCH_ALLOWED and a.name not in torch_dtypes():
                 self.bad(s, TORCH_REASONS.get(a.name, "torch_attr"), f"'from torch import {a.name}' is not allowed")
@@ -169,9 +185,11 @@ class _Walker:
             elif isinstance(d, ast.Call):
                 for a in (*d.args, *(k.value for k in d.keywords)):
                     self.host_expr(a)
+                    self.import_time(a)
         for default in (*f.args.defaults, *(x for x in f.args.kw_defaults if x is not None)):
-            if not _is_constant(default):
-                self.bad(default, "global_state", f"default argument of '{f.name}' is not a constant")
+            if not _is_immutable(default):
+                self.bad(default, "global_state", f"default argument of '{f.name}' is not an immutable constant: "
+                         "a default outlives the call")
         if kernel and "forward" == f.name:
             self.bad(f, "no_forward", "forward must be the host wrapper, not a @triton.jit kernel")
         for s in f.body:
@@ -230,6 +248,9 @@ class _Walker:
             base = _root_name(t)
             if base in self.module_names:
                 self.bad(t, "global_state", f"'{ast.unparse(t)}' writes into module-level state")
+            elif not kernel and not self.fresh(t.value, t, containers=False):
+                self.bad(t, "global_state", f"'{ast.unparse(t)}' writes into an object this call did not create "
+                         "(a parameter, or an alias of one): it may outlive the call")
 
     # ------------------------------------------------------------------ expressions
     def common(self, node: ast.AST) -> bool:
@@ -239,6 +260,14 @@ class _Walker:
         if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
             self.bad(node, "reflection", f"dunder attribute '{node.attr}' is not allowed")
             return False
+        if isinstance(node, ast.Attribute) and not self.triton_attr_ok(node):
+            return False
+        if isinstance(node, ast.Lambda):
+            for default in (*node.args.defaults, *(x for x in node.args.kw_defaults if x is not None)):
+                if not _is_immutable(default):
+                    self.bad(default, "global_state", "a lambda's default argument is not an immutable constant: "
+                             "it outlives the call (a lambda given to triton.heuristics or a pre_hook runs on "
+                             "every launch)")
         if isinstance(node, (ast.Await, ast.Yield, ast.YieldFrom)):
             self.bad(node, "module_code", f"{type(node).__name__} is not allowed")
             return False
@@ -267,6 +296,10 @@ class _Walker:
                 base = _root_name(node.func)
                 if node.func.attr in MUTATING_METHODS and base in self.globals_assigned:
                     self.bad(node, "global_state", f"'{ast.unparse(node.func)}' mutates module-level state")
+                elif node.func.attr in MUTATING_METHODS and not self.fresh(node.func.value, node, containers=True):
+                    self.bad(node, "global_state", f"'{ast.unparse(node.func)}' mutates an object this call did not "
+                             "build (a parameter, a closure's or an alias): only lists and dicts made in the call "
+                             "may be mutated")
 
     def host_attr(self, node: ast.Attribute) -> None:
         path = self.resolved(node)
@@ -286,9 +319,7 @@ class _Walker:
             return
         if root == "triton":
             if rest[0] == "language":
-                if len(rest) > 1 and rest[1] in TL_FORBIDDEN:
-                    self.bad(node, TL_FORBIDDEN[rest[1]], f"'{'.'.join(path)}' is not allowed")
-                return
+                return  # judged by what it resolves to, in common()
             if rest[0] not in TRITON_ALLOWED or len(rest) > 1:
                 self.bad(node, "monkeypatch" if rest[0] in ("testing", "runtime") else "triton_attr",
                          f"'{'.'.join(path)}' is not allowed; use {sorted(TRITON_ALLOWED)}")
@@ -335,6 +366,91 @@ class _Walker:
             return [node.id, *reversed(parts)]
         return None
 
+    def import_time(self, e: ast.expr) -> None:
+        """A decorator argument, evaluated once at import: it may build values, never run the candidate's code."""
+        todo = [e]
+        while todo:
+            node = todo.pop()
+            if isinstance(node, ast.Lambda):
+                continue  # its body runs per launch, as host code; its defaults are judged in common()
+            if isinstance(node, ast.NamedExpr):
+                self.bad(node, "global_state", "':=' in a decorator binds a module-level name: no state across calls")
+            elif isinstance(node, ast.Call) and not self.import_time_call(node.func):
+                self.bad(node, "module_code", f"'{ast.unparse(node.func)}(...)' runs at import, in a decorator; only "
+                         f"{sorted(IMPORT_TIME_CALLS)} and plain builtins may: a call could return closures over "
+                         "state that outlives every call")
+            todo.extend(ast.iter_child_nodes(node))
+
+    def import_time_call(self, func: ast.expr) -> bool:
+        if isinstance(func, ast.Name) and func.id not in self.defined:
+            return func.id in IMPORT_TIME_BUILTINS
+        path = self.resolved(func)
+        return path is not None and ".".join(path) in IMPORT_TIME_CALLS
+
+    def fresh(self, receiver: ast.expr, at: ast.AST, containers: bool) -> bool:
+        """Is the object a mutation goes to one that the enclosing call built? (Then it dies with the call.)"""
+        if not isinstance(receiver, ast.Name):
+            return False
+        binds = self.scopes.bindings(receiver.id, at)
+        if not binds:  # a parameter, or bound at module level
+            return False
+        return all(v is not None and _builds_new(v, containers, self.defined) for v in binds)
+
+    def triton_attr_ok(self, node: ast.Attribute) -> bool:
+        """False when a path under triton.language reaches a forbidden object, however it is spelled."""
+        if id(node) in self.judged:
+            return False
+        for path in self.expansions(node):
+            if self.triton_path(node, path):
+                inner: ast.expr = node.value
+                while isinstance(inner, ast.Attribute):
+                    self.judged.add(id(inner))
+                    inner = inner.value
+                return False
+        return True
+
+    def triton_path(self, node: ast.AST, path: Dotted) -> bool:
+        if path[:2] != ("triton", "language") or len(path) < 3:
+            return False
+        verdict = triton_path_verdict(path)
+        if verdict:
+            self.bad(node, *verdict)
+        return verdict is not None
+
+    def expansions(self, node: ast.expr) -> list[Dotted]:
+        """Every module path a dotted expression can name, through import aliases and assigned aliases."""
+        path = self.dotted(node)
+        if path is None:
+            return []
+        root, rest = path[0], tuple(path[1:])
+        out = [tuple(self.modules[root].split(".")) + rest] if root in self.modules else []
+        return out + [base + rest for base in self.aliases.get(root, ())]
+
+    def assigned_aliases(self) -> dict[str, set[Dotted]]:
+        """Names bound by assignment (or a default) to a dotted path through a module: ``c = tl.core``."""
+        pairs: list[tuple[str, ast.expr]] = []
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    pairs += _name_pairs(t, node.value)
+            elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+                pairs += _name_pairs(node.target, node.value)
+            elif isinstance(node, ast.arguments):
+                positional = [*node.posonlyargs, *node.args]
+                for a, d in zip(positional[len(positional) - len(node.defaults):], node.defaults):
+                    pairs.append((a.arg, d))
+                pairs += [(a.arg, d) for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None]
+        self.aliases = {}
+        changed = True
+        while changed:  # aliases of aliases (expansions reads self.aliases), to a fixed point
+            changed = False
+            for name, value in pairs:
+                for path in self.expansions(value):
+                    if len(path) <= 8 and path not in self.aliases.setdefault(name, set()):  # `c = c.x` grows
+                        self.aliases[name].add(path)
+                        changed = True
+        return self.aliases
+
     def resolved(self, node: ast.expr) -> list[str] | None:
         """The dotted path with the local module alias expanded (tl.load → triton.language.load)."""
         path = self.dotted(node)
@@ -374,19 +490,102 @@ def _bound_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _is_constant(e: ast.expr) -> bool:
-    """Literals, tuples of constants, tl.constexpr(...) and triton.Config(...) lists: no mutable state."""
+class _Scopes:
+    """Which function encloses each node, and what every function binds each of its names to."""
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.parent: dict[int, ast.AST] = {}  # node → innermost enclosing function (absent at module level)
+        self.binds: dict[int, dict[str, list[ast.expr | None]]] = {}  # function → name → bound values (None: other)
+        self.outer: dict[int, ast.AST | None] = {}
+        self.seen: set[int] = set()  # target names already bound with their value
+        self._visit(tree, None)
+
+    def _visit(self, node: ast.AST, fn: ast.AST | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if fn is not None:
+                self.parent[id(child)] = fn
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                if fn is not None and not isinstance(child, ast.Lambda):
+                    self.binds[id(fn)].setdefault(child.name, []).append(None)
+                self.outer[id(child)] = fn
+                names: dict[str, list[ast.expr | None]] = {}
+                for a in (*child.args.posonlyargs, *child.args.args, *child.args.kwonlyargs,
+                          child.args.vararg, child.args.kwarg):
+                    if a is not None:
+                        names[a.arg] = [None]  # a parameter: whatever the caller passes, Triton's own lists too
+                self.binds[id(child)] = names
+                self._visit(child, child)
+                continue
+            if fn is not None:
+                self._bind(child, self.binds[id(fn)])
+            self._visit(child, fn)
+
+    def _bind(self, node: ast.AST, names: dict[str, list[ast.expr | None]]) -> None:
+        target = None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            target = node.target
+        if target is not None:
+            names.setdefault(target.id, []).append(node.value)
+            self.seen.add(id(target))
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and id(node) not in self.seen:
+            names.setdefault(node.id, []).append(None)  # unpacking, for, with, :=, comprehensions
+
+    def bindings(self, name: str, at: ast.AST) -> list[ast.expr | None]:
+        """What the function that ``name`` resolves to (from ``at``) binds it to; [] at module level."""
+        fn = self.parent.get(id(at))
+        while fn is not None:
+            names = self.binds[id(fn)]
+            if name in names:
+                return names[name]
+            fn = self.outer.get(id(fn))
+        return []
+
+
+def _builds_new(value: ast.expr, containers: bool, defined: set[str]) -> bool:
+    """Does evaluating ``value`` make a new object (not hand back one that exists)? ``containers``: a list/dict/set."""
+    if isinstance(value, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)):
+        return True
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id not in defined:
+        if value.func.id in ("list", "dict", "set"):
+            return True
+        if value.func.id in ("min", "max"):
+            return False  # hands back one of its arguments
+    return not containers and isinstance(value, (ast.Call, ast.BinOp, ast.Constant))
+
+
+def _name_pairs(target: ast.expr, value: ast.expr) -> list[tuple[str, ast.expr]]:
+    if isinstance(target, ast.Name):
+        return [(target.id, value)]
+    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) \
+            and len(target.elts) == len(value.elts):
+        return [p for t, v in zip(target.elts, value.elts) for p in _name_pairs(t, v)]
+    return []
+
+
+def _is_immutable(e: ast.expr, module_level: bool = False) -> bool:
+    """A value that cannot carry state: literals, tuples of them, dtype-like attributes, tl.constexpr(...).
+
+    ``module_level``: also triton.Config(...) and a list of them (an autotune config list), which a
+    module-level constant may be; as a default argument a list is state that outlives a call.
+    """
+    def ok(x: ast.expr) -> bool:
+        return _is_immutable(x, module_level)
+
     if isinstance(e, ast.Constant):
         return True
     if isinstance(e, ast.Tuple):
-        return all(_is_constant(x) for x in e.elts)
+        return all(ok(x) for x in e.elts)
     if isinstance(e, (ast.UnaryOp, ast.BinOp)):
-        return all(_is_constant(x) for x in ast.iter_child_nodes(e) if isinstance(x, ast.expr))
+        return all(ok(x) for x in ast.iter_child_nodes(e) if isinstance(x, ast.expr))
     if isinstance(e, ast.Attribute):
         return True  # e.g. torch.float32, tl.float32 (judged by the attribute rules)
-    if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr in ("constexpr", "Config"):
-        return all(_is_constant(x) or isinstance(x, ast.Dict) for x in (*e.args, *(k.value for k in e.keywords)))
-    if isinstance(e, ast.List):  # an autotune config list: only triton.Config(...) entries
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "constexpr":
+        return not e.keywords and all(ok(x) for x in e.args)
+    if module_level and isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "Config":
+        return all(ok(x) or isinstance(x, ast.Dict) for x in (*e.args, *(k.value for k in e.keywords)))
+    if module_level and isinstance(e, ast.List):
         return bool(e.elts) and all(
             isinstance(x, ast.Call) and isinstance(x.func, ast.Attribute) and x.func.attr == "Config" for x in e.elts
         )

@@ -3,7 +3,10 @@
 A worker is started as ``python -m llm_inductor.verify.worker`` (never by
 re-importing the user's script), in a new session so the whole process group
 can be killed, in a scratch directory, with an environment scrubbed of API
-keys, tokens, secrets and the signing key. Each request has a wall-clock
+keys, tokens, secrets and the signing key. The worker then confines itself
+(``sandbox.py``, Landlock) away from the kernel cache, the signing key and the
+trusted key files before it takes a request; a region file is copied into its
+scratch directory for it. Each request has a wall-clock
 limit; past it the worker is killed and the candidate rejected with
 ``timeout``. A worker that dies (segfault, abort, ``os._exit``, the OOM killer)
 rejects its candidate with ``crash`` or ``oom``; the parent carries on.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import re
 import select
@@ -29,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 180.0  # import torch + triton on a loaded 2-core machine, or CUDA init
 _SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY)", re.IGNORECASE)
@@ -60,6 +66,28 @@ def scrubbed_env(device: str) -> dict[str, str]:
     return env
 
 
+def protected_paths() -> list[str]:
+    """What a worker must never open: the kernel cache (its keys and database), the signing key, trusted keys.
+
+    From the environment (the worker may start before any config is known); the home directory,
+    where the default cache lives, is out of a worker's reach anyway (``sandbox.worker_trees``).
+    """
+    from llm_inductor._errors import LLMInductorError
+    from llm_inductor.config import Config
+
+    try:
+        cfg = Config.load()[0]
+    except LLMInductorError:
+        cfg = Config()
+    paths = {str(cfg.cache_path), str(Config().cache_path), *cfg.trusted_keys}
+    if cfg.signing_key:
+        paths.add(cfg.signing_key)
+    return sorted(os.path.realpath(os.path.expanduser(p)) for p in paths)
+
+
+_said_unconfined: list[str] = []
+
+
 def _scratch_root(device: str) -> str | None:
     """Tensors cross between the processes through files: on a GPU host they can be gigabytes,
     so they go to /dev/shm (memory) when it has room; containers often give it only 64 MB."""
@@ -78,8 +106,10 @@ class Worker:
         self.dir = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_", dir=_scratch_root(device)))
         self.log_path = self.dir / "worker.log"
         self._log = open(self.log_path, "wb")
+        self.protect = protected_paths()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llm_inductor.verify.worker", "--device", device],
+            [sys.executable, "-m", "llm_inductor.verify.worker", "--device", device,
+             *(a for p in self.protect for a in ("--protect", p))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=self.dir,
             env=scrubbed_env(device), start_new_session=True,
         )
@@ -95,9 +125,16 @@ class Worker:
                     f"the verification worker did not start ({e}); run 'python -m llm_inductor.verify.worker "
                     f"--device {self.device}' to see why"
                 ) from None
+            confined = str(self.ready.get("sandbox", "off: an older worker"))
+            if confined.startswith("off") and not _said_unconfined:
+                _said_unconfined.append(confined)
+                log.warning("llm_inductor: verification workers run unconfined (%s): candidate code can read what "
+                            "you can, the signing key included; only the environment is scrubbed", confined[5:])
 
     def request(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()
+        if msg.get("op") == "load":
+            msg = {**msg, "region": self._stage(msg["region"])}
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps(msg) + "\n").encode())
@@ -105,6 +142,17 @@ class Worker:
         except (BrokenPipeError, OSError):
             raise self._died("sending a request") from None
         return self._read(timeout, f"step '{msg.get('op')}'")
+
+    def _stage(self, region: str) -> str:
+        """A copy of the region file and its sidecar in the scratch directory: the confined worker cannot read
+        them where they are (the kernel cache, the user's home)."""
+        src = Path(region)
+        folder = self.dir / "region"
+        folder.mkdir(exist_ok=True)
+        for f in (src, src.with_suffix(".json")):
+            if f.is_file():
+                shutil.copyfile(f, folder / f.name)
+        return str(folder / src.name)
 
     def _read(self, timeout: float, what: str) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -194,7 +242,8 @@ class Pool:
         with self._lock:
             w = self._spare.pop(device, None)
             self._taken[device] = self._taken.get(device, 0) + 1
-            if w is None or w.proc.poll() is not None:
+            # a spare confined before the cache or key settings changed would keep the new ones in reach
+            if w is None or w.proc.poll() is not None or w.protect != protected_paths():
                 if w is not None:
                     w.close()
                 w = Worker(device)

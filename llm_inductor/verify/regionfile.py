@@ -108,9 +108,7 @@ def load_region(path: str | Path, check: bool = True) -> Region:
     ``check`` runs make_inputs and traces forward once (the worker skips it: the parent did it).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"region file {path} does not exist")
-    source = path.read_text()
+    source = read_source(path, "region file")
     try:
         compile(source, str(path), "exec")
     except SyntaxError as e:
@@ -137,6 +135,18 @@ def load_region(path: str | Path, check: bool = True) -> Region:
     if check:
         _smoke_test(region)
     return region
+
+
+def read_source(path: Path, what: str) -> str:
+    """A Python source file's text; a missing or non-UTF-8 file is a UsageError naming it."""
+    if not path.is_file():
+        raise UsageError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{what} {path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
+                         "it must be a Python source file") from None
 
 
 def _sidecar(path: Path) -> dict[str, Any] | None:

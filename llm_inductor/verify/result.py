@@ -41,6 +41,7 @@ REASONS = {
     "stale_output": "outputs belong to other inputs (an earlier draw, or seed 0's)",
     "stateful": "the same inputs gave a right answer on one call and a wrong one on another",
     "nondeterministic": "two calls on the same inputs disagree bit for bit",
+    "uninitialized_read": "the outputs follow what fresh allocations held: the kernel reads memory it never wrote",
     "wrong_at_size": "right at the region's sizes, wrong at another size of a symbolic dim",
     # speed (GPU only)
     "slower": "not faster than Inductor by the speed margin in both measurements",

@@ -6,8 +6,9 @@ candidate's own prints go to stderr). Tensors travel through ``torch.save``
 files that the parent loads with ``weights_only=True``. It never sees a
 reference: it returns outputs and inputs-after-the-call, and the parent judges.
 
-Requests: ``load`` (region + candidate), ``run`` (calls on one input draw),
-``time`` (GPU: candidate vs Inductor, interleaved), ``bye``.
+Requests: ``load`` (region + candidate), ``run`` (calls on one input draw, one
+poisoning each: ``"marked"`` or ``"noise"``; the values are drawn here, per call,
+and reported after it), ``time`` (GPU: candidate vs Inductor, interleaved), ``bye``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if "--device" in sys.argv and sys.argv[sys.argv.index("--device") + 1] == "cpu":
 
 import torch  # noqa: E402
 
-from llm_inductor.verify import guard  # noqa: E402
+from llm_inductor.verify import guard, sandbox  # noqa: E402
 from llm_inductor.verify.draws import Draw, build_inputs, clone_inputs  # noqa: E402
 
 MEMORY_HEADROOM = 8 << 30  # CPU: address space allowed above the warmed-up worker's
@@ -44,6 +45,7 @@ class Worker:
         self.region: Any = None
         self.fn: Any = None
         self.candidate_path = ""
+        self.candidate: dict[str, Any] | None = None  # the candidate module's globals: its code, for the guard
         self.tripwires: guard.Tripwires | None = None
         self.held: list[torch.Tensor] = []  # last request's outputs, alive so a cache that hands them out shows
         self.stream: int | None = None
@@ -89,7 +91,8 @@ class Worker:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules["llm_candidate"] = module
-        g = guard.DispatchGuard()
+        self.candidate = vars(module)
+        g = guard.DispatchGuard(candidate=self.candidate)
         try:
             with g:
                 spec.loader.exec_module(module)
@@ -109,10 +112,11 @@ class Worker:
         inputs_after: list[torch.Tensor] = []
         records = []
         keep: list[torch.Tensor] = []
-        for k in range(int(req["calls"])):
-            parity = int(req.get("parity0", 0)) + k
+        last_marked: dict[str, int | bool] = {}
+        for kind in req["poisons"]:
+            poison = guard.Poison(marked=kind == "marked", unlike=last_marked)
             inputs = clone_inputs(pristine)
-            g = guard.DispatchGuard(parity)
+            g = guard.DispatchGuard(poison, self.candidate)
             before = dict(guard.launches)
             try:
                 with g:
@@ -122,8 +126,10 @@ class Worker:
             except BaseException as e:  # noqa: BLE001
                 raise self.classify(e) from None
             outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            if poison.marked:
+                last_marked = poison.fills
             rec: dict[str, Any] = {
-                "parity": parity,
+                "poison": poison.to_dict(),
                 "launches": guard.launches["count"] - before["count"],
                 "foreign_streams": guard.launches["foreign_streams"] - before["foreign_streams"],
                 "violations": sorted(set(g.violations))[:5],
@@ -245,6 +251,8 @@ def _limit_resources(device: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
+    parser.add_argument("--protect", action="append", default=[], metavar="PATH",
+                        help="a file or folder this worker must not open (the cache, the signing key)")
     args = parser.parse_args()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the candidate's prints must not reach the protocol pipe
@@ -254,7 +262,8 @@ def main() -> int:
     worker = Worker(args.device)
     worker.warm_up()
     _limit_resources(args.device)
-    proto.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
+    confined = sandbox.confine(args.protect, os.getcwd())  # before any request: no candidate has run yet
+    proto.write(json.dumps({"ready": True, "pid": os.getpid(), "sandbox": confined}) + "\n")
     for line in sys.stdin:
         req = json.loads(line)
         op = req.get("op")
