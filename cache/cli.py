@@ -14,24 +14,28 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from llm_inductor._errors import NegativeResult, UsageError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
-from llm_inductor.cache.key import KernelKey
+from llm_inductor.cache.key import KEY_SCHEMA, KernelKey
 from llm_inductor.cache.pack import read_pack, write_pack
 from llm_inductor.cache.tiered import Listing, TieredStore, open_store
-from llm_inductor.cache.trust import current_versions, valid_target
+from llm_inductor.cache.trust import Revocation, current_versions, signature_problem, valid_target
 from llm_inductor.config import Config
+from llm_inductor.passes.rebuild import KeyGraphError, rebuild, sizes_from
+from llm_inductor.passes.region import RegionInfo
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _store() -> tuple[Config, TieredStore]:
+    """The store, strict: a write it cannot make (read-only or full cache) is exit 2 with the cause and the fix."""
     cfg = Config.load()[0]
-    return cfg, open_store(cfg)
+    return cfg, open_store(cfg, strict=True)
 
 
 def _match(store: TieredStore, prefix: str, rows: list[Listing] | None = None) -> list[Listing]:
@@ -141,6 +145,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.older_than is None and args.max_size is None and not args.other_versions and not args.unservable:
         raise UsageError("Say what to prune: --older-than DAYS, --max-size MB, --other-versions or --unservable.")
     cfg, store = _store()
+    if not args.dry_run:
+        store.require_writable("prune", local=True)
     rows = store.listings(shared=False, packs=False)
     drop: dict[str, str] = {}
     for r in rows:
@@ -173,26 +179,40 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     _, store = _store()
-    if args.list or not args.target:
-        for target, reason, tier in store.revocations():
-            print(f"{target}  [{tier}]  {reason}")
+    if args.list or not (args.target or args.signer):
+        trust = store.trust()
+        for target, body, tier in store.revocations(sign_own=False):
+            rev = Revocation.from_body(target, body)
+            problem = signature_problem(rev, trust.keys, local=tier == store.local.name)
+            print(f"{rev.describe()}  [{tier}]{f'  IGNORED: {problem}' if problem else ''}")
         return 0
-    kind = "hash" if args.hash else "key"
-    value = args.target.lower() if args.hash else args.target.lower().split(":", 1)[0]
-    if not _HEX64.fullmatch(value):  # a prefix: resolve it against the entries this cache knows
-        if args.hash:
-            found = {r.entry.content_hash for r in store.listings() if r.entry and r.entry.content_hash.startswith(value)}
-        else:
-            found = {r.entry_id.split(":", 1)[0] for r in _match(store, value)}
-        if len(found) != 1:
-            raise UsageError(f"{args.target!r} matches {len(found)} {kind}s; give the full 64-digit {kind}.")
-        value = found.pop()
-    target = f"{kind}:{value}"
+    if args.signer:
+        if args.target or args.hash:
+            raise UsageError("Give either a key (or --hash a content hash) or --signer FINGERPRINT, not both.")
+        value = args.signer.lower()
+        if not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise UsageError(f"{args.signer!r} is not a key fingerprint: 32 hex digits, as `cache keygen` prints "
+                             "and `cache show` gives as an entry's signer.")
+        target = f"signer:{value}"
+    else:
+        kind = "hash" if args.hash else "key"
+        value = args.target.lower() if args.hash else args.target.lower().split(":", 1)[0]
+        if not _HEX64.fullmatch(value):  # a prefix: resolve it against the entries this cache knows
+            if args.hash:
+                found = {r.entry.content_hash for r in store.listings()
+                         if r.entry and r.entry.content_hash.startswith(value)}
+            else:
+                found = {r.entry_id.split(":", 1)[0] for r in _match(store, value)}
+            if len(found) != 1:
+                raise UsageError(f"{args.target!r} matches {len(found)} {kind}s; give the full 64-digit {kind}.")
+            value = found.pop()
+        target = f"{kind}:{value}"
     assert valid_target(target)
     tiers = store.revoke(target, args.reason or f"revoked by {getpass.getuser()} at {time.strftime('%Y-%m-%d %H:%M')}")
     if not tiers:
         raise NegativeResult(f"could not record the revocation of {target} (see the warning above)")
-    print(f"revoked {target} in {', '.join(tiers)}; `llm-inductor cache export` carries it in packs")
+    print(f"revoked {target} in {', '.join(tiers)}, signed with {store.signer().source}; "
+          "`llm-inductor cache export` carries it in packs")
     return 0
 
 
@@ -222,11 +242,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    """Exit 1 when a pack with entries gave nothing usable here (served, or servable after `cache verify`)."""
     _, store = _store()
     pack = read_pack(args.pack)
     if pack.bad:
         print(f"warning: {args.pack}: skipped {pack.bad_summary()}", file=sys.stderr)
-    imported, skipped, served = 0, 0, 0
+    trust = store.trust()
+    revoked = 0
+    for rev in pack.revocations:  # first: the entries below are judged with them
+        problem = signature_problem(rev, trust.keys)
+        if problem is not None:
+            print(f"warning: skipped the revocation of {rev.target}: {problem}", file=sys.stderr)
+            continue
+        revoked += bool(store.add_revocation(rev))
+    served, fixable, skipped = 0, 0, 0
     for lineno, d in pack.entries:
         try:
             entry = Entry.from_dict(d)
@@ -235,18 +264,22 @@ def cmd_import(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         verdict = store.judge(entry)
-        if verdict.refused:
-            print(f"warning: line {lineno}: refused entry {entry.key16}: {verdict}", file=sys.stderr)
+        if verdict.refused or not (verdict.servable or verdict.fixable):
+            print(f"warning: line {lineno}: skipped entry {entry.key16}: {verdict}", file=sys.stderr)
             skipped += 1
             continue
         _, tiers = store.write(entry, sign_unsigned=False)
-        imported += bool(tiers)
+        if not tiers:
+            print(f"warning: line {lineno}: entry {entry.key16} could not be written (see the warning above)",
+                  file=sys.stderr)
+            skipped += 1
+            continue
         served += verdict.servable
-    for target, reason in pack.revocations:
-        store.revoke(target, reason)
-    print(f"imported {imported} entr{'y' if imported == 1 else 'ies'} ({served} served here, "
-          f"{imported - served} not: `llm-inductor cache verify` checks those on this machine), "
-          f"skipped {skipped}, {len(pack.revocations)} revocation(s)")
+        fixable += verdict.fixable
+    imported = served + fixable
+    not_yet = f", {fixable} not: `llm-inductor cache verify` checks those on this machine" if fixable else ""
+    print(f"imported {imported} entr{'y' if imported == 1 else 'ies'} ({served} served here{not_yet}), "
+          f"skipped {skipped}, {revoked} of {len(pack.revocations)} revocation(s)")
     if pack.entries and not imported:
         return 1
     return 0
@@ -264,22 +297,94 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- add, verify
 
 
-def _verify(region_source: str, meta: dict[str, Any], kernel_source: str, cfg: Config, device: str) -> Any:
-    """Run the verifier on a region (written to a scratch folder with its sidecar) and a kernel."""
+class _Unverifiable(Exception):
+    """An entry or region this machine cannot check; ``reason`` is a code for the output."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _trusted_region(key_fields: Any, symbols: Any) -> RegionInfo:
+    """The region a key describes, rebuilt and written by this package, at the sizes given.
+
+    Whatever region file came with a key is another author's Python: it is never read.
+    ``passes/rebuild.py`` parses the key's lines under a strict grammar into ATen ops and
+    checks that the rebuilt graph hashes to the key's digest.
+    """
+    try:
+        key = KernelKey.from_dict(key_fields)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise _Unverifiable("key_unreadable", f"its key fields do not parse, or do not hash to its digest ({e})") from None
+    try:
+        return rebuild(key, sizes_from(symbols))
+    except KeyGraphError as e:
+        raise _Unverifiable(f"key_{e.reason}", str(e)) from None
+
+
+def _local_regions(cfg: Config, store: TieredStore) -> dict[str, list[dict[str, Any]]]:
+    """Sidecars of the regions compiles on this machine recorded, by key digest and by schema-1 digest."""
+    paths = {Path(r.region_path).with_suffix(".json") for r in store.pending()}
+    paths |= set((cfg.cache_path / "regions").glob("region_*.json"))
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(paths):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
+            continue
+        for digest in {meta["key"], meta.get("legacy_key")} - {None}:
+            found.setdefault(str(digest), []).append(meta)
+    return found
+
+
+def _regions_for(entry: Entry, local: dict[str, list[dict[str, Any]]]) -> list[RegionInfo]:
+    """The regions to verify an entry's kernel against: its key's region, at sizes a local compile saw.
+
+    An entry of key schema 1 named no returned values, so its key may stand for several
+    regions (rstd or variance returned): each one recorded here under that schema-1 key is tried.
+    """
+    try:
+        key = KernelKey.from_dict(entry.key_fields)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise _Unverifiable("key_unreadable", f"its key fields do not parse, or do not hash to its digest ({e})") from None
+    if key.digest != entry.key:
+        raise _Unverifiable("key_unreadable", f"its key fields hash to {key.key16}, not to its key")
+    if key.schema not in (1, KEY_SCHEMA):
+        raise _Unverifiable("key_schema", f"key schema {key.schema} is unknown to this build (it reads 1 and {KEY_SCHEMA})")
+    metas = [m for m in local.get(entry.key, []) if key.schema == KEY_SCHEMA or m.get("legacy_key") == entry.key]
+    if not metas:
+        raise _Unverifiable("not_recorded", f"no compile on this machine recorded region {entry.key16}"
+                            f"{' (a key of schema 1)' if key.schema == 1 else ''}, so there are no sizes to verify "
+                            "it at; run the script that uses it once with backend=\"llm\" (that records the region), "
+                            "then `llm-inductor cache verify` again")
+    # schema 2: the entry's own key, checked by the rebuild; schema 1: each local region it may stand for
+    return [_trusted_region(entry.key_fields if key.schema == KEY_SCHEMA else m.get("key_fields"), m.get("symbols"))
+            for m in metas]  # fmt: skip
+
+
+def _verify(info: RegionInfo, kernel_source: str, cfg: Config, device: str) -> Any:
+    """Run the verifier on the region file this package writes for info (in a scratch folder) and a kernel."""
     from llm_inductor.verify.engine import verify
 
     with tempfile.TemporaryDirectory(prefix="llm_inductor-verify-") as tmp:
-        region = Path(tmp) / f"region_{str(meta['key'])[:16]}.py"
-        region.write_text(region_source)
-        region.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        return verify(str(region), kernel_source, device=device, config=cfg)
+        return verify(str(info.write(tmp)), kernel_source, device=device, config=cfg)
 
 
-def _entry_from(result: Any, region_source: str, meta: dict[str, Any], kernel_source: str,
-                provenance: dict[str, Any], speed: dict[str, Any] | None = None) -> Entry:
+def _entry_from(result: Any, info: RegionInfo, kernel_source: str, provenance: dict[str, Any],
+                speed: dict[str, Any] | None = None) -> Entry:
     versions = current_versions(str(getattr(result, "device", None) or "cpu"))  # where the verifier ran
-    return Entry.from_verification(result, region_source=region_source, region_meta=meta, kernel_source=kernel_source,
-                                   provenance=provenance, versions=versions, speed=speed)
+    return Entry.from_verification(result, region_source=info.source(), region_meta=info.sidecar(),
+                                   kernel_source=kernel_source, provenance=provenance, versions=versions, speed=speed)
+
+
+def _read_candidate(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): a candidate is a Python "
+                         "module defining forward(*inputs) and its Triton kernels") from None
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -295,14 +400,25 @@ def cmd_add(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{region} needs its sidecar {sidecar.name} with the key fields ({e}); region files written "
                          "by a compile (LLM_INDUCTOR_CACHE_DIR/regions) or `llm-inductor regions` have one.") from None
-    result = _verify(region.read_text(), meta, candidate.read_text(), cfg, args.device)
+    try:  # the reference is the region the key describes; the .py beside the sidecar is never imported
+        info = _trusted_region(meta["key_fields"], meta.get("symbols"))
+    except _Unverifiable as e:
+        raise UsageError(f"{sidecar}: its key does not describe a region this package can rebuild ({e.reason}: {e}); "
+                         "regenerate the region file with a compile or `llm-inductor regions --export`") from None
+    if info.digest != meta["key"]:
+        raise UsageError(f"{sidecar}: its key fields hash to {info.key16}, not to its key {str(meta['key'])[:16]}")
+    if region.read_bytes() != info.source().encode():
+        print(f"note: {region.name} differs from the region its key describes; the kernel is verified against the "
+              "key's region, as this package writes it", file=sys.stderr)
+    kernel_source = _read_candidate(candidate)
+    store.require_writable("add a kernel")  # before verifying: a read-only cache could not keep the result
+    result = _verify(info, kernel_source, cfg, args.device)
     if not result.accepted:
         raise NegativeResult(f"rejected ({result.reason}): {result.message}")
     provenance = {"provider": "manual", "model": None, "author": getpass.getuser(), "candidate": candidate.name,
                   "prompt_hash": None, "tokens": 0, "cost": 0.0, "time": time.time()}
-    entry, tiers = store.write(_entry_from(result, region.read_text(), meta, candidate.read_text(), provenance))
-    if not tiers:
-        raise RuntimeError(f"the verified entry {entry.entry_id} could not be written (see the warning above)")
+    # strict: a write no tier takes (a full disk) raises NotWritable, exit 2 with the cause
+    entry, tiers = store.write(_entry_from(result, info, kernel_source, provenance))
     print(f"added {entry.entry_id} to {', '.join(tiers)}, signed by {entry.signer} ({store.signer().source}); "
           f"{'served' if store.judge(entry).servable else f'not served here: {store.judge(entry)}'}")
     return 0
@@ -323,27 +439,68 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not rows:
         print("nothing to verify: every entry is served here, or cannot be fixed by verifying (see `cache ls`)")
         return 0
+    store.require_writable("store re-verified entries")  # before verifying: a read-only cache could not keep them
     failed = 0
+    local = _local_regions(cfg, store)
     for r in rows:
         e = r.entry
         if e is None or not (r.verdict.fixable or (args.force and r.verdict.servable)):
             print(f"{r.entry_id[:16]}  {'served already' if r.verdict.servable else f'cannot be verified: {r.verdict}'}")
             failed += not r.verdict.servable
             continue
-        result = _verify(e.region_source, e.region_meta, e.kernel_source, cfg, args.device)
-        if not result.accepted:
-            print(f"{e.key16}  rejected ({result.reason}): {result.message}")
+        try:
+            regions = _regions_for(e, local)
+        except _Unverifiable as u:
+            print(f"{e.key16}  not verified ({u.reason}): {u}")
             failed += 1
             continue
-        provenance = {**e.provenance, "reverified": {"from": r.entry_id, "signer": e.signer, "was": str(r.verdict),
-                                                     "time": time.time()}}
-        stored, tiers = store.write(_entry_from(result, e.region_source, e.region_meta, e.kernel_source,
-                                                provenance, speed=e.speed))
-        if tiers and "local" in r.tiers:
+        stored_any = False
+        for info in regions:
+            result = _verify(info, e.kernel_source, cfg, args.device)
+            if not result.accepted:
+                print(f"{e.key16}  rejected ({result.reason}) for region {info.key16}: {result.message}")
+                continue
+            provenance = {**e.provenance, "reverified": {"from": r.entry_id, "signer": e.signer, "was": str(r.verdict),
+                                                         "time": time.time()}}
+            stored, tiers = store.write(_entry_from(result, info, e.kernel_source, provenance, speed=e.speed))
+            stored_any |= bool(tiers)
+            print(f"{e.key16}  verified ({r.verdict.reason} before); stored {stored.entry_id} in "
+                  f"{', '.join(tiers) or 'no tier'}, signed with {store.signer().source}: "
+                  f"{'served' if store.judge(stored).servable else store.judge(stored)}")
+        if stored_any and "local" in r.tiers:
             store.remove([r.entry_id])  # the local copy it replaces; shared and pack copies stay where they are
-        print(f"{e.key16}  verified ({r.verdict.reason} before); stored {stored.entry_id} in {', '.join(tiers) or 'no tier'}, "
-              f"signed with {store.signer().source}: {'served' if store.judge(stored).servable else store.judge(stored)}")
+        failed += not stored_any
     return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------- salvage
+
+
+def cmd_salvage(args: argparse.Namespace) -> int:
+    """Exit 0 when an entry came back or was back already, 1 when none could, 2 without a file to read."""
+    cfg, store = _store()
+    sources = [Path(f) for f in args.files] or store.local.moved_aside()
+    for path in sources:
+        if not path.is_file():
+            raise UsageError(f"No file {path}; give a database moved aside as {store.local.path.name}.corrupt-*, "
+                             "or nothing to salvage every one in the cache directory.")
+    if not sources:
+        raise NegativeResult(f"nothing to salvage: no damaged database was moved aside in {cfg.cache_path}")
+    usable = 0
+    for path in sources:
+        s = store.salvage(path)
+        for entry_id, reason, detail in s.refused:
+            print(f"warning: {path.name}: refused {entry_id[:33]}: {reason}: {detail}", file=sys.stderr)
+        for line in s.lost:
+            print(f"warning: {path.name}: unreadable: {line}", file=sys.stderr)
+        served = sum(v.servable for _, v in s.restored)
+        refused = Counter(reason for _, reason, _ in s.refused)
+        print(f"{path}: restored {len(s.restored)} entr{'y' if len(s.restored) == 1 else 'ies'} ({served} served here, "
+              f"{len(s.restored) - served} not: `llm-inductor cache ls` says why), {s.present} present already, "
+              f"refused {len(s.refused)}{' (' + ', '.join(f'{k} {n}' for k, n in refused.items()) + ')' if refused else ''}, "
+              f"{len(s.lost)} row(s) unreadable, {s.revocations} revocation(s); the file stays: delete it when done")
+        usable += len(s.restored) + s.present
+    return 0 if usable else 1
 
 
 # ---------------------------------------------------------------------------- parser
@@ -395,11 +552,16 @@ def register(subparsers: Any) -> None:
     q.add_argument("dir")
     q.add_argument("--name", default="llm_inductor")
     q.add_argument("--force", action="store_true", help="replace an existing pair")
-    q = cmd("revoke", cmd_revoke, "never serve a key (or --hash a content hash) again, in every tier")
+    q = cmd("revoke", cmd_revoke, "never serve a key, a content hash (--hash) or a signer's entries (--signer) again, "
+                                  "in every tier; signed with the signing key")
     q.add_argument("target", nargs="?", help="key (or prefix); with --hash a content hash")
     q.add_argument("--hash", action="store_true")
+    q.add_argument("--signer", metavar="FINGERPRINT",
+                   help="revoke a signing key: its entries are no longer served, nor its revocations honoured")
     q.add_argument("--reason")
     q.add_argument("--list", action="store_true", help="list revocations")
+    q = cmd("salvage", cmd_salvage, "restore the entries still readable in a damaged database that was moved aside")
+    q.add_argument("files", nargs="*", metavar="FILE", help="default: every entries-v1.db.corrupt-* in the cache")
     q = cmd("add", cmd_add, "verify a hand-written kernel for a region file and insert it")
     q.add_argument("region", help="region_<key16>.py (its .json sidecar beside it)")
     q.add_argument("candidate", help="the kernel module: forward(*inputs) and its Triton kernels")

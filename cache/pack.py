@@ -4,10 +4,12 @@ JSON Lines, gzip-compressed when the name ends in ``.gz`` (recognized by its mag
 bytes when read). The first line is a header, every other line one record:
   {"format": "llm_inductor-pack", "version": 1, "created": 1764000000.0, "entries": 3}
   {"entry": {...Entry.to_dict()...}}
-  {"revoke": "key:<digest>" | "hash:<content_hash>", "reason": "..."}
+  {"revoke": "key:<digest>" | "hash:<content_hash>" | "signer:<fingerprint>", "reason": "...",
+   "signer": "<fingerprint>", "signature": "<hex>"}
 A line that cannot be read is skipped with one warning per pack, and the rest of
-the pack stays usable. Entries keep their signatures, so a pack can travel by any
-channel: the reader checks them against the keys it trusts.
+the pack stays usable. Entries and revocations keep their signatures, so a pack can
+travel by any channel: the reader checks them against the keys it trusts
+(``cache/trust.py``), and an unsigned revocation line is ignored.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Iterable, Iterator
 
 from llm_inductor._errors import UsageError
 from llm_inductor.cache.entry import Entry
-from llm_inductor.cache.trust import valid_target
+from llm_inductor.cache.trust import Revocation, valid_target
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class PackContents:
     path: Path
     header: dict[str, Any]
     entries: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line number, entry dict)
-    revocations: list[tuple[str, str]] = field(default_factory=list)
+    revocations: list[Revocation] = field(default_factory=list)
     bad: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
 
     def bad_summary(self) -> str:
@@ -98,18 +100,26 @@ def read_pack(path: str | Path) -> PackContents:
         if isinstance(rec, dict) and isinstance(rec.get("entry"), dict) and isinstance(rec["entry"].get("key"), str):
             pack.entries.append((n, rec["entry"]))
         elif isinstance(rec, dict) and valid_target(rec.get("revoke", "")):
-            pack.revocations.append((rec["revoke"], str(rec.get("reason", ""))))
+            pack.revocations.append(Revocation(rec["revoke"], *(str(rec.get(k) or "") for k in
+                                                                 ("reason", "signer", "signature"))))
         else:
             pack.bad.append((n, "neither an entry nor a revocation record"))
     return pack
 
 
-def write_pack(path: str | Path, entries: Iterable[Entry], revocations: Iterable[tuple[str, str]] = ()) -> int:
-    """Write a pack atomically; returns the number of entries written."""
+def write_pack(path: str | Path, entries: Iterable[Entry],
+               revocations: Iterable[Revocation | tuple[str, str]] = ()) -> int:
+    """Write a pack atomically; returns the number of entries written.
+
+    A revocation is a ``Revocation`` or a tier's (target, stored body) pair.
+    """
     path = Path(path).expanduser()
     entries = list(entries)
     records = [json.dumps({"entry": e.to_dict()}, sort_keys=True, default=str) for e in entries]
-    records += [json.dumps({"revoke": t, "reason": r}, sort_keys=True) for t, r in revocations]
+    for r in revocations:
+        rev = r if isinstance(r, Revocation) else Revocation.from_body(*r)
+        records.append(json.dumps({"revoke": rev.target, "reason": rev.reason, "signer": rev.signer,
+                                   "signature": rev.signature}, sort_keys=True))
     header = {"format": PACK_FORMAT, "version": PACK_VERSION, "created": time.time(), "entries": len(entries)}
     data = ("\n".join([json.dumps(header, sort_keys=True), *records]) + "\n").encode()
     if path.name.endswith(".gz"):
@@ -128,7 +138,7 @@ class PackTier:
         self.path = Path(path).expanduser()
         self.name = f"{'bundled ' if bundled else ''}pack {self.path.name}"
         self._by_key: dict[str, list[dict[str, Any]]] | None = None
-        self._revocations: list[tuple[str, str]] = []
+        self._revocations: list[Revocation] = []
 
     def _index(self) -> dict[str, list[dict[str, Any]]]:
         if self._by_key is None:
@@ -161,8 +171,9 @@ class PackTier:
                 yield (f"{key}:{str(d['content_hash'])[:16]}" if "content_hash" in d else None), d
 
     def revocations(self) -> list[tuple[str, str]]:
+        """(target, body) pairs, as the SQLite and Redis tiers return them."""
         self._index()
-        return list(self._revocations)
+        return [(r.target, r.body()) for r in self._revocations]
 
     def stamp(self) -> str:
         """Size and mtime of the file: a pack replaced on disk is read again (``refresh``)."""

@@ -2,7 +2,10 @@
 
 Layout (the prefix carries the entry schema, so builds of another schema never meet):
   llm_inductor:v1:entry:<key digest>   hash: entry_id → entry JSON (several kernels per key)
-  llm_inductor:v1:revoked              hash: "key:<digest>" | "hash:<content_hash>" → reason
+  llm_inductor:v1:revoked              hash: "key:<digest>" | "hash:<content_hash>" | "signer:<fingerprint>"
+                                       → {"reason", "signer", "signature"} JSON (``trust.Revocation.body``);
+                                       anyone who can write here can write one, so readers honour
+                                       only those signed by a key they trust
   llm_inductor:v1:generation           counter: every write of an entry or a revocation adds one
 Short socket timeouts (0.2 s) bound what an unreachable or slow server can cost a
 compile. The first failure gives one warning and the tier stays off for the rest
@@ -116,14 +119,15 @@ class RedisTier:
 
     # ------------------------------------------------------------ revocations
     def revocations(self) -> list[tuple[str, str]]:
+        """(target, body) pairs; a value from before revocations were signed is a bare reason."""
         def q(r: Any) -> list[tuple[str, str]]:
             items = r.hgetall(PREFIX + "revoked").items()
             return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in items]
 
         return self._run("revocations", [], q)
 
-    def add_revocation(self, target: str, reason: str) -> bool:
-        return self._run("revoke", False, lambda r: _hset_bumping(r, PREFIX + "revoked", target, reason))
+    def add_revocation(self, target: str, body: str) -> bool:
+        return self._run("revoke", False, lambda r: _hset_bumping(r, PREFIX + "revoked", target, body))
 
 
 def _hset_bumping(r: Any, name: str, field: str, value: str) -> bool:

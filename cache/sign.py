@@ -9,13 +9,21 @@ by the fingerprint of its public key: the first 32 hex digits of sha256(raw key)
 When no ``LLM_INDUCTOR_SIGNING_KEY`` is set, each cache directory gets its own key,
 created on first use at ``<cache_dir>/keys/local.key``: "the local key" that
 ``cache add`` and ``cache verify`` sign with and that this cache always trusts.
+
+Revocations are signed too, over their target and reason with another domain prefix
+(``cache/trust.py`` decides which to honour). ``COMPROMISED`` lists keys whose private
+half is known to have leaked: nothing signed by them is trusted, and this build
+refuses to sign with them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +31,16 @@ from typing import Any
 from llm_inductor._errors import UsageError
 from llm_inductor.cache.entry import Entry
 
+log = logging.getLogger(__name__)
+
 _DOMAIN = b"llm_inductor-entry-v1\0"
+_REVOCATION_DOMAIN = b"llm_inductor-revocation-v1\0"
 LOCAL_KEY_NAME = "local"
+
+# fingerprint → how it leaked. Entries and revocations they signed are refused everywhere.
+COMPROMISED = {
+    "3cbddc137a2863883446fcb268173b1d": "its private key was committed in benchmarks/results/batch_flow_state.tgz",
+}
 
 
 def _crypto() -> Any:
@@ -67,11 +83,17 @@ class PublicKey:
         return fingerprint(self.raw)
 
     def verify(self, signature: bytes, content_hash: str) -> bool:
+        return self._verify(signature, _DOMAIN + content_hash.encode())
+
+    def verify_revocation(self, signature: bytes, target: str, reason: str) -> bool:
+        return self._verify(signature, _revocation_message(target, reason))
+
+    def _verify(self, signature: bytes, message: bytes) -> bool:
         from cryptography.exceptions import InvalidSignature
 
         key = _crypto().Ed25519PublicKey.from_public_bytes(self.raw)
         try:
-            key.verify(signature, _DOMAIN + content_hash.encode())
+            key.verify(signature, message)
         except InvalidSignature:
             return False
         return True
@@ -94,6 +116,10 @@ class SigningKey:
         """A copy of entry signed with this key."""
         signature = self._private.sign(_DOMAIN + entry.content_hash.encode())
         return dataclasses.replace(entry, signature=signature.hex(), signer=self.public.fingerprint)
+
+    def sign_revocation(self, target: str, reason: str) -> str:
+        """The hex signature over a revocation's target and reason."""
+        return self._private.sign(_revocation_message(target, reason)).hex()
 
     def private_pem(self) -> bytes:
         s = _serialization()
@@ -131,7 +157,19 @@ def load_private(path: str | Path) -> SigningKey:
         raise UsageError(f"{path} is not an unencrypted PEM private key ({e}).") from None
     if not isinstance(private, _crypto().Ed25519PrivateKey):
         raise UsageError(f"{path} is not an Ed25519 key; make one with `llm-inductor cache keygen DIR`.")
-    return SigningKey(private, str(path))
+    key = SigningKey(private, str(path))
+    leaked = COMPROMISED.get(key.public.fingerprint)
+    if leaked:
+        raise UsageError(
+            f"The signing key {path} ({key.public.fingerprint}) is compromised: {leaked}. Nothing it signs is "
+            f"trusted. Delete it (a cache directory's local key is made afresh on next use) or point "
+            f"LLM_INDUCTOR_SIGNING_KEY at a key from `llm-inductor cache keygen DIR`."
+        )
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        log.warning("llm_inductor: the signing key %s is readable by others (mode %o); run `chmod 600 %s`",
+                    path, stat.S_IMODE(mode), path)
+    return key
 
 
 def load_public(path: str | Path) -> PublicKey:
@@ -165,6 +203,10 @@ def local_key(cache_path: str | Path) -> SigningKey:
     if not pub_path.exists() or load_public(pub_path).raw != key.public.raw:
         _atomic_write(pub_path, key.public.pem())
     return key
+
+
+def _revocation_message(target: str, reason: str) -> bytes:
+    return _REVOCATION_DOMAIN + json.dumps({"reason": reason, "target": target}, sort_keys=True).encode()
 
 
 def local_public(cache_path: str | Path) -> PublicKey | None:

@@ -22,21 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-from llm_inductor._errors import LLMInductorError
+from llm_inductor._errors import LLMInductorError, UsageError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.pack import PackTier, file_stamp
 from llm_inductor.cache.redis_store import RedisTier
-from llm_inductor.cache.sqlite import SqliteStore
+from llm_inductor.cache.sqlite import SqliteStore, read_damaged
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.cache.trust import (
-    Revocations, Trust, Verdict, bundled_keys_dir, load_trusted, report_miss, report_unreadable,
+    Revocation, Revocations, Trust, Verdict, bundled_keys_dir, load_trusted, report_miss, report_unreadable,
 )  # fmt: skip
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
+
+
+class NotWritable(UsageError):
+    """A write the user asked for that no tier took: the cache is read-only or full (exit 2, with the fix)."""
 
 
 class Tier(Protocol):
@@ -67,9 +71,25 @@ def bundled_packs() -> list[Path]:
     return sorted([*folder.glob("*.jsonl"), *folder.glob("*.jsonl.gz")])
 
 
+@dataclass
+class Salvage:
+    """What ``TieredStore.salvage`` did with one damaged database file."""
+
+    source: Path
+    restored: list[tuple[str, Verdict]] = field(default_factory=list)  # entry id, and served here or why not
+    present: int = 0  # readable, and in the local tier already
+    refused: list[tuple[str, str, str]] = field(default_factory=list)  # entry id (or row), reason code, detail
+    revocations: int = 0
+    lost: list[str] = field(default_factory=list)  # rows SQLite could not read
+
+
 class TieredStore:
-    def __init__(self, cfg: Config) -> None:
+    """strict (the CLI): a write the user asked for that no tier takes raises ``NotWritable``,
+    naming why; on the compile path (the default) it is one warning and an empty tier list."""
+
+    def __init__(self, cfg: Config, strict: bool = False) -> None:
         self.cfg = cfg
+        self.strict = strict
         self.local = SqliteStore(cfg.cache_path)
         self.shared = RedisTier(cfg.redis_url) if cfg.redis_url else None
         self.packs = [PackTier(p) for p in cfg.packs] + [PackTier(p, bundled=True) for p in bundled_packs()]
@@ -77,6 +97,7 @@ class TieredStore:
         self._trust: Trust | None = None
         self._signer: sign.SigningKey | None = None
         self._memo: dict[str, tuple[Entry, str] | None] = {}  # key → (entry, entry_id) or a miss
+        self._unserved: dict[str, Verdict] = {}  # key → why its entries were not served (a miss with entries)
         self._hits: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._generation: str | None = None
@@ -114,7 +135,7 @@ class TieredStore:
     def _gather_revocations(self) -> Revocations:
         revoked = Revocations()
         for tier in self.tiers:
-            revoked.update(tier.revocations())
+            revoked.update(tier.revocations(), tier.name, local=tier is self.local)
         return revoked
 
     def signer(self) -> sign.SigningKey:
@@ -124,7 +145,13 @@ class TieredStore:
                 if self.cfg.signing_key:
                     self._signer = sign.load_private(self.cfg.signing_key)
                 else:
-                    self._signer = sign.local_key(self.cfg.cache_path)
+                    try:
+                        self._signer = sign.local_key(self.cfg.cache_path)
+                    except OSError as e:  # a read-only or full cache directory cannot hold a new key
+                        raise NotWritable(
+                            f"cannot make this cache's signing key in {self.cfg.cache_path / 'keys'} ({e.strerror}); "
+                            "set LLM_INDUCTOR_SIGNING_KEY to a key made with `llm-inductor cache keygen DIR`."
+                        ) from None
                 trust = self.trust()
                 trust.keys.setdefault(self._signer.public.fingerprint, self._signer.public)
                 trust._memo.clear()
@@ -179,6 +206,10 @@ class TieredStore:
         ``cache import`` passes sign_unsigned=False: signing is for entries verified in
         this process, never for code that arrived from elsewhere.
         """
+        if self.shared is None and (why := self.local.unwritable()) is not None:  # nothing can take it: do not sign
+            if self.strict:
+                raise NotWritable(f"cannot store {entry.entry_id}: {why}")
+            return entry, []
         if not entry.signature and sign_unsigned:
             entry = self.signer().sign(entry)
         body = entry.to_json()
@@ -188,7 +219,19 @@ class TieredStore:
         if self.shared is not None and self.shared.put(entry.entry_id, entry.key, body):
             written.append(self.shared.name)
         self._memo.pop(entry.key, None)
+        self._check_written(written, f"store {entry.entry_id}")
         return entry, written
+
+    def _check_written(self, written: list[str], what: str) -> None:
+        """Strict: a write no tier took raises NotWritable with the local tier's reason."""
+        if self.strict and not written:
+            raise NotWritable(f"cannot {what}: {self.local.refusal or 'no tier took it (see the warnings above)'}")
+
+    def require_writable(self, what: str, local: bool = False) -> None:
+        """Raise NotWritable before work whose result could not be stored (local: only the local tier would do)."""
+        why = self.local.unwritable()
+        if why is not None and (local or self.shared is None):
+            raise NotWritable(f"cannot {what}: {why}")
 
     def add_pending(self, record: PendingRegion) -> None:
         self.local.add_pending(record.key, json.dumps(record.to_dict(), sort_keys=True))
@@ -235,6 +278,7 @@ class TieredStore:
         """Forget what this process read: the next lookups read the tiers again."""
         with self._lock:
             self._memo.clear()
+            self._unserved.clear()
             self._trust = None
             for p in self.packs:
                 p.refresh()
@@ -270,8 +314,25 @@ class TieredStore:
                     self.local.put(best.entry_id, best.key, best.content_hash, best.created, best.to_json())
                 return best
         if not_served is not None:
+            self._unserved[key] = not_served[1]
             report_miss(key, *not_served)
         return None
+
+    def fixable(self, key: str) -> bool:
+        """Whether key's entries are not served here but `llm-inductor cache verify` could make one servable.
+
+        Resolves a key not looked up yet (without counting a hit or miss). Never raises.
+        """
+        try:
+            with self._lock:
+                if key not in self._memo:
+                    entry = self._resolve(key)
+                    self._memo[key] = (entry, entry.entry_id) if entry is not None else None
+                verdict = self._unserved.get(key)
+            return verdict is not None and verdict.fixable
+        except Exception as e:
+            log.info("llm_inductor: could not tell whether %s has fixable entries (%s: %s)", key[:16], type(e).__name__, e)
+            return False
 
     # ------------------------------------------------------------ for the CLI
     def listings(self, shared: bool = True, packs: bool = True) -> list[Listing]:
@@ -312,23 +373,89 @@ class TieredStore:
 
     def remove(self, entry_ids: list[str], shared: bool = False) -> int:
         n = self.local.delete(entry_ids)
+        if self.strict and self.local.refusal is not None:
+            raise NotWritable(f"cannot remove entries: {self.local.refusal}")
         if shared and self.shared is not None:
             n = max(n, self.shared.delete(entry_ids))
         self._memo.clear()
         return n
 
     def revoke(self, target: str, reason: str) -> list[str]:
-        """Never serve a key ("key:<digest>") or a content hash ("hash:<sha256>") again; returns tiers written."""
-        written = [self.local.name] if self.local.add_revocation(target, reason) else []
-        if self.shared is not None and self.shared.add_revocation(target, reason):
+        """Never serve a key ("key:<digest>"), a content hash ("hash:<sha256>") or what a signer
+        ("signer:<fingerprint>") signed again; signed with ``signer()``. Returns the tiers written."""
+        return self.add_revocation(Revocation(target, reason).signed_with(self.signer()))
+
+    def add_revocation(self, rev: Revocation) -> list[str]:
+        """Write a revocation as it is (``cache import`` keeps its author's signature)."""
+        written = [self.local.name] if self.local.add_revocation(rev.target, rev.body()) else []
+        if self.shared is not None and self.shared.add_revocation(rev.target, rev.body()):
             written.append(self.shared.name)
-        self.trust().revoked.update([(target, reason)])
+        self._check_written(written, f"record the revocation of {rev.target}")
+        self.trust().revoked.add(rev, self.local.name, local=True)
         self._memo.clear()
         return written
 
-    def revocations(self) -> list[tuple[str, str, str]]:
-        """(target, reason, tier) from every tier."""
-        return [(t, r, tier.name) for tier in self.tiers for t, r in tier.revocations()]
+    def revocations(self, sign_own: bool = True) -> list[tuple[str, str, str]]:
+        """(target, body, tier) from every tier (``Revocation.from_body`` reads a body).
+
+        With sign_own, the local tier's unsigned rows (this user's, from before revocations were
+        signed) come signed with ``signer()``, so an export carries them in a form others honour.
+        """
+        out = []
+        for tier in self.tiers:
+            for target, body in tier.revocations():
+                rev = Revocation.from_body(target, body)
+                if sign_own and tier is self.local and not rev.signature:
+                    try:
+                        body = rev.signed_with(self.signer()).body()
+                    except (LLMInductorError, OSError) as e:  # no key can be made (a read-only cache), no crypto
+                        log.warning("llm_inductor: the revocation of %s stays unsigned: %s", target, e)
+                out.append((target, body, tier.name))
+        return out
+
+    def salvage(self, path: Path) -> Salvage:
+        """Restore into the local tier what SQLite can still read of a damaged database file.
+
+        The file is read from a copy, never changed or deleted. Revocations come back first,
+        so an entry revoked there is judged revoked here. Every entry is parsed again (its
+        content hash) and judged (signature, policy, revocations) as an entry from a pack is:
+        refused ones stay out, the rest are stored as they were, never re-signed, so each is
+        served here exactly when it was before.
+        """
+        self.require_writable("salvage into it", local=True)
+        try:
+            found = read_damaged(path)
+        except OSError as e:
+            raise UsageError(f"Cannot copy {path} to a scratch directory to read it ({e.strerror}); "
+                             "set TMPDIR to a directory with room for it.") from None
+        report = Salvage(Path(path), lost=found.lost)
+        for target, body in found.revocations:
+            if not self.local.add_revocation(target, body):
+                raise NotWritable(f"cannot restore the revocation of {target}: {self.local.refusal}")
+            report.revocations += 1
+        self.refresh()  # trust again, with those revocations
+        present = {r["entry_id"] for r in self.local.rows()}
+        for row_id, body in found.entries:
+            try:
+                entry = Entry.from_json(body)
+            except EntryError as e:
+                report.refused.append((row_id or "?", e.reason, str(e)))
+                continue
+            if row_id is not None and row_id != entry.entry_id:
+                report.refused.append((row_id, "tampered", f"the row holds entry {entry.entry_id}"))
+                continue
+            verdict = self.judge(entry)
+            if verdict.refused:
+                report.refused.append((entry.entry_id, verdict.reason, verdict.detail))
+            elif entry.entry_id in present:
+                report.present += 1
+            elif self.local.put(entry.entry_id, entry.key, entry.content_hash, entry.created, entry.to_json()):
+                present.add(entry.entry_id)
+                report.restored.append((entry.entry_id, verdict))
+            else:
+                raise NotWritable(f"cannot restore {entry.entry_id}: {self.local.refusal}")
+        self._memo.clear()
+        return report
 
     def stats(self) -> dict[str, Any]:
         self.flush()
@@ -377,5 +504,5 @@ def _track(store: TieredStore) -> None:
     _live.add(store)
 
 
-def open_store(cfg: Config) -> TieredStore:
-    return TieredStore(cfg)
+def open_store(cfg: Config, strict: bool = False) -> TieredStore:
+    return TieredStore(cfg, strict)

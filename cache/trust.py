@@ -7,10 +7,22 @@
              this machine and re-signing (unsigned, unknown key, other versions or GPU);
   refused    tampered (bad signature) or failing the static policy: never imported.
 Revoked entries and entries of another status are misses that verify cannot fix.
+
+Revocations name a target: ``key:<digest>``, ``hash:<content_hash>`` or
+``signer:<fingerprint>`` (every entry that key signed, and the revocations it
+signed). Anyone who can write a pack line or a Redis field can write a revocation,
+so one is honoured only when signed by a trusted key; the local tier's unsigned
+rows are the exception (written by this user before revocations were signed).
+Revoking a key is conservative: a signer revocation from a trusted key stands even
+if its issuer is revoked too (two keys that revoke each other are both revoked);
+the revoked key's key and hash revocations are no longer honoured. The keys in
+``sign.COMPROMISED`` are revoked everywhere, always.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
 import threading
@@ -22,10 +34,12 @@ from typing import Any, Callable, Iterable
 from llm_inductor._errors import LLMInductorError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry
+from llm_inductor.cache.key import KEY_SCHEMA
 
 log = logging.getLogger(__name__)
 
-FIXABLE = frozenset({"unsigned", "untrusted_key", "torch_version", "triton_version", "gpu_model", "versions_unknown"})
+FIXABLE = frozenset({"unsigned", "untrusted_key", "torch_version", "triton_version", "gpu_model", "versions_unknown",
+                     "key_schema"})
 REFUSED = frozenset({"tampered", "policy"})
 
 
@@ -82,27 +96,127 @@ def current_versions(device: str = "cuda") -> dict[str, str]:
 # ---------------------------------------------------------------------------- revocations
 
 
+@dataclass(frozen=True)
+class Revocation:
+    """Never serve ``target`` again, said by ``signer`` (a key fingerprint; empty: unsigned)."""
+
+    target: str
+    reason: str = ""
+    signer: str = ""
+    signature: str = ""  # hex, over target and reason (sign.SigningKey.sign_revocation)
+
+    @property
+    def kind(self) -> str:
+        return self.target.split(":", 1)[0]
+
+    def signed_with(self, key: sign.SigningKey) -> "Revocation":
+        return dataclasses.replace(self, signer=key.public.fingerprint,
+                                   signature=key.sign_revocation(self.target, self.reason))
+
+    def body(self) -> str:
+        """What the SQLite and Redis tiers store against the target."""
+        return json.dumps({"reason": self.reason, "signer": self.signer, "signature": self.signature}, sort_keys=True)
+
+    @classmethod
+    def from_body(cls, target: str, body: str) -> "Revocation":
+        """A stored value; a bare reason (written before revocations were signed) reads as unsigned."""
+        try:
+            d = json.loads(body)
+        except (TypeError, ValueError):
+            d = None
+        if isinstance(d, dict) and "signature" in d:
+            return cls(target, str(d.get("reason") or ""), str(d.get("signer") or ""), str(d.get("signature") or ""))
+        return cls(target, str(body or ""))
+
+    def describe(self) -> str:
+        by = f"signed by {self.signer[:16]}" if self.signature else "unsigned"
+        return f"{self.target}  ({by})  {self.reason}"
+
+
+@dataclass(frozen=True)
+class _Held:
+    rev: Revocation
+    where: str  # the tier's name, for messages
+    local: bool  # the local tier: an unsigned row there is this user's own
+
+
 class Revocations:
-    """Targets never served: "key:<digest>" or "hash:<content_hash>"; gathered from every tier."""
+    """Every revocation the tiers hold, and which of them are honoured under a set of trusted keys."""
 
-    def __init__(self, targets: Iterable[str] = ()) -> None:
-        self.targets: dict[str, str] = {}  # target → reason
-        self.update((t, "") for t in targets)
+    def __init__(self) -> None:
+        self._held: list[_Held] = []
+        self._memo: tuple[tuple[int, tuple[str, ...]], dict[str, Revocation]] | None = None
 
-    def update(self, items: Iterable[tuple[str, str]]) -> None:
-        for target, reason in items:
+    def update(self, items: Iterable[tuple[str, str]], where: str, local: bool = False) -> None:
+        """(target, stored body) pairs from one tier."""
+        for target, body in items:
             if valid_target(target):
-                self.targets.setdefault(target, reason)
+                self.add(Revocation.from_body(target, body), where, local)
 
-    def match(self, entry: Entry) -> str | None:
-        for target in (f"key:{entry.key}", f"hash:{entry.content_hash}"):
-            if target in self.targets:
-                return target
+    def add(self, rev: Revocation, where: str, local: bool = False) -> None:
+        self._held.append(_Held(rev, where, local))
+
+    def honoured(self, keys: dict[str, sign.PublicKey]) -> dict[str, Revocation]:
+        """target → the revocation that makes it so; the ignored ones are logged once each."""
+        ident = (len(self._held), tuple(sorted(keys)))
+        if self._memo is None or self._memo[0] != ident:
+            self._memo = (ident, self._resolve(keys))
+        return self._memo[1]
+
+    def _resolve(self, keys: dict[str, sign.PublicKey]) -> dict[str, Revocation]:
+        out = {f"signer:{fp}": Revocation(f"signer:{fp}", f"compromised: {why}") for fp, why in sign.COMPROMISED.items()}
+        valid = []
+        for held in self._held:
+            problem = signature_problem(held.rev, keys, held.local)
+            if problem is None:
+                valid.append(held)
+            else:
+                _say_once(("revocation", held.rev.target, held.where, problem), logging.WARNING,
+                          "llm_inductor: ignoring a revocation of %s in the %s tier: %s", held.rev.target,
+                          held.where, problem)
+        for held in valid:
+            if held.rev.kind == "signer":
+                out.setdefault(held.rev.target, held.rev)
+        for held in valid:
+            issuer = f"signer:{held.rev.signer}"
+            if held.rev.kind == "signer" or not held.rev.signer or issuer not in out:
+                out.setdefault(held.rev.target, held.rev)
+            else:
+                _say_once(("revocation", held.rev.target, held.where, "issuer"), logging.WARNING,
+                          "llm_inductor: ignoring a revocation of %s in the %s tier: its signer %s is revoked",
+                          held.rev.target, held.where, held.rev.signer[:16])
+        return out
+
+    def match(self, entry: Entry, keys: dict[str, sign.PublicKey]) -> Revocation | None:
+        honoured = self.honoured(keys)
+        for target in (f"key:{entry.key}", f"hash:{entry.content_hash}", f"signer:{entry.signer}"):
+            if target in honoured:
+                return honoured[target]
         return None
 
 
+def signature_problem(rev: Revocation, keys: dict[str, sign.PublicKey], local: bool = False) -> str | None:
+    """Why a revocation cannot be honoured on its signature alone, or None."""
+    if not rev.signature:
+        if local:
+            return None
+        return "it is unsigned; only revocations signed by a trusted key are honoured (`llm-inductor cache revoke` signs)"
+    if rev.signer in sign.COMPROMISED:
+        return f"its signer {rev.signer[:16]} is compromised"
+    key = keys.get(rev.signer)
+    if key is None:
+        return f"signed by {rev.signer[:16]}, not a trusted key (LLM_INDUCTOR_TRUSTED_KEYS lists those)"
+    if not sign.available():
+        return "signatures cannot be checked here: pip install 'llm-inductor[signing]'"
+    try:
+        good = key.verify_revocation(bytes.fromhex(rev.signature), rev.target, rev.reason)
+    except ValueError:
+        good = False
+    return None if good else f"the signature of {key.source} does not match it"
+
+
 def valid_target(target: str) -> bool:
-    return bool(re.fullmatch(r"(key|hash):[0-9a-f]{64}", str(target)))
+    return bool(re.fullmatch(r"(key|hash):[0-9a-f]{64}|signer:[0-9a-f]{32}", str(target)))
 
 
 # ---------------------------------------------------------------------------- keys
@@ -160,10 +274,10 @@ class Trust:
 
     def judge(self, entry: Entry) -> Verdict:
         try:
-            target = self.revoked.match(entry)  # outside the memo: revocations arrive while a process runs
-            if target is not None:
-                why = self.revoked.targets[target] or "no reason given"
-                return Verdict("revoked", f"{target.split(':')[0]} revoked ({why})")
+            rev = self.revoked.match(entry, self.keys)  # outside the memo: revocations arrive while a process runs
+            if rev is not None:
+                what = f"signer {rev.target.split(':', 1)[1][:16]}" if rev.kind == "signer" else rev.kind
+                return Verdict("revoked", f"{what} revoked ({rev.reason or 'no reason given'})")
             ident = f"{entry.content_hash}:{entry.signer}:{entry.signature}"
             hit = self._memo.get(ident)
             if hit is None:
@@ -179,6 +293,8 @@ class Trust:
             return Verdict("status", entry.status)
         if not entry.signature or not entry.signer:
             return Verdict("unsigned", "no signature")
+        if not (re.fullmatch(r"[0-9a-f]{128}", entry.signature) and re.fullmatch(r"[0-9a-f]{32}", entry.signer)):
+            return Verdict("tampered", "the signature is malformed (Ed25519: 128 hex digits, by a 32-digit fingerprint)")
         if not sign.available():
             return Verdict("no_crypto", "signatures cannot be checked: pip install 'llm-inductor[signing]'")
         key = self.keys.get(entry.signer)
@@ -190,6 +306,10 @@ class Trust:
             good = False
         if not good:
             return Verdict("tampered", f"the signature of {key.source} does not match the content")
+        schema = entry.key_fields.get("schema", KEY_SCHEMA)
+        if schema != KEY_SCHEMA:  # schema 1 did not say which values a region returns: one key, several regions
+            return Verdict("key_schema", f"made under key schema {schema}; `llm-inductor cache verify` migrates it "
+                                         f"to schema {KEY_SCHEMA} by verifying it against this machine's regions")
         verdict = self._versions(entry)
         if verdict is not None:
             return verdict
@@ -237,11 +357,15 @@ def report_miss(key: str, where: str, verdict: Verdict) -> None:
                   "llm_inductor: refused kernel %s from the %s tier (%s); it will not be imported",
                   key[:16], where, verdict)
     elif verdict.fixable:
-        _say_once(("miss", key), logging.WARNING,
+        _say_once(("miss", key, verdict.reason), logging.WARNING,
                   "llm_inductor: kernel %s in the %s tier is not served here (%s); run `llm-inductor cache verify` "
                   "to verify it on this machine and sign it with the local key", key[:16], where, verdict)
+    elif verdict.reason == "revoked":  # verifying cannot lift a revocation: say so, and where to look
+        _say_once(("miss", key, verdict.reason), logging.INFO,
+                  "llm_inductor: kernel %s in the %s tier is %s; Inductor compiles the region "
+                  "(`llm-inductor cache revoke --list` lists revocations)", key[:16], where, verdict)
     else:
-        _say_once(("miss", key), logging.INFO, "llm_inductor: kernel %s in the %s tier is not served (%s)",
+        _say_once(("miss", key, verdict.reason), logging.INFO, "llm_inductor: kernel %s in the %s tier is not served (%s)",
                   key[:16], where, verdict)
 
 

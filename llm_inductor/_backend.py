@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -22,6 +23,7 @@ import torch
 import torch.fx as fx
 
 from llm_inductor import _aot, _graph_pass, _runtime, _state
+from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,23 @@ def compile_graph(
     return compiled
 
 
+class SettingsError(UsageError, torch._dynamo.exc.ShortenTraceback):
+    """A bad setting, reaching the user through Dynamo as itself.
+
+    ``torch.compile(m, backend="llm", options=...)`` hands options to the backend only at the
+    first call, inside Dynamo, which wraps any other exception in ``BackendCompilerFailed``
+    under its own frames. A ``ShortenTraceback`` is re-raised as it is, with the traceback cut
+    to start at ``first_useful_frame``: the user sees this one message.
+    """
+
+
+def _load_config(options: dict[str, Any] | None) -> tuple[Config, dict[str, Any]]:
+    try:
+        return Config.load(options)
+    except UsageError as e:
+        raise SettingsError(str(e), first_useful_frame=sys._getframe()) from None
+
+
 def llm_backend(
     gm: fx.GraphModule,
     example_inputs: Sequence[Any],
@@ -106,7 +125,7 @@ def llm_backend(
     mode: str | None = None,
 ) -> Callable[..., Any]:
     """The entry point ``torch.compile(model, backend="llm")`` reaches."""
-    cfg, patches = Config.load(options)
+    cfg, patches = _load_config(options)
     return compile_graph(gm, example_inputs, cfg, _inductor_patches(mode, patches))
 
 
@@ -122,7 +141,7 @@ def backend(mode: str | None = None, *, inductor_mode: str | None = None, **opti
     cfg, _ = Config.load(options)  # validate now, not at the first compile
 
     def configured(gm: fx.GraphModule, example_inputs: Sequence[Any], **kwargs: Any) -> Callable[..., Any]:
-        c, patches = Config.load({**options, **(kwargs.get("options") or {})})
+        c, patches = _load_config({**options, **(kwargs.get("options") or {})})
         return compile_graph(gm, example_inputs, c, _inductor_patches(kwargs.get("mode") or inductor_mode, patches))
 
     configured.config = cfg  # type: ignore[attr-defined]

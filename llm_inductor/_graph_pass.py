@@ -108,6 +108,8 @@ class _GraphPass:
         if self.pending:
             try:  # the in-graph gate of a later tuning run times the region inside this graph
                 _record_graph(self.gm, self.pending, cfg)
+            except OSError as e:
+                _cannot_record(cfg, e)
             except Exception as e:
                 fail(cfg, "pending", f"{kind} graph file", e)
         if self.hot_misses and (cfg.tune or cfg.mode == "tune") and _substitutable(self.device, cfg):
@@ -151,6 +153,11 @@ class _GraphPass:
             return
         _state.bump("misses")
         row.status = "miss"
+        if cfg.mode in ("cache", "tune") and _fixable_miss(self.store, info):
+            try:  # `cache verify` verifies that entry at the sizes of a region recorded here, never the entry's
+                row.region_path = str(info.write(cfg.cache_path / "regions"))
+            except OSError as e:
+                _cannot_record(cfg, e)
         if not hot:
             return
         self.hot_misses.append((info, row))
@@ -160,6 +167,8 @@ class _GraphPass:
                 row.status = "pending"
                 self.pending.append(info)
                 _state.bump("pending")
+            except OSError as e:
+                _cannot_record(cfg, e)
             except Exception as e:
                 fail(cfg, "pending", _where(region, info), e)
 
@@ -175,6 +184,28 @@ class _GraphPass:
         self.report.substituted = len(self.hits)
         _state.bump("substituted", len(self.hits))
         return new_gm
+
+
+_warned_unrecorded: set[str] = set()
+
+
+def _cannot_record(cfg: Config, e: OSError) -> None:
+    """A region file that cannot be written (a full disk, a read-only cache) costs tuning, not the compile: say so once."""
+    if str(cfg.cache_path) not in _warned_unrecorded:
+        _warned_unrecorded.add(str(cfg.cache_path))
+        log.warning("llm_inductor: cannot record regions under %s (%s); the compile goes on, but `llm-inductor tune "
+                    "--pending` and `cache verify` will not see them. Free space, or point LLM_INDUCTOR_CACHE_DIR at "
+                    "a writable directory.", cfg.cache_path, e)
+
+
+def _fixable_miss(store: Any, info: RegionInfo) -> bool:
+    """Whether the store holds an entry for this region that `llm-inductor cache verify` could make servable.
+
+    That includes an entry made under key schema 1, found by the region's schema-1 digest:
+    resolving it logs the advice to run `cache verify`, which migrates it to the current key.
+    """
+    fixable = getattr(store, "fixable", None)
+    return fixable is not None and (fixable(info.digest) or fixable(info.key.legacy_digest))
 
 
 def _shape(n: fx.Node) -> str:

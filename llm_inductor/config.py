@@ -9,6 +9,7 @@ knows them: a typo fails loudly instead of being dropped.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -94,37 +95,59 @@ class Config:
     def load(
         cls, options: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
     ) -> tuple["Config", dict[str, Any]]:
-        """Return (config, inductor_config_patches)."""
+        """Return (config, inductor_config_patches); a bad key or value is a UsageError naming where it came from."""
         env = os.environ if env is None else env
         options = dict(options or {})
         ours = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name in [n for n in options if n in ours]:
+            sources[name] = f"options[{name!r}]"
+            values[name] = _coerce(ours[name], options.pop(name), sources[name])
         for name, f in ours.items():
             raw = env.get(f.metadata["env"])
-            if raw is not None:
-                values[name] = _coerce(f, raw, source=f.metadata["env"])
-        for name in list(options):
-            if name in ours:
-                values[name] = _coerce(ours[name], options.pop(name), source=f"options[{name!r}]")
+            if raw is not None and name not in values:  # options= wins, so a variable it overrides is never read
+                sources[name] = f.metadata["env"]
+                values[name] = _coerce(f, raw, sources[name])
         cfg = cls(**values)
-        cfg._validate()
+        cfg._validate(sources)
         return cfg, _inductor_patches(options, ours)
 
-    def _validate(self) -> None:
+    def _validate(self, sources: Mapping[str, str]) -> None:
+        def bad(name: str, expected: str) -> UsageError:
+            f = next(f for f in fields(self) if f.name == name)
+            return UsageError(_bad_value(f, sources.get(name, f.metadata["env"]), getattr(self, name), expected))
+
         if self.mode not in MODES:
-            raise UsageError(f"Unknown LLM_INDUCTOR_MODE={self.mode!r}. Valid modes: {list(MODES)}.")
+            raise bad("mode", f"Valid modes: {list(MODES)}")
         if self.provider is not None and self.provider not in PROVIDERS:
-            raise UsageError(
-                f"Unknown LLM_INDUCTOR_PROVIDER={self.provider!r}. Registered providers: {list(PROVIDERS)}."
-            )
+            raise bad("provider", f"Registered providers: {list(PROVIDERS)}")
         if not 0.0 <= self.hot_threshold <= 1.0:
-            raise UsageError(f"hot_threshold must be a share in [0, 1], got {self.hot_threshold}.")
+            raise bad("hot_threshold", "Expected a share in [0, 1]")
+
+
+def _kind(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+_EXPECTED = {"bool": f"Expected one of {sorted((_TRUE | _FALSE) - {''})}", "int": "Expected an integer",
+             "float": "Expected a number", "tuple": f"Expected a list of paths ({os.pathsep!r}-separated in the environment)"}
+
+
+def _bad_value(f: dataclasses.Field, source: str, raw: Any, expected: str) -> str:
+    """One message: where the value came from, what it should be, and where to fix it."""
+    env = f.metadata["env"]
+    fix = f"Fix or unset {env}" if source == env else f"Fix {source}, or leave it out to use {env} or the default"
+    return f"Bad value for {source}: {raw!r}. {expected} ({f.name}: {f.metadata['help']}). {fix}."
 
 
 def _coerce(f: dataclasses.Field, raw: Any, source: str) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    kind = _kind(f)
+    base = kind.split("[")[0].split(" ")[0]
+    if raw is None and "None" in kind:
+        return None
     try:
-        if kind.startswith("bool"):
+        if base == "bool":
             if isinstance(raw, bool):
                 return raw
             text = str(raw).strip().lower()
@@ -132,18 +155,22 @@ def _coerce(f: dataclasses.Field, raw: Any, source: str) -> Any:
                 return True
             if text in _FALSE:
                 return False
-            raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
-        if kind.startswith("tuple"):
+            raise ValueError
+        if base == "tuple":
             if isinstance(raw, (list, tuple)):
                 return tuple(str(p) for p in raw)
             return tuple(p for p in str(raw).split(os.pathsep) if p)
-        if kind.startswith("int"):
+        if base == "int":
+            if isinstance(raw, float) and not raw.is_integer() or isinstance(raw, bool):
+                raise ValueError
             return int(raw)
-        if kind.startswith("float"):
+        if base == "float":
+            if isinstance(raw, bool):
+                raise ValueError
             return float(raw)
-        return None if raw is None else str(raw)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"Bad value for {source}: {raw!r} ({e}).") from None
+        return str(raw)
+    except (TypeError, ValueError):
+        raise UsageError(_bad_value(f, source, raw, _EXPECTED.get(base, f"Expected a {base}"))) from None
 
 
 def _inductor_patches(options: dict[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,8 +181,12 @@ def _inductor_patches(options: dict[str, Any], ours: Mapping[str, Any]) -> dict[
     known = set(inductor_config.get_config_copy())
     unknown = [k for k in options if k not in known]
     if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), [*ours, *known], n=1)
+            hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
         raise UsageError(
-            f"Unknown option(s) {unknown}: neither an llm_inductor setting ({sorted(ours)}) "
-            "nor a torch._inductor.config key."
+            f"Unknown option(s) {', '.join(hints)}: neither an llm_inductor setting ({sorted(ours)}) "
+            "nor a torch._inductor.config key. Fix or remove them in options= (or llm_inductor.backend(...))."
         )
     return options

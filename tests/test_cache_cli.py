@@ -78,15 +78,20 @@ def test_export_import_between_machines(cache, capsys, tmp_path, monkeypatch):
     assert rc == 0 and "wrote 1 entry and 1 revocation(s)" in out
     # another machine, not trusting our key yet: imported but not served
     monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(tmp_path / "other"))
-    rc, out, _ = run(capsys, "import", str(pack))
-    assert rc == 0 and "imported 1 entry (0 served here" in out
+    rc, out, err = run(capsys, "import", str(pack))
+    assert rc == 0 and "imported 1 entry (0 served here" in out and "0 of 1 revocation(s)" in out
+    assert f"skipped the revocation of key:{digest('withdrawn')}: signed by {a.signer[:16]}, not a trusted key" in err
     rc, out, _ = run(capsys, "ls")
     assert "untrusted_key" in out and a.key16 in out and b.key16 not in out
-    assert open_test_store(tmp_path / "other").local.revocations() == [(f"key:{digest('withdrawn')}", "bad kernel")]
+    assert open_test_store(tmp_path / "other").local.revocations() == []
     # trusting it: served, and the import did not re-sign it with the other machine's key
     monkeypatch.setenv("LLM_INDUCTOR_TRUSTED_KEYS", str(cache_dir / "keys" / "local.pub"))
     rc, out, _ = run(capsys, "ls")
     assert out.splitlines()[1].rstrip().endswith("served")
+    rc, out, _ = run(capsys, "import", str(pack))  # now the revocation is honoured, and kept with its signature
+    assert rc == 0 and "1 of 1 revocation(s)" in out
+    ((target, body),) = open_test_store(tmp_path / "other").local.revocations()
+    assert target == f"key:{digest('withdrawn')}" and json.loads(body)["signer"] == a.signer
     trusting = open_test_store(tmp_path / "other", LLM_INDUCTOR_TRUSTED_KEYS=str(cache_dir / "keys" / "local.pub"))
     assert trusting.lookup(a.key).signer == a.signer
     # a pack whose every entry is tampered imports nothing: exit 1

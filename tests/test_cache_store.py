@@ -245,7 +245,11 @@ def test_revocation_in_a_pack_reaches_every_tier(tmp_path):
     maker = open_test_store(tmp_path / "maker")
     local_one, pack_one = maker.put(make_entry("local")), maker.put(make_entry("packed"))
     withdraw = tmp_path / "withdraw.jsonl"
-    write_pack(withdraw, [], [(f"key:{local_one.key}", "withdrawn"), (f"hash:{pack_one.content_hash}", "withdrawn")])
+    from llm_inductor.cache.trust import Revocation
+
+    signed = [Revocation(t, "withdrawn").signed_with(maker.signer())
+              for t in (f"key:{local_one.key}", f"hash:{pack_one.content_hash}")]
+    write_pack(withdraw, [], signed)
     shipped = tmp_path / "shipped.jsonl"
     write_pack(shipped, [pack_one])
     packs = os.pathsep.join([str(shipped), str(withdraw)])

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import llm_inductor
-from llm_inductor import _runtime, _state
+from llm_inductor import _graph_pass, _runtime, _state
 from llm_inductor.cache.store import MemoryStore
 from test_substitution import rmsnorm_entry, serve
+from util import RMSNorm
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def failing_writes(monkeypatch, tmp_path):
     def install(code: int) -> Path:
         monkeypatch.setattr(_runtime, "_kernels", {})  # kernels this process imported earlier would hide the write
         monkeypatch.setattr(_runtime, "_warned_unwritable", False)
+        monkeypatch.setattr(_graph_pass, "_warned_unrecorded", set())
         root = Path(os.environ["LLM_INDUCTOR_CACHE_DIR"]).resolve()
 
         def under(path) -> bool:
@@ -82,3 +84,19 @@ def test_a_failing_kernel_on_an_unwritable_cache_still_computes_the_region(tmp_p
     with torch.no_grad():
         torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
     assert llm_inductor.stats()["runtime_fallbacks"] == 1
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["full_disk", "read_only"])
+def test_a_miss_on_an_unwritable_cache_is_one_warning_and_inductors_code(tmp_path, failing_writes, caplog, code):
+    """Hot misses cannot be recorded: Inductor compiles them as ever, the user hears it once, nothing falls back."""
+    model = RMSNorm(16)
+    failing_writes(code)
+    with caplog.at_level(logging.WARNING, logger="llm_inductor"):
+        for rows in (3, 5):  # two graphs, each with a hot miss
+            x = torch.randn(rows, 16)
+            with torch.no_grad():
+                torch.testing.assert_close(serve(model, x), model(x))
+    said = [r.getMessage() for r in caplog.records if "cannot record regions" in r.getMessage()]
+    assert len(said) == 1 and os.strerror(code) in said[0]
+    stats = llm_inductor.stats()
+    assert stats["misses"] == 1 and stats["fallbacks"] == 0

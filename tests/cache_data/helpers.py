@@ -45,3 +45,12 @@ def open_test_store(cache_dir: Path | str, policy: Any = lambda src: [], **env: 
     if policy is not None:
         store.trust().policy = policy
     return store
+
+
+def cache_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """``llm-inductor cache ARGV`` in this process: (exit code, stdout, stderr)."""
+    from llm_inductor.cli import main
+
+    rc = main(["cache", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
