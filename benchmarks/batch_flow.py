@@ -122,7 +122,8 @@ def _next_requests_path(work: Path) -> Path:
 
 
 def step_export(work: Path) -> int:
-    from llm_inductor.search.tune import script_regions, tune
+    from llm_inductor._script import script_regions
+    from llm_inductor.search.tune import tune
 
     _record_device(work)
     cfg = _config(work, min_region_us=0.0 if SMOKE else 2.0, interpret=SMOKE)

@@ -65,9 +65,9 @@ class Listing:
 
 
 def bundled_packs() -> list[Path]:
-    import llm_inductor
+    from llm_inductor._paths import packs_dir
 
-    folder = Path(llm_inductor.__file__).parent / "packs"
+    folder = packs_dir()
     return sorted([*folder.glob("*.jsonl"), *folder.glob("*.jsonl.gz")])
 
 

@@ -223,9 +223,9 @@ def valid_target(target: str) -> bool:
 
 
 def bundled_keys_dir() -> Path:
-    import llm_inductor
+    from llm_inductor._paths import keys_dir
 
-    return Path(llm_inductor.__file__).parent / "keys"
+    return keys_dir()
 
 
 def load_trusted(paths: Iterable[str], extra: Iterable[sign.PublicKey] = ()) -> dict[str, sign.PublicKey]:

@@ -4,23 +4,22 @@
     torch.compile(model, backend=llm_inductor.backend(mode="discover"))
 """
 
-import os as _os
+from llm_inductor import _paths
 
 # passes/ and cache/ sit at the top of the repository and install as llm_inductor.passes and
 # llm_inductor.cache (setuptools package-dir). From a source checkout, or an editable install in
 # setuptools' path-based mode, they are found beside this package instead.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if not _os.path.isdir(_os.path.join(__path__[0], "cache")) and _os.path.isfile(_os.path.join(_root, "cache", "key.py")):
-    __path__.append(_root)
+if _paths.checkout_root() is not None:
+    __path__.append(str(_paths.checkout_root()))
 
 from llm_inductor import _runtime  # registers the llm_inductor::kernel op
 
 _runtime.prepare_interpreter()
 from llm_inductor._backend import backend
 from llm_inductor._state import reset as reset_stats, stats
+from llm_inductor._version import __version__
 from llm_inductor.config import Config
-
-__version__ = "0.1.0"
+from llm_inductor.search import register as _register  # noqa: F401  (the providers; the tune path, with the region pass)
 
 
 def open_cache(config: Config | None = None):
@@ -32,7 +31,7 @@ def open_cache(config: Config | None = None):
 
 def tune(*args, **kwargs):
     """Tune pending regions (see ``llm-inductor tune``); returns the run summary."""
-    from llm_inductor.search.tune import tune as _tune
+    from llm_inductor._script import tune as _tune
 
     return _tune(*args, **kwargs)
 

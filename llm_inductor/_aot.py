@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 
-from llm_inductor import _state
+import llm_inductor._state as _state
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def token(cfg: Config, store: Any) -> str | None:
     gen = generation() if generation is not None else None  # start() turns an exception into no cache
     if gen is None:
         return None
-    from llm_inductor import __version__
+    from llm_inductor._version import __version__
     from llm_inductor.cache.key import KEY_SCHEMA
 
     settings = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)

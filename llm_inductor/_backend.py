@@ -22,7 +22,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.fx as fx
 
-from llm_inductor import _aot, _graph_pass, _runtime, _state
+import llm_inductor._aot as _aot
+import llm_inductor._graph_pass as _graph_pass
+import llm_inductor._runtime as _runtime
+import llm_inductor._state as _state
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 
@@ -112,7 +115,9 @@ class SettingsError(UsageError, torch._dynamo.exc.ShortenTraceback):
 
 def _load_config(options: dict[str, Any] | None) -> tuple[Config, dict[str, Any]]:
     try:
-        return Config.load(options)
+        cfg, patches = Config.load(options)
+        _graph_pass.check_tuning(cfg)
+        return cfg, patches
     except UsageError as e:
         raise SettingsError(str(e), first_useful_frame=sys._getframe()) from None
 
@@ -139,6 +144,7 @@ def backend(mode: str | None = None, *, inductor_mode: str | None = None, **opti
     if mode is not None:
         options["mode"] = mode
     cfg, _ = Config.load(options)  # validate now, not at the first compile
+    _graph_pass.check_tuning(cfg)
 
     def configured(gm: fx.GraphModule, example_inputs: Sequence[Any], **kwargs: Any) -> Callable[..., Any]:
         c, patches = _load_config({**options, **(kwargs.get("options") or {})})

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import runpy
+import shlex
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
-from llm_inductor import _state
+import llm_inductor._state as _state
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 
@@ -91,32 +92,123 @@ def run_script(path: str | Path, argv: list[str], options: dict[str, Any], timeo
     return True
 
 
+def fold(rows: list[_state.RegionRow]) -> list[list[_state.RegionRow]]:
+    """The occurrences of each distinct region of one graph, in order of first appearance.
+
+    A model of N identical layers yields N rows with one key (so one cost). Rows fold only when
+    key, ops, shapes, status, hot and region file agree; an unkeyed region folds by its ops and shapes.
+    """
+    groups: dict[tuple, list[_state.RegionRow]] = {}
+    for row in rows:
+        ident = (row.key or row.key16, tuple(row.ops), tuple(row.shapes), row.status, row.hot, row.region_path)
+        groups.setdefault(ident, []).append(row)
+    return list(groups.values())
+
+
+def folded_dict(r: _state.GraphReport) -> dict[str, Any]:
+    """`_state.as_dict` with each distinct region once: share and est_us summed, count and occurrences added."""
+    d = _state.as_dict(r)
+    d["regions"] = [
+        {
+            **rows[0].__dict__,
+            "share": sum(row.share for row in rows),
+            "est_us": sum(row.est_us for row in rows),
+            "count": len(rows),
+            "occurrences": [{"anchor": row.anchor, "share": row.share, "est_us": row.est_us} for row in rows],
+        }
+        for rows in fold(r.regions)
+    ]
+    return d
+
+
+LEGEND = "×n: occurrences of the region in its graph; share and est µs are summed over them; hot is judged per occurrence"
+
+
 def format_reports(reports: list[_state.GraphReport]) -> str:
     lines: list[str] = []
     for i, r in enumerate(reports):
-        lines.append(f"graph {i} ({r.kind}): {len(r.regions)} region(s), {r.substituted} substituted")
-        lines.append(f"  {'key':16}  {'share':>6}  {'est µs':>9}  {'hot':3}  {'status':8}  ops / input shapes")
-        for row in r.regions:
+        groups = fold(r.regions)
+        distinct = f", {len(groups)} distinct" if len(groups) != len(r.regions) else ""
+        lines.append(f"graph {i} ({r.kind}): {len(r.regions)} region(s){distinct}, {r.substituted} substituted")
+        lines.append(f"  {'key':16}  {'×n':>4}  {'share':>6}  {'est µs':>9}  {'hot':3}  {'status':8}  ops / input shapes")
+        for rows in groups:
+            row = rows[0]
             ops = ", ".join(row.ops[:8]) + (f", … (+{len(row.ops) - 8})" if len(row.ops) > 8 else "")
             status = row.status.split(":")[0]
+            share, est_us = sum(o.share for o in rows), sum(o.est_us for o in rows)
             lines.append(
-                f"  {row.key16:16}  {row.share:6.1%}  {row.est_us:9.2f}  {'yes' if row.hot else 'no':3}  {status:8}  "
+                f"  {row.key16:16}  {'×' + str(len(rows)):>4}  {share:6.1%}  {est_us:9.2f}  {'yes' if row.hot else 'no':3}  {status:8}  "
                 f"{ops}  <- {' '.join(row.shapes)}"
             )
             if ":" in row.status:
                 lines.append(f"  {'':16}  {row.status}")
+    if reports:
+        lines.append(LEGEND)
     return "\n".join(lines)
 
 
+# regions' own options, with the metavar of the value they take (None: a flag)
+OWN_OPTIONS = {"--export": "DIR", "--timeout": "S", "--json": None}
+
+
+def misplaced_options(script_args: list[str]) -> list[tuple[int, list[str]]]:
+    """regions' own options among the script's arguments: (index, the option and its value) for each.
+
+    The scan stops at a ``--``: what follows it is the script's positionals by convention.
+    """
+    found, i = [], 0
+    while i < len(script_args) and script_args[i] != "--":
+        name = script_args[i].split("=", 1)[0]
+        if name in OWN_OPTIONS:
+            takes_value = OWN_OPTIONS[name] is not None and "=" not in script_args[i]
+            found.append((i, script_args[i : i + 1 + takes_value]))
+            i += takes_value
+        i += 1
+    return found
+
+
+def _warn_misplaced(args: argparse.Namespace, script: str, script_args: list[str], found: list[tuple[int, list[str]]]) -> None:
+    """Options meant for regions but written after the script go to the script; say so, with the fixed command."""
+    moved = (["--export", args.export] if args.export else []) + (["--timeout", f"{args.timeout:g}"] if args.timeout else [])
+    moved += ["--json"] * args.json
+    taken: set[int] = set()
+    for i, group in found:
+        taken.update(range(i, i + len(group)))
+        metavar = OWN_OPTIONS[group[0].split("=", 1)[0]]
+        if metavar is None:
+            moved += group * (group[0] not in moved)
+        else:  # a trailing --export without its value: show where the value goes
+            moved += group + [metavar] * (len(group) == 1 and "=" not in group[0])
+    rest = [a for i, a in enumerate(script_args) if i not in taken]
+    fixed = ["llm-inductor", *["-v"] * getattr(args, "verbose", False), "regions", *moved, script, *rest]
+    names, one = ", ".join(" ".join(group) for _, group in found), len(found) == 1
+    print(
+        f"llm-inductor: warning: {names} after the script {'is' if one else 'are'} passed to {script}, not to regions "
+        f"(options of regions go before the script).\n"
+        f"  For regions, run: {shlex.join(fixed)}\n"
+        f"  (if {'it is' if one else 'they are'} {script}'s own, put -- before the script to silence this warning)",
+        file=sys.stderr,
+    )
+
+
 def _cmd(args: argparse.Namespace) -> int:
+    command, explicit = list(args.command), bool(args.command) and args.command[0] == "--"
+    if explicit:
+        command.pop(0)
+    if not command:
+        raise UsageError("regions needs a script: llm-inductor regions [--export DIR] [--timeout S] [--json] SCRIPT.py [args]")
+    script, script_args = command[0], command[1:]
     Config.load()  # a bad LLM_INDUCTOR_* value is a usage error before the script runs
+    found = [] if explicit else misplaced_options(script_args)
+    if found:
+        _warn_misplaced(args, script, script_args, found)
     if args.export:
         Path(args.export).mkdir(parents=True, exist_ok=True)
         _state.export_dir = args.export
     _state.reset()
-    finished = run_script(args.script, args.args, {"mode": "discover"}, args.timeout)
+    finished = run_script(script, script_args, {"mode": "discover"}, args.timeout)
     if args.json:
-        print(json.dumps({"finished": finished, "graphs": [_state.as_dict(r) for r in _state.reports], "stats": _state.stats()}, indent=1))
+        print(json.dumps({"finished": finished, "graphs": [folded_dict(r) for r in _state.reports], "stats": _state.stats()}, indent=1))
     else:
         print(format_reports(_state.reports) if _state.reports else "no graph was compiled")
         if args.export:
@@ -125,9 +217,16 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("regions", help="run a script and list the fusion regions of its compiled graphs")
-    p.add_argument("script", help="the Python script to run (as __main__)")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    p = sub.add_parser(
+        "regions",
+        help="run a script and list the fusion regions of its compiled graphs",
+        usage="%(prog)s [-h] [--export DIR] [--timeout S] [--json] [--] SCRIPT.py [args]",
+        epilog="Options go before the script; everything after it is the script's own arguments "
+        "(an optional -- may stand before the script).",
+    )
+    # One REMAINDER positional, not script + REMAINDER: argparse would drop a "--" among the script's
+    # arguments (`regions s.py -- x` gave s.py ["x"]), and a "--" before the script must stay visible.
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="SCRIPT.py [args]", help="the script to run (as __main__) and its arguments")
     p.add_argument("--export", metavar="DIR", help="write region_<key16>.py and .json for every region")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the script after S seconds")
     p.add_argument("--json", action="store_true", help="print the map as JSON")

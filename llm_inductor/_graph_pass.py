@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
 
-from llm_inductor import _runtime, _state
+import llm_inductor._runtime as _runtime
+import llm_inductor._state as _state
 from llm_inductor._errors import LLMInductorError, RegionBypass
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
@@ -112,7 +114,7 @@ class _GraphPass:
                 _cannot_record(cfg, e)
             except Exception as e:
                 fail(cfg, "pending", f"{kind} graph file", e)
-        if self.hot_misses and (cfg.tune or cfg.mode == "tune") and _substitutable(self.device, cfg):
+        if self.hot_misses and wants_tuning(cfg) and _substitutable(self.device, cfg):
             self.hits += _tune_online(self.hot_misses, self.store, cfg)
         if _state.graph_hook is not None:
             _state.graph_hook(self.gm, kind, self.infos)
@@ -155,7 +157,7 @@ class _GraphPass:
         row.status = "miss"
         if cfg.mode in ("cache", "tune") and _fixable_miss(self.store, info):
             try:  # `cache verify` verifies that entry at the sizes of a region recorded here, never the entry's
-                row.region_path = str(info.write(cfg.cache_path / "regions"))
+                row.region_path = str(_record_region(info, cfg))
             except OSError as e:
                 _cannot_record(cfg, e)
         if not hot:
@@ -213,11 +215,17 @@ def _shape(n: fx.Node) -> str:
     return f"{str(val.dtype).replace('torch.', '')}[{','.join(str(s) for s in val.shape)}]"
 
 
-def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> str:
+def _record_region(info: RegionInfo, cfg: Config) -> Path:
+    """The region file (and sidecar) in the cache's regions/, written once: what tuning and `cache verify` read."""
     directory = cfg.cache_path / "regions"
     path = directory / f"region_{info.key16}.py"
     if not path.exists():
         info.write(directory)
+    return path
+
+
+def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> str:
+    path = _record_region(info, cfg)
     _raise_baseline(path.with_suffix(".json"))
     store.add_pending(
         PendingRegion(
@@ -254,11 +262,44 @@ def _raise_baseline(sidecar: Path) -> None:
 MAX_AUTOTUNE = "max-autotune-no-cudagraphs"
 
 
+@dataclass(frozen=True)
+class TunePath:
+    """What the tune path (``llm_inductor.search``, a layer above this one) asks of the region pass.
+
+    The tune path registers it on import (``search/register.py``; ``import llm_inductor``
+    loads it), so this layer never imports that one.
+    """
+
+    record_graph: Callable[[fx.GraphModule, list[RegionInfo], Config], None]  # pending regions: graph files for the gate
+    tune_misses: Callable[[list[RegionInfo], Config], int]  # online mode: winners stored as served
+    check: Callable[[Config], None]  # online mode: a setting tuning cannot use raises UsageError (backend construction)
+
+
+_tune_path: TunePath | None = None
+
+
+def register_tune_path(hooks: TunePath | None) -> None:
+    global _tune_path
+    _tune_path = hooks
+
+
+def wants_tuning(cfg: Config) -> bool:
+    return bool(cfg.tune or cfg.mode == "tune")
+
+
+def check_tuning(cfg: Config) -> None:
+    """A setting that online tuning cannot use fails when the backend is made, not in the middle of a compile."""
+    if wants_tuning(cfg) and _tune_path is not None:
+        _tune_path.check(cfg)
+
+
 def _tune_online(misses: list[tuple[RegionInfo, Any]], store: Any, cfg: Config) -> list[tuple[RegionInfo, Any]]:
     """Online mode: tune this graph's hot misses now (within budget), then serve the winners."""
-    from llm_inductor.search.online import tune_misses
-
-    if not tune_misses([info for info, _ in misses], cfg):
+    if _tune_path is None:
+        log.warning("llm_inductor: online tuning is unavailable (llm_inductor.search is not loaded); "
+                    "the regions stay with Inductor")  # fmt: skip
+        return []
+    if not _tune_path.tune_misses([info for info, _ in misses], cfg):
         return []
     won = []
     for info, row in misses:
@@ -271,9 +312,6 @@ def _tune_online(misses: list[tuple[RegionInfo, Any]], store: Any, cfg: Config) 
 
 
 def _record_graph(gm: fx.GraphModule, infos: list[RegionInfo], cfg: Config) -> None:
-    """Write the whole graph once for the regions that have no graph file yet."""
-    from llm_inductor.search.graphs import graph_for, record_graph
-
-    new = [info for info in infos if graph_for(info.key16, cfg) is None]
-    if new:
-        record_graph(gm, new, cfg)
+    """Hand the pending regions' graph to the tune path, which writes it once for the in-graph gate."""
+    if _tune_path is not None:
+        _tune_path.record_graph(gm, infos, cfg)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from llm_inductor import _state
+import llm_inductor._state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.key import KernelKey
 from llm_inductor.passes.rebuild import Program

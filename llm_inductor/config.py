@@ -18,7 +18,6 @@ from typing import Any, Mapping
 from llm_inductor._errors import UsageError
 
 MODES = ("cache", "tune", "discover", "off")
-PROVIDERS = ("openai", "batch", "replay")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -38,7 +37,9 @@ class Config:
     interpret: bool = _env(
         "LLM_INDUCTOR_INTERPRET", "serve kernels under the Triton interpreter on CPU (tests, development)", False
     )
-    provider: str | None = _env("LLM_INDUCTOR_PROVIDER", "openai | batch | replay (default: openai if an endpoint is set)")
+    provider: str | None = _env(
+        "LLM_INDUCTOR_PROVIDER", "a registered LLM provider: openai | batch | replay (default: openai if an endpoint is set)"
+    )
     model: str | None = _env("LLM_INDUCTOR_MODEL", "model name for the provider")
     replay: str | None = _env("LLM_INDUCTOR_REPLAY", "recorded responses file for the replay provider")
     cache_dir: str = _env(
@@ -110,20 +111,25 @@ class Config:
                 sources[name] = f.metadata["env"]
                 values[name] = _coerce(f, raw, sources[name])
         cfg = cls(**values)
-        cfg._validate(sources)
+        object.__setattr__(cfg, "_sources", sources)  # where each value came from, for value_error (not a field)
+        cfg._validate()
         return cfg, _inductor_patches(options, ours)
 
-    def _validate(self, sources: Mapping[str, str]) -> None:
-        def bad(name: str, expected: str) -> UsageError:
-            f = next(f for f in fields(self) if f.name == name)
-            return UsageError(_bad_value(f, sources.get(name, f.metadata["env"]), getattr(self, name), expected))
+    def value_error(self, name: str, expected: str) -> UsageError:
+        """A bad value of field ``name``, blamed on where it came from (``options[...]`` or the variable).
 
+        Checks that need another layer use it too: the provider name is checked against
+        the registry when a provider is resolved (``search.providers.check_provider``).
+        """
+        f = next(f for f in fields(self) if f.name == name)
+        source = getattr(self, "_sources", {}).get(name, f.metadata["env"])
+        return UsageError(_bad_value(f, source, getattr(self, name), expected))
+
+    def _validate(self) -> None:
         if self.mode not in MODES:
-            raise bad("mode", f"Valid modes: {list(MODES)}")
-        if self.provider is not None and self.provider not in PROVIDERS:
-            raise bad("provider", f"Registered providers: {list(PROVIDERS)}")
+            raise self.value_error("mode", f"Valid modes: {list(MODES)}")
         if not 0.0 <= self.hot_threshold <= 1.0:
-            raise bad("hot_threshold", "Expected a share in [0, 1]")
+            raise self.value_error("hot_threshold", "Expected a share in [0, 1]")
 
 
 def _kind(f: dataclasses.Field) -> str:

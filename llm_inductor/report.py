@@ -73,7 +73,7 @@ class CacheView:
 
 
 def read_cache(cfg: Config) -> CacheView:
-    from llm_inductor import _state
+    import llm_inductor._state as _state
 
     view = CacheView()
     try:

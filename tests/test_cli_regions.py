@@ -94,3 +94,87 @@ def test_backend_llm_is_registered_by_the_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["1", "True"]
+
+
+BLOCKS = textwrap.dedent(
+    """
+    import torch
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.norm = torch.nn.Linear(16, 16), torch.nn.LayerNorm(16)
+        def forward(self, x):
+            return torch.nn.functional.gelu(self.norm(self.lin(x)))
+    model = torch.nn.Sequential(*[Block() for _ in range(3)])
+    with torch.no_grad():
+        torch.compile(model)(torch.randn(6, 16))
+    """
+)
+
+
+def test_a_repeated_layer_is_one_row_with_its_count_and_summed_share(tmp_path):
+    """Three identical blocks: each distinct region once, ×3, share summed over occurrences, in JSON and text."""
+    (tmp_path / "blocks.py").write_text(BLOCKS)
+    out = cli("regions", "--json", "blocks.py", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    (graph,) = report["graphs"]
+    assert report["stats"]["regions"] == 6 and len(graph["regions"]) == 2
+    for region in graph["regions"]:
+        assert region["count"] == 3 and len(region["occurrences"]) == 3 and region["hot"]
+        assert region["share"] == pytest.approx(sum(o["share"] for o in region["occurrences"]))
+        assert region["est_us"] == pytest.approx(3 * region["occurrences"][0]["est_us"])
+    assert sum(r["share"] for r in graph["regions"]) == pytest.approx(1)
+
+    text = cli("regions", "blocks.py", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "graph 0 (inference): 6 region(s), 2 distinct, 0 substituted" in text.stdout
+    for region in graph["regions"]:
+        (line,) = [line for line in text.stdout.splitlines() if region["key16"] in line]
+        assert " ×3 " in line and f"{region['share']:.1%}" in line
+    assert "share and est µs are summed" in text.stdout
+
+
+def test_fold_keeps_first_appearance_and_separates_what_differs():
+    from llm_inductor import _state
+    from llm_inductor._cli_regions import fold, format_reports
+
+    def row(key16, status="miss", hot=True, share=0.1):
+        key = None if key16 == "-" else key16 * 4
+        return _state.RegionRow(key16, ["add"], ["float32[4]"], "add", 1.0, share, hot, status, key=key)
+
+    rows = [row("b"), row("a"), row("b"), row("a", status="hit"), row("b"), row("-", "bypass: x"), row("-", "bypass: x")]
+    groups = fold(rows)
+    expected = [("b", "miss", 3), ("a", "miss", 1), ("a", "hit", 1), ("-", "bypass: x", 2)]
+    assert [(g[0].key16, g[0].status, len(g)) for g in groups] == expected
+    text = format_reports([_state.GraphReport("forward", rows)])
+    assert text.count(" ×3 ") == 1 and " 30.0% " in text and "7 region(s), 4 distinct" in text
+
+
+ECHO = "import json, sys\nopen('argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"
+
+
+def test_own_option_after_the_script_warns_and_goes_to_the_script(tmp_path):
+    (tmp_path / "echo.py").write_text(ECHO)
+    out = cli("regions", "--timeout", "60", "echo.py", "6", "--export", "out", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "argv.json").read_text()) == ["6", "--export", "out", "--json"]
+    assert not (tmp_path / "out").exists() and out.stdout.strip() == "no graph was compiled"
+    (warning,) = [line for line in out.stderr.splitlines() if line.startswith("llm-inductor: warning")]
+    assert "--export out, --json after the script are passed to echo.py, not to regions" in warning
+    assert "For regions, run: llm-inductor regions --timeout 60 --export out --json echo.py 6\n" in out.stderr
+
+    out = cli("regions", "echo.py", "--export=out", cwd=tmp_path)
+    assert out.returncode == 0 and "run: llm-inductor regions --export=out echo.py\n" in out.stderr
+
+
+def test_double_dash_marks_the_script_and_the_scripts_own_double_dash_stays(tmp_path):
+    (tmp_path / "echo.py").write_text(ECHO)
+    out = cli("regions", "--json", "--", "echo.py", "--export", "out", cwd=tmp_path)
+    assert out.returncode == 0 and "llm-inductor: warning" not in out.stderr, out.stderr
+    assert json.loads(out.stdout)["graphs"] == [] and json.loads((tmp_path / "argv.json").read_text()) == ["--export", "out"]
+    out = cli("regions", "echo.py", "--", "--json", cwd=tmp_path)
+    assert out.returncode == 0 and "llm-inductor: warning" not in out.stderr, out.stderr
+    assert json.loads((tmp_path / "argv.json").read_text()) == ["--", "--json"]
+    out = cli("regions", "--json", "--", cwd=tmp_path)
+    assert out.returncode == 2 and "regions needs a script" in out.stderr

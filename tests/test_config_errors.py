@@ -40,8 +40,11 @@ def test_a_value_from_options_is_never_blamed_on_the_environment(monkeypatch):
         Config.load({"mode": "fast"}, env={})
     assert "options['mode']" in str(info.value) and "Valid modes" in str(info.value)
     assert "LLM_INDUCTOR_MODE=" not in str(info.value)
+    # A provider name is checked against the registry when a provider is resolved, still blamed on options=
+    from llm_inductor.search.providers import select_provider
+
     with pytest.raises(UsageError, match=r"options\['provider'\].*Registered providers"):
-        Config.load({"provider": "nope"}, env={})
+        select_provider(Config.load({"provider": "nope"}, env={})[0])
     with pytest.raises(UsageError, match=r"options\['hot_threshold'\]: 2\.0\. Expected a share in \[0, 1\]"):
         Config.load({"hot_threshold": 2}, env={})
     # options= wins over the environment, so a bad variable it overrides is no error at all
@@ -54,3 +57,12 @@ def test_unknown_option_suggests_the_close_name_and_backend_checks_at_constructi
     with pytest.raises(UsageError, match=r"options\['rounds'\]: 'two'"):
         llm_inductor.backend(rounds="two")  # before any compile
     assert Config.load({"run_max_calls": None, "strict": "yes"}, env={})[0].strict is True
+
+
+def test_online_tuning_with_an_unknown_provider_fails_when_the_backend_is_made():
+    """The tune path registers its check with the compile path: a name tuning cannot use fails at construction."""
+    import llm_inductor
+
+    with pytest.raises(UsageError, match=r"options\['provider'\]: 'nope'\. Registered providers"):
+        llm_inductor.backend(tune=True, provider="nope")
+    llm_inductor.backend(provider="nope")  # no tuning: no provider is resolved, so none is checked

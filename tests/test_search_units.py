@@ -39,10 +39,18 @@ def test_openai_needs_a_model_name(monkeypatch):
         select_provider(Config.load()[0])
 
 
-def test_registry_lists_the_providers_the_config_accepts():
-    from llm_inductor.config import PROVIDERS
+def test_registry_lists_the_built_in_providers_and_takes_new_ones(monkeypatch):
+    """A team adds a provider by registering it: the config is not edited, and an unknown name lists the registered ones."""
+    from llm_inductor.search import providers
 
-    assert sorted(registered()) == sorted(PROVIDERS)
+    assert sorted(registered()) == ["batch", "openai", "replay"]  # each registered itself (search/register.py)
+    with pytest.raises(UsageError, match=r"options\['provider'\]: 'team'\. Registered providers: \['batch', 'openai', 'replay'\]"):
+        select_provider(Config.load({"provider": "team"}, env={})[0])
+    made = []
+    info = providers.ProviderInfo("team", lambda cfg: made.append(cfg) or "the team's provider", "a team's own",
+                                  needs_model=False)  # fmt: skip
+    monkeypatch.setitem(providers._REGISTRY, "team", info)
+    assert select_provider(Config.load({"provider": "team"}, env={})[0]) == "the team's provider" and len(made) == 1
 
 
 def test_missing_usage_is_estimated_and_flagged():

@@ -10,36 +10,17 @@ machine. The Batch API bills half the live price; ``BATCH_DISCOUNT`` applies it.
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search.providers import NO_MODEL, Completion, Request, account
+from llm_inductor.search.providers import (  # noqa: F401  (custom_id, CustomId, parse_custom_id: batch's names too)
+    NO_MODEL, Completion, CustomId, ProviderInfo, Request, account, custom_id, parse_custom_id, register_provider,
+)  # fmt: skip
 
 BATCH_URL = "/v1/chat/completions"
 BATCH_DISCOUNT = 0.5
-_CUSTOM_ID = re.compile(r"^(?P<key16>[0-9a-f]{16})-r(?P<round>\d+)-c(?P<slot>\d+)$")
-
-
-def custom_id(key16: str, round_: int, slot: int) -> str:
-    return f"{key16}-r{round_}-c{slot}"
-
-
-@dataclass(frozen=True)
-class CustomId:
-    key16: str
-    round: int
-    slot: int
-
-
-def parse_custom_id(text: str) -> CustomId:
-    m = _CUSTOM_ID.match(text)
-    if not m:
-        raise ValueError(f"custom_id {text!r} is not <key16>-r<round>-c<slot>")
-    return CustomId(m["key16"], int(m["round"]), int(m["slot"]))
 
 
 def request_line(request: Request, model: str | None) -> str:
@@ -127,6 +108,7 @@ class BatchProvider:
 
     name = "batch"
     live = False
+    discount = BATCH_DISCOUNT
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -144,3 +126,16 @@ class BatchProvider:
 
     async def close(self) -> None:
         return None
+
+    # The files a round goes out and comes back through (``tune --export-batch/--import-batch``).
+    def write_requests(self, path: str | Path, requests: Iterable[Request]) -> int:
+        return write_requests(path, requests, self.cfg.model)
+
+    def read_answers(self, path: str | Path, requests: dict[str, Request]) -> dict[str, Completion]:
+        return read_outputs(path, requests, self.cfg)
+
+
+register_provider(
+    ProviderInfo("batch", BatchProvider.from_config, "OpenAI Batch API files (--export-batch/--import-batch)",
+                 needs_model=False)
+)  # fmt: skip

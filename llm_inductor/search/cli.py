@@ -23,7 +23,7 @@ def _is_region(path: str) -> bool:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from llm_inductor.search.tune import tune
+    from llm_inductor._script import tune
 
     cfg, _ = Config.load()
     if not (args.target or args.pending or args.import_batch):

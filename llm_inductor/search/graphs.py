@@ -71,6 +71,13 @@ def record_graph(gm: fx.GraphModule | None, infos: Sequence[Any], cfg: Config) -
         return None
 
 
+def record_new(gm: fx.GraphModule, infos: Sequence[Any], cfg: Config) -> None:
+    """Write the whole graph once for the regions that have no graph file yet (the region pass's pending regions)."""
+    new = [info for info in infos if graph_for(info.key16, cfg) is None]
+    if new:
+        record_graph(gm, new, cfg)
+
+
 def graph_hook(cfg: Config) -> Callable[[fx.GraphModule, str, Sequence[Any]], None]:
     """A ``_state.graph_hook`` that records the graph of every hot region it sees."""
 

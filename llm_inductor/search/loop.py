@@ -19,12 +19,10 @@ from typing import Any, Callable
 
 from llm_inductor.config import Config
 from llm_inductor.search import records
-from llm_inductor.search.batch import BATCH_DISCOUNT, parse_custom_id
 from llm_inductor.search.budget import Limits, Meter, call_estimate
 from llm_inductor.search.context import RegionContext
 from llm_inductor.search.prompts import extract_code
-from llm_inductor.search.providers import Completion, Provider, Request, messages_tokens
-from llm_inductor.search.replay import response_line
+from llm_inductor.search.providers import Completion, Provider, Request, messages_tokens, parse_custom_id
 from llm_inductor.search.state import SearchState, save_state
 from llm_inductor.search.strategies import select_strategy
 from llm_inductor.search.verdict import Verifier, default_verifier, verify_candidate
@@ -50,7 +48,7 @@ class Searcher:
         select_strategy(self.cfg.strategy)  # an unknown name fails before any call is made
         self._verify_lock: asyncio.Lock | None = None
         self._reserved: dict[str, tuple[int, float]] = {}
-        self._discount = BATCH_DISCOUNT if not self.provider.live else 1.0
+        self._discount = float(getattr(self.provider, "discount", 1.0))  # the Batch API bills half
 
     # ------------------------------------------------------------------ planning
     def region_meter(self, state: SearchState) -> Meter:
@@ -136,7 +134,7 @@ class Searcher:
         if not c.ok:
             a.update(outcome=c.error or "bad_response", message=c.message)
         else:
-            records.record_response(self.cfg, response_line(request, c))
+            records.record_response(self.cfg, records.response_line(request, c))
             code = extract_code(c.text)
             if code is None:
                 a.update(outcome="no_code", message="the answer has no ```python block defining forward",

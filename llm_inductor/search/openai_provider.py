@@ -20,7 +20,7 @@ from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search.providers import Completion, Request, account
+from llm_inductor.search.providers import Completion, ProviderInfo, Request, account, register_provider
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ DEFAULT_MAX_RETRIES = 2  # the SDK's own default, made explicit; see Config.max_
 class OpenAIProvider:
     name = "openai"
     live = True
+    discount = 1.0
 
     def __init__(self, cfg: Config, client: Any) -> None:
         self.cfg = cfg
@@ -112,3 +113,9 @@ def _body(e: Any) -> str:
 def _cause(e: BaseException) -> str:
     cause = e.__cause__ or e.__context__
     return f"{type(cause).__name__}: {cause}" if cause else str(e)
+
+
+register_provider(
+    ProviderInfo("openai", OpenAIProvider.from_config, "OpenAI-compatible Chat Completions (async SDK)",
+                 env=("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_INDUCTOR_MODEL"))
+)  # fmt: skip

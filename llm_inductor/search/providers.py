@@ -8,7 +8,11 @@ search loop records them as attempts and keeps going.
 The registry has the shape of Liger's ``ImplInfo``: a frozen record per provider, an
 explicit name that is unknown fails loudly and lists the valid ones, and a choice
 made automatically (no name configured, an endpoint in the environment) falls back
-quietly with one log line.
+quietly with one log line. Providers register themselves (``register_provider`` at
+the end of their module); this module imports none of them. The built-in ones are
+loaded by ``search/register.py``, which ``import llm_inductor`` runs, so a team adds a
+provider by registering it, without editing the config: a name is checked against
+the registry when it is resolved, not when the config is read.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -46,6 +51,29 @@ def estimate_tokens(text: str) -> int:
 
 def messages_tokens(messages: Messages) -> int:
     return sum(estimate_tokens(m["content"]) + 4 for m in messages)  # +4: role and separators
+
+
+_CUSTOM_ID = re.compile(r"^(?P<key16>[0-9a-f]{16})-r(?P<round>\d+)-c(?P<slot>\d+)$")
+
+
+# A request's name, ``<key16>-r<round>-c<slot>``: the region, the round and the candidate slot, so
+# answers can come back in any order (batch files: days later, from another machine).
+def custom_id(key16: str, round_: int, slot: int) -> str:
+    return f"{key16}-r{round_}-c{slot}"
+
+
+@dataclass(frozen=True)
+class CustomId:
+    key16: str
+    round: int
+    slot: int
+
+
+def parse_custom_id(text: str) -> CustomId:
+    m = _CUSTOM_ID.match(text)
+    if not m:
+        raise ValueError(f"custom_id {text!r} is not <key16>-r<round>-c<slot>")
+    return CustomId(m["key16"], int(m["round"]), int(m["slot"]))
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,7 @@ class Provider(Protocol):
     name: str
     model: str
     live: bool  # False: requests go out through files (batch), not calls
+    discount: float  # the share of the live price its answers cost (the Batch API bills half)
 
     async def complete(self, request: Request) -> Completion: ...
 
@@ -121,7 +150,6 @@ def register_provider(info: ProviderInfo) -> None:
 
 
 def registered() -> dict[str, ProviderInfo]:
-    _load_builtin()
     return dict(_REGISTRY)
 
 
@@ -148,37 +176,24 @@ def provider_name(cfg: Config, env: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def select_provider(cfg: Config) -> Provider:
-    """The provider this config names; UsageError (exit 2) naming the fix when there is none."""
-    name = provider_name(cfg)
-    infos = registered()
+def check_provider(cfg: Config) -> None:
+    """A provider named in the config must be registered: UsageError (exit 2) naming where the name came from."""
+    if cfg.provider is not None and cfg.provider not in _REGISTRY:
+        raise cfg.value_error("provider", f"Registered providers: {sorted(_REGISTRY)}")
+
+
+def select_provider(cfg: Config, name: str | None = None) -> Provider:
+    """The provider ``name`` (default: the one this config names); UsageError (exit 2) naming the fix when there is none."""
+    check_provider(cfg)
+    name = name or provider_name(cfg)
     if name is None:
         raise UsageError(HOW_TO_CONFIGURE)
-    if name not in infos:
-        raise UsageError(f"Unknown LLM_INDUCTOR_PROVIDER={name!r}. Registered providers: {sorted(infos)}.")
-    info = infos[name]
+    if name not in _REGISTRY:
+        raise UsageError(f"Unknown LLM provider {name!r}. Registered providers: {sorted(_REGISTRY)}.")
+    info = _REGISTRY[name]
     if info.needs_model and not cfg.model:
         raise UsageError(
             f"Provider {name!r} needs a model name: set LLM_INDUCTOR_MODEL (e.g. LLM_INDUCTOR_MODEL=gpt-4.1, "
             "or the name your vLLM/Ollama server serves)."
         )
     return info.factory(cfg)
-
-
-def _load_builtin() -> None:
-    if _REGISTRY:
-        return
-    from llm_inductor.search import batch, openai_provider, replay
-
-    register_provider(
-        ProviderInfo("openai", openai_provider.OpenAIProvider.from_config, "OpenAI-compatible Chat Completions (async SDK)",
-                     env=("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_INDUCTOR_MODEL"))
-    )  # fmt: skip
-    register_provider(
-        ProviderInfo("replay", replay.ReplayProvider.from_config, "answers from a recorded responses file",
-                     needs_model=False, env=("LLM_INDUCTOR_REPLAY",))
-    )  # fmt: skip
-    register_provider(
-        ProviderInfo("batch", batch.BatchProvider.from_config, "OpenAI Batch API files (--export-batch/--import-batch)",
-                     needs_model=False)
-    )  # fmt: skip

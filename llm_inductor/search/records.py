@@ -18,6 +18,7 @@ from typing import Any
 
 from llm_inductor.config import Config
 from llm_inductor.search.prompts import PROMPT_VERSION
+from llm_inductor.search.providers import Completion, Request
 
 ATTEMPT_SCHEMA = 1
 _lock = threading.Lock()
@@ -66,6 +67,15 @@ def record_attempt(cfg: Config, attempt: dict[str, Any], *, run_id: str, key: st
     }
     _append(attempts_path(cfg), json.dumps(row, default=str))
     return row
+
+
+def response_line(request: Request, completion: Completion) -> str:
+    """One line of a responses file (the replay format, ``search/replay.py``) for a successful completion."""
+    usage = None
+    if not completion.tokens_estimated:
+        usage = {"prompt_tokens": completion.tokens_in, "completion_tokens": completion.tokens_out}
+    return json.dumps({"prompt_hash": request.prompt_hash, "custom_id": request.custom_id,
+                       "content": completion.text, "usage": usage})  # fmt: skip
 
 
 def record_response(cfg: Config, line: str) -> None:

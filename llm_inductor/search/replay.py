@@ -17,7 +17,7 @@ from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search.providers import NO_MODEL, Completion, Request, account
+from llm_inductor.search.providers import NO_MODEL, Completion, ProviderInfo, Request, account, register_provider
 
 
 def load_responses(path: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -39,6 +39,7 @@ def load_responses(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 class ReplayProvider:
     name = "replay"
     live = True
+    discount = 1.0
 
     def __init__(self, cfg: Config, table: dict[str, list[dict[str, Any]]]) -> None:
         self.cfg = cfg
@@ -69,10 +70,7 @@ class ReplayProvider:
         return None
 
 
-def response_line(request: Request, completion: Completion) -> str:
-    """One line of a responses file (the replay format) for a successful completion."""
-    usage = None
-    if not completion.tokens_estimated:
-        usage = {"prompt_tokens": completion.tokens_in, "completion_tokens": completion.tokens_out}
-    return json.dumps({"prompt_hash": request.prompt_hash, "custom_id": request.custom_id,
-                       "content": completion.text, "usage": usage})  # fmt: skip
+register_provider(
+    ProviderInfo("replay", ReplayProvider.from_config, "answers from a recorded responses file",
+                 needs_model=False, env=("LLM_INDUCTOR_REPLAY",))
+)  # fmt: skip

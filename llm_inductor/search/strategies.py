@@ -18,9 +18,8 @@ from typing import Callable
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.search import prompts
-from llm_inductor.search.batch import custom_id
 from llm_inductor.search.context import RegionContext
-from llm_inductor.search.providers import Request
+from llm_inductor.search.providers import Request, custom_id
 from llm_inductor.search.state import SearchState
 
 Plan = Callable[[SearchState, RegionContext, Config], list[Request]]

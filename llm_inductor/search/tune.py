@@ -1,6 +1,8 @@
-"""``tune``: search kernels for pending regions (or a script's hot regions) and store the winners.
+"""``tune``: search kernels for region files or the pending regions, and store the winners.
 
-Three ways in, one loop: a live provider (OpenAI-compatible or replay) runs every
+Running a script to find its hot regions is the CLI's (``llm_inductor._script``): it
+hands ``tune`` a ``find_regions`` callable, called once the provider is chosen. Three
+ways in, one loop: a live provider (OpenAI-compatible or replay) runs every
 round now; batch files run one round per ``--export-batch``/``--import-batch``,
 with the search state in ``<cache_dir>/search/`` between them.
 """
@@ -12,14 +14,13 @@ import concurrent.futures
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Coroutine, Sequence
+from typing import Any, Callable, Coroutine, Sequence
 
 import torch
 
-from llm_inductor import _state
+import llm_inductor._state as _state
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search import batch
 from llm_inductor.search.context import RegionContext, load_context, read_region
 from llm_inductor.search.loop import Searcher
 from llm_inductor.search.progress import ProgressLine, RegionRow, region_row
@@ -96,26 +97,6 @@ def pending_regions(cfg: Config, store: Any) -> list[Path]:
     return list(paths.values())
 
 
-def script_regions(script: str, args: Sequence[str], cfg: Config, timeout: float | None) -> list[Path]:
-    """Run the script in cache mode (hot misses become pending, with region files); return those files."""
-    from llm_inductor._cli_regions import run_script
-    from llm_inductor.search.graphs import graph_hook
-
-    _state.reset()
-    old, _state.graph_hook = _state.graph_hook, graph_hook(cfg)  # graph files for the in-graph gate
-    try:
-        keep = {k: getattr(cfg, k) for k in ("cache_dir", "hot_threshold", "min_region_us", "interpret", "strict")}
-        run_script(script, list(args), {**keep, "mode": "cache"}, timeout)
-    finally:
-        _state.graph_hook = old
-    seen: dict[str, Path] = {}
-    for report in _state.reports:
-        for row in report.regions:
-            if row.status == "pending" and row.region_path:
-                seen.setdefault(row.key16, Path(row.region_path))
-    return list(seen.values())
-
-
 class _Run:
     def __init__(self, cfg: Config, provider: Provider, device: str, store: Any, verifier: Verifier,
                  progress: bool, fresh: bool) -> None:  # fmt: skip
@@ -152,8 +133,7 @@ class _Run:
 def tune(
     regions: Sequence[str | Path] = (),
     *,
-    script: str | None = None,
-    script_args: Sequence[str] = (),
+    find_regions: Callable[[Config], Sequence[Path]] | None = None,
     pending: bool = False,
     export_batch: str | Path | None = None,
     import_batch: str | Path | None = None,
@@ -162,13 +142,12 @@ def tune(
     store: Any = None,
     progress: bool = True,
     fresh: bool = False,
-    script_timeout: float | None = None,
 ) -> TuneReport:
-    """Tune region files, a script's hot regions, the pending regions, or a batch round; see the module doc."""
+    """Tune region files, the ones ``find_regions(cfg)`` returns, the pending regions, or a batch round (module doc)."""
     cfg = config or _state.config()
     device = target_device(cfg)
     files = bool(export_batch or import_batch)
-    provider = batch.BatchProvider(cfg) if files else select_provider(cfg)
+    provider = select_provider(cfg, "batch") if files else select_provider(cfg)
     if not files and not provider.live:
         raise UsageError("LLM_INDUCTOR_PROVIDER=batch answers through files: pass --export-batch or --import-batch.")
     store = store if store is not None else _state.store(cfg)
@@ -179,8 +158,8 @@ def tune(
         paths = _import(run, Path(import_batch), report)
     else:
         paths = [Path(p) for p in regions]
-        if script:
-            paths += script_regions(script, script_args, cfg, script_timeout)
+        if find_regions is not None:
+            paths += find_regions(cfg)
         if pending:
             paths += pending_regions(cfg, store)
     paths = list({_key16(p): p for p in paths}.values())
@@ -209,7 +188,7 @@ def _import(run: _Run, path: Path, report: TuneReport) -> list[Path]:
 
     waiting = {s.key16: s for s in all_states(run.cfg) if s.outstanding}
     requests = {cid: r for s in waiting.values() for cid, r in ((r.custom_id, r) for r in s.requests())}
-    answers = batch.read_outputs(path, requests, run.cfg)
+    answers = run.provider.read_answers(path, requests)  # type: ignore[attr-defined]
     unknown = sorted(cid for cid in answers if cid not in requests)
     if unknown:
         log.warning("llm_inductor: %d answer(s) match no outstanding request (already imported?): %s",
@@ -246,5 +225,5 @@ def _export(run: _Run, paths: list[Path], report: TuneReport, export: str | Path
         return
     if export is None:
         export = run.cfg.cache_path / "search" / "batches" / f"requests-{run.searcher.run_id}.jsonl"
-    report.exported = batch.write_requests(export, requests, run.cfg.model)
+    report.exported = run.provider.write_requests(export, requests)  # type: ignore[attr-defined]
     report.next_batch = str(export)

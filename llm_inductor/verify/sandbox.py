@@ -115,9 +115,9 @@ def worker_trees(scratch: str) -> dict[str, int]:
     for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path):
         if p:
             trees[p] = READ
-    import llm_inductor
+    from llm_inductor._paths import source_trees
 
-    trees.update({p: READ for p in llm_inductor.__path__})  # a source checkout: the repository root too
+    trees.update({p: READ for p in source_trees()})  # a source checkout: the repository root too
     for var in ("CUDA_HOME", "CUDA_PATH", "TRITON_PTXAS_PATH", "TRITON_LIBCUDA_PATH"):
         if os.environ.get(var):
             trees[os.environ[var]] = READ
