@@ -94,7 +94,7 @@ def _round_files(work: Path, kind: str) -> list[Path]:
 
 def write_prompts(work: Path, requests: Path) -> int:
     """One markdown file per request: exactly what the LLM would be sent, nothing else."""
-    from llm_inductor.search.batch import read_requests
+    from llm_inductor.search.llm.batch import read_requests
 
     folder = work / "prompts" / requests.name.split(".")[0]  # prompts/round<N>/
     folder.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ def step_export(work: Path) -> int:
 
 def step_answers(work: Path) -> int:
     """answers/<custom_id>.md (the helper's whole reply) → batches/round<r>.out.jsonl."""
-    from llm_inductor.search.batch import output_line, read_requests
+    from llm_inductor.search.llm.batch import output_line, read_requests
 
     requests = _round_files(work, "requests")[-1]
     lines, missing = [], []

@@ -125,7 +125,7 @@ def lookups(n: int, redis_url: str | None, tmp: Path) -> dict[str, Any]:
 _COMPILE = r"""
 import json, os, sys, time, torch
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 
 class RMSNorm(torch.nn.Module):
     def __init__(self, dim):
@@ -151,7 +151,7 @@ def timed(owner, name, slot):
     setattr(owner, name, wrapper)
 
 if backend == "llm":
-    from llm_inductor import _graph_pass
+    from llm_inductor.compile import region_pass as _graph_pass
     from llm_inductor.cache.tiered import TieredStore
     timed(_graph_pass, "run", "region_pass_s")
     timed(TieredStore, "lookup", "lookup_s")

@@ -5,7 +5,7 @@ cache, so the first number is a cold compile; the median of --reps runs is repor
 Then the same process compiles the model again after ``torch._dynamo.reset()``: a
 warm recompile, which Inductor serves from its caches (AOTAutograd's and the FX
 graph cache). backend="llm" keeps AOTAutograd's cache on with a key that follows the
-kernel set (``llm_inductor/_aot.py``), so its warm recompile should cost what
+kernel set (``llm_inductor/compile/aot.py``), so its warm recompile should cost what
 Inductor's does.
 "miss": an empty kernel store (every hot region is recorded pending). "hit": a store
 holding an entry for every region of the model, so the pass also rewrites the graph.
@@ -32,7 +32,7 @@ import json, os, sys, time
 import torch
 sys.path.insert(0, os.environ["BENCH_TESTS"])
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.store import MemoryStore
 from pathlib import Path

@@ -94,7 +94,7 @@ def parse_inductor_config(items: list[str] | None) -> dict[str, Any]:
 def llm_snapshot() -> dict[str, Any]:
     """llm_inductor's counters and the hottest regions it saw since the last reset."""
     import llm_inductor
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
 
     rows = [(r, g.kind) for g in _state.reports for r in g.regions]
     rows.sort(key=lambda rk: -rk[0].est_us)

@@ -169,7 +169,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         store.local.compact()
     print(f"{len(drop)} of {len(rows)} entries {'would be ' if args.dry_run else ''}pruned")
     if args.older_than is not None:  # the region pass's records for AOTAutograd cache hits (counts only)
-        from llm_inductor._aot import prune_records
+        from llm_inductor.compile.aot import prune_records
 
         n = prune_records(cfg.cache_path, args.older_than * 86400, args.dry_run)
         print(f"{n} compile record{'' if n == 1 else 's'} unused for {args.older_than} days "

@@ -56,7 +56,7 @@ class KernelStore(Protocol):
 
     # Optional: ``generation() -> str | None``, a token that changes whenever what lookup may
     # return changes (None: unknown). With it, the backend keeps AOTAutograd's cache on,
-    # keyed on the token (``llm_inductor._aot``); a store without it compiles without that cache.
+    # keyed on the token (``llm_inductor.compile.aot``); a store without it compiles without that cache.
 
 
 class MemoryStore:

@@ -255,7 +255,7 @@ class TieredStore:
 
         It covers the local database's writes, the shared tier's write counter, the packs
         and the key files trust is built from. The compile path keys AOTAutograd's cache on
-        it (``llm_inductor._aot``). A change seen here also drops what this process
+        it (``llm_inductor.compile.aot``). A change seen here also drops what this process
         remembered (lookups, trust, pack indexes), so the lookups that follow see the store
         the token describes, not the one this process read earlier.
         """

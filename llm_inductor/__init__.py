@@ -12,11 +12,7 @@ from llm_inductor import _paths
 if _paths.checkout_root() is not None:
     __path__.append(str(_paths.checkout_root()))
 
-from llm_inductor import _runtime  # registers the llm_inductor::kernel op
-
-_runtime.prepare_interpreter()
-from llm_inductor._backend import backend
-from llm_inductor._state import reset as reset_stats, stats
+from llm_inductor.compile import backend, reset as reset_stats, stats  # the compile path (registers the op first)
 from llm_inductor._version import __version__
 from llm_inductor.config import Config
 from llm_inductor.search import register as _register  # noqa: F401  (the providers; the tune path, with the region pass)
@@ -24,7 +20,7 @@ from llm_inductor.search import register as _register  # noqa: F401  (the provid
 
 def open_cache(config: Config | None = None):
     """The kernel store for a config (default: the environment's)."""
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
 
     return _state.store(config)
 

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
-import llm_inductor._state as _state
+import llm_inductor.compile.state as _state
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 
@@ -27,7 +27,7 @@ from llm_inductor.config import Config
 @contextlib.contextmanager
 def routed_compile(options: dict[str, Any]) -> Iterator[None]:
     """Make every torch.compile in the block use the llm backend with these options."""
-    from llm_inductor._backend import backend
+    from llm_inductor.compile.dynamo_backend import backend
 
     original = torch.compile
 

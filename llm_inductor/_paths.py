@@ -1,8 +1,7 @@
 """Where the package's data lives, found from this file (never by importing the package, which sits above every layer).
 
-``packs/`` (bundled read-only packs), ``keys/`` (bundled trusted public keys) and
-``templates/`` (prompt templates) are package data beside this file, installed or
-in a checkout. ``passes/`` and ``cache/`` install as ``llm_inductor.passes`` and
+``packs/`` (bundled read-only packs) and ``keys/`` (bundled trusted public keys) are
+package data beside this file, installed or in a checkout. ``passes/`` and ``cache/`` install as ``llm_inductor.passes`` and
 ``llm_inductor.cache``; in a source checkout they sit one level up, beside this package.
 """
 
@@ -20,10 +19,6 @@ def packs_dir() -> Path:
 
 def keys_dir() -> Path:
     return PACKAGE_DIR / "keys"
-
-
-def templates_dir() -> Path:
-    return PACKAGE_DIR / "templates"
 
 
 def checkout_root() -> Path | None:

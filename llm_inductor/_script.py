@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import llm_inductor._state as _state
+import llm_inductor.compile.state as _state
 from llm_inductor._cli_regions import run_script
 from llm_inductor.config import Config
 from llm_inductor.search import tune as _core

@@ -119,7 +119,7 @@ class Config:
         """A bad value of field ``name``, blamed on where it came from (``options[...]`` or the variable).
 
         Checks that need another layer use it too: the provider name is checked against
-        the registry when a provider is resolved (``search.providers.check_provider``).
+        the registry when a provider is resolved (``search.llm.providers.check_provider``).
         """
         f = next(f for f in fields(self) if f.name == name)
         source = getattr(self, "_sources", {}).get(name, f.metadata["env"])

@@ -73,7 +73,7 @@ class CacheView:
 
 
 def read_cache(cfg: Config) -> CacheView:
-    import llm_inductor._state as _state
+    import llm_inductor.compile.state as _state
 
     view = CacheView()
     try:

@@ -13,7 +13,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from util import RMSNorm, entry_for
 
 phase, out_path = sys.argv[1], sys.argv[2]

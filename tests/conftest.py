@@ -31,7 +31,7 @@ def _isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor_cache"))
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_INDUCTOR_PROVIDER", "LLM_INDUCTOR_REDIS_URL"):
         monkeypatch.delenv(var, raising=False)
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
 
     torch._dynamo.reset()
     _state.reset()

@@ -8,7 +8,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.store import MemoryStore
 from util import RMSNorm

@@ -20,7 +20,8 @@ from torch._dynamo.utils import counters
 from util import RMSNorm, entry_for, regions_of
 
 import llm_inductor
-from llm_inductor import _aot, _state
+from llm_inductor.compile import aot as _aot
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
 
 HERE = Path(__file__).parent

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from util import Block
 
 torch.manual_seed(0)

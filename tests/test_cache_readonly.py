@@ -230,7 +230,7 @@ def _accepting_verifier(monkeypatch) -> None:
 
 def _region(tmp_path: Path) -> tuple[Path, Path]:
     """A real region file (`cache add` rebuilds the region from its key) and a candidate for it."""
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
     from util import RMSNorm, regions_of
 
     _state.export_dir = str(tmp_path / "regions")

@@ -18,7 +18,7 @@ import torch
 
 import llm_inductor
 from cache_data.helpers import RMS_KERNEL, open_test_store
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.key import KernelKey

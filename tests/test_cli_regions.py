@@ -136,7 +136,7 @@ def test_a_repeated_layer_is_one_row_with_its_count_and_summed_share(tmp_path):
 
 
 def test_fold_keeps_first_appearance_and_separates_what_differs():
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
     from llm_inductor._cli_regions import fold, format_reports
 
     def row(key16, status="miss", hot=True, share=0.1):

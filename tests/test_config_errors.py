@@ -41,7 +41,7 @@ def test_a_value_from_options_is_never_blamed_on_the_environment(monkeypatch):
     assert "options['mode']" in str(info.value) and "Valid modes" in str(info.value)
     assert "LLM_INDUCTOR_MODE=" not in str(info.value)
     # A provider name is checked against the registry when a provider is resolved, still blamed on options=
-    from llm_inductor.search.providers import select_provider
+    from llm_inductor.search.llm.providers import select_provider
 
     with pytest.raises(UsageError, match=r"options\['provider'\].*Registered providers"):
         select_provider(Config.load({"provider": "nope"}, env={})[0])

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 import llm_inductor
-from llm_inductor import _graph_pass, _runtime, _state
+from llm_inductor.compile import region_pass as _graph_pass
+from llm_inductor.compile import runtime as _runtime
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
 from test_substitution import rmsnorm_entry, serve
 from util import RMSNorm

@@ -19,7 +19,7 @@ from util import RMSNorm, entry_for, regions_of
 
 import torch
 
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 
 HERE = Path(__file__).parent
 

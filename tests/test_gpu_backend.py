@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
 from util import RMSNorm, entry_for, regions_of
 

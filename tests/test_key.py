@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.key import KernelKey
 from llm_inductor.passes.region import device_class
 from util import RMSNorm, regions_of

@@ -8,7 +8,7 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.passes.cost import CPU, H200, rank, region_cost
 from llm_inductor.passes.partition import partition
 from test_backend_models import Block, UnrolledGRU

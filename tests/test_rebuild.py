@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.key import KernelKey
 from llm_inductor.passes.rebuild import KeyGraphError, Program, rebuild
 from util import Block

@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from test_backend_models import Block
 
 

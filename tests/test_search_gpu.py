@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.config import Config
 from llm_inductor.search.gate import in_graph_gate, status_for

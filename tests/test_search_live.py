@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
 from llm_inductor.config import Config
 from llm_inductor.search.state import load_state

@@ -60,10 +60,10 @@ def test_online_mode_tunes_during_the_compile_then_serves_the_winner(tmp_path, m
     """
     import torch
 
-    from llm_inductor import _state
-    from llm_inductor.search import prompts
+    from llm_inductor.compile import state as _state
+    from llm_inductor.search.llm import prompts
     from llm_inductor.search.context import load_context
-    from llm_inductor.search.providers import prompt_hash
+    from llm_inductor.search.llm.providers import prompt_hash
     from test_search_support import copy_region, real_engine, shared_region
 
     if real_engine() is None:

@@ -63,7 +63,7 @@ class RMSNorm(torch.nn.Module):
 
 COMPILE_SCRIPT = """
 import torch, llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 torch.manual_seed(0)
 w = torch.randn(33)
 def f(x):
@@ -79,7 +79,7 @@ print("STATS", __import__("json").dumps(_state.stats()))
 def make_region(folder: Path) -> Path:
     """Compile the RMSNorm once with backend="llm" and return its region file (in folder)."""
     import llm_inductor
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
 
     rows: list[Any] = []
     _state.reset()

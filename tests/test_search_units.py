@@ -10,10 +10,10 @@ import pytest
 from llm_inductor._errors import UsageError
 from llm_inductor.cli import main
 from llm_inductor.config import Config
-from llm_inductor.search import prompts
-from llm_inductor.search.budget import Limits, Meter
+from llm_inductor.search.llm import prompts
+from llm_inductor.search.llm.budget import Limits, Meter
 from llm_inductor.search.context import load_context
-from llm_inductor.search.providers import Completion, Request, account, registered, select_provider
+from llm_inductor.search.llm.providers import Completion, Request, account, registered, select_provider
 from llm_inductor.search.state import SearchState
 from llm_inductor.search.strategies import select_strategy
 from test_search_support import GOOD, answer, copy_region, shared_region, verifier
@@ -41,7 +41,7 @@ def test_openai_needs_a_model_name(monkeypatch):
 
 def test_registry_lists_the_built_in_providers_and_takes_new_ones(monkeypatch):
     """A team adds a provider by registering it: the config is not edited, and an unknown name lists the registered ones."""
-    from llm_inductor.search import providers
+    from llm_inductor.search.llm import providers
 
     assert sorted(registered()) == ["batch", "openai", "replay"]  # each registered itself (search/register.py)
     with pytest.raises(UsageError, match=r"options\['provider'\]: 'team'\. Registered providers: \['batch', 'openai', 'replay'\]"):
@@ -190,10 +190,10 @@ def test_online_mode_tunes_the_graphs_misses(region, tmp_path):
     import torch
 
     import llm_inductor
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
     from llm_inductor.cache.store import MemoryStore
     from llm_inductor.search.online import tune_misses
-    from llm_inductor.search.providers import prompt_hash
+    from llm_inductor.search.llm.providers import prompt_hash
 
     seen = []
     _state.graph_hook = lambda gm, kind, infos: seen.extend(infos)
@@ -223,7 +223,7 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
     import torch
 
     import llm_inductor
-    from llm_inductor import _state
+    from llm_inductor.compile import state as _state
     from llm_inductor.cache.entry import Entry
     from llm_inductor.search import gate
     from llm_inductor.search.graphs import graph_for, record_graph

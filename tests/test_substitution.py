@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import llm_inductor
-from llm_inductor import _graph_pass, _state
+from llm_inductor.compile import region_pass as _graph_pass
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
 from util import Block, RMSNorm, entry_for, regions_of
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import llm_inductor
-from llm_inductor import _state
+from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 
 KERNELS = Path(__file__).parent / "kernels_backend"

@@ -80,7 +80,7 @@ def _bench(fn: Any, device: str) -> float:
 def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> dict[str, Any]:
     import torch
 
-    import llm_inductor._state as _state
+    import llm_inductor.compile.state as _state
     from llm_inductor.cache.entry import Entry
     from llm_inductor.cache.store import MemoryStore
 

@@ -48,7 +48,7 @@ def tune_misses(infos: Sequence[Any], cfg: Config, *, verifier: Any = None, stor
     """
     if not infos or not wanted(cfg):
         return 0
-    import llm_inductor._state as _state
+    import llm_inductor.compile.state as _state
     from llm_inductor.search.graphs import record_graph
 
     paths = [info.write(cfg.cache_path / "regions") for info in infos]
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("regions", nargs="+")
     args = p.parse_args(argv)
-    import llm_inductor._state as _state
+    import llm_inductor.compile.state as _state
     from llm_inductor.search.tune import tune
 
     raw = json.loads(Path(args.config).read_text())

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from llm_inductor.config import Config
-from llm_inductor.search.prompts import PROMPT_VERSION
-from llm_inductor.search.providers import Completion, Request
+from llm_inductor.search.llm.prompts import PROMPT_VERSION
+from llm_inductor.search.llm.providers import Completion, Request
 
 ATTEMPT_SCHEMA = 1
 _lock = threading.Lock()

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llm_inductor.config import Config
-from llm_inductor.search.budget import Spend
-from llm_inductor.search.providers import Request
+from llm_inductor.search.llm.budget import Spend
+from llm_inductor.search.llm.providers import Request
 
 STATE_SCHEMA = 1
 PROVIDER_FAILURES = ("rate_limited", "server_error", "timeout", "connection", "bad_response", "replay_miss",

@@ -17,9 +17,9 @@ from typing import Callable
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search import prompts
+from llm_inductor.search.llm import prompts
 from llm_inductor.search.context import RegionContext
-from llm_inductor.search.providers import Request, custom_id
+from llm_inductor.search.llm.providers import Request, custom_id
 from llm_inductor.search.state import SearchState
 
 Plan = Callable[[SearchState, RegionContext, Config], list[Request]]

@@ -18,13 +18,13 @@ from typing import Any, Callable, Coroutine, Sequence
 
 import torch
 
-import llm_inductor._state as _state
+import llm_inductor.compile.state as _state
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.search.context import RegionContext, load_context, read_region
 from llm_inductor.search.loop import Searcher
 from llm_inductor.search.progress import ProgressLine, RegionRow, region_row
-from llm_inductor.search.providers import Provider, select_provider
+from llm_inductor.search.llm.providers import Provider, select_provider
 from llm_inductor.search.state import SearchState, load_state, save_state
 from llm_inductor.search.verdict import Verifier, default_verifier
 from llm_inductor.search.winners import store_winner

@@ -15,7 +15,7 @@ from llm_inductor.cache.entry import Entry
 from llm_inductor.config import Config
 from llm_inductor.search.context import RegionContext
 from llm_inductor.search.gate import SERVED, in_graph_gate, status_for
-from llm_inductor.search.prompts import PROMPT_VERSION
+from llm_inductor.search.llm.prompts import PROMPT_VERSION
 from llm_inductor.search.similar import add_to_index
 from llm_inductor.search.state import SearchState
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llm_inductor.config import Config
-from llm_inductor.search.providers import Completion
+from llm_inductor.search.llm.providers import Completion
 
 DEFAULT_ANSWER_TOKENS = 2500  # a kernel module with a sentence or two around it
 

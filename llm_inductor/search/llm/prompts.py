@@ -1,6 +1,6 @@
 """Prompts: a versioned template for the first turn, feedback turns trimmed to a token budget.
 
-The templates live in ``llm_inductor/templates/*_v<PROMPT_VERSION>.md``. A change to
+The templates live in ``templates/*_v<PROMPT_VERSION>.md`` beside this module. A change to
 what a prompt says bumps ``PROMPT_VERSION``, so attempt records (which carry it) tell
 results of different prompts apart. Prompts carry the region's code and shapes,
 never weights or data.
@@ -15,12 +15,12 @@ from string import Template
 from typing import Any, Sequence
 
 from llm_inductor.search.context import RegionContext, spec_lines
-from llm_inductor.search.providers import Messages, estimate_tokens
+from llm_inductor.search.llm.providers import Messages, estimate_tokens
 
 PROMPT_VERSION = 1
 FEEDBACK_TOKENS = 1500  # per feedback turn; verifier output beyond it is cut in the middle
 EXAMPLE_TOKENS = 2500  # per worked example
-_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
 
 

@@ -12,7 +12,7 @@ goes into AOTAutograd's key, and a change to either is a miss.
 How the token reaches the key: AOTAutograd hashes the Dynamo graph module by
 pickling it, ``__dict__`` included, so an attribute set on it changes AOTAutograd's
 key and nothing else. Inductor's FX-graph key is computed on the ATen graphs, which
-never carry it, so it still follows only the rewritten graph (``_backend``).
+never carry it, so it still follows only the rewritten graph (``dynamo_backend``).
 ``tests/test_aot_cache.py`` checks that mechanism on the torch CI runs.
 
 Without a token (a store that cannot name its generation, an unreadable database,
@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 
-import llm_inductor._state as _state
+import llm_inductor.compile.state as _state
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)

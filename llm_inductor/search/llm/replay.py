@@ -17,7 +17,7 @@ from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search.providers import NO_MODEL, Completion, ProviderInfo, Request, account, register_provider
+from llm_inductor.search.llm.providers import NO_MODEL, Completion, ProviderInfo, Request, account, register_provider
 
 
 def load_responses(path: str | Path) -> dict[str, list[dict[str, Any]]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search.providers import Completion, ProviderInfo, Request, account, register_provider
+from llm_inductor.search.llm.providers import Completion, ProviderInfo, Request, account, register_provider
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-import llm_inductor._state as _state
+import llm_inductor.compile.state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.key import KernelKey
 from llm_inductor.passes.rebuild import Program

@@ -22,10 +22,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.fx as fx
 
-import llm_inductor._aot as _aot
-import llm_inductor._graph_pass as _graph_pass
-import llm_inductor._runtime as _runtime
-import llm_inductor._state as _state
+import llm_inductor.compile.aot as _aot
+import llm_inductor.compile.region_pass as _graph_pass
+import llm_inductor.compile.runtime as _runtime
+import llm_inductor.compile.state as _state
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 

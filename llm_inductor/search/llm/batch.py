@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search.providers import (  # noqa: F401  (custom_id, CustomId, parse_custom_id: batch's names too)
+from llm_inductor.search.llm.providers import (  # noqa: F401  (custom_id, CustomId, parse_custom_id: batch's names too)
     NO_MODEL, Completion, CustomId, ProviderInfo, Request, account, custom_id, parse_custom_id, register_provider,
 )  # fmt: skip
 

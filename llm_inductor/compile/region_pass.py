@@ -18,8 +18,8 @@ from typing import Any, Callable
 import torch
 import torch.fx as fx
 
-import llm_inductor._runtime as _runtime
-import llm_inductor._state as _state
+import llm_inductor.compile.runtime as _runtime
+import llm_inductor.compile.state as _state
 from llm_inductor._errors import LLMInductorError, RegionBypass
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
