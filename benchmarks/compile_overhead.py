@@ -92,7 +92,7 @@ def run_child(name: str, backend: str, store: str, device: str, regions: Path) -
 def export_regions(name: str, device: str, directory: Path) -> None:
     code = (
         "import sys, os, torch; sys.path.insert(0, os.environ['BENCH_TESTS']); import llm_inductor; "
-        "from llm_inductor import _state; from bench_models import build; "
+        "from llm_inductor.compile import state as _state; from bench_models import build; "
         f"_state.export_dir = {str(directory)!r}; m, i = build({name!r}, {device!r}); "
         "c = torch.compile(m, backend=llm_inductor.backend(mode='discover', min_region_us=0))\n"
         "with torch.no_grad(): c(*i)"  # as timed: grad mode changes the graph, so the keys
