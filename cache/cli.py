@@ -1,6 +1,6 @@
 """``llm-inductor cache``: list, show, share, check and edit the kernel cache.
 
-Exit codes (DESIGN.md): 0 success; 1 negative (a candidate or an entry failing
+Exit codes (docs/contracts.md): 0 success; 1 negative (a candidate or an entry failing
 verification, nothing to export or import); 2 bad input (missing file, unknown
 key, not a pack); 3 internal error (printed by ``llm_inductor/cli.py``).
 """

@@ -10,7 +10,7 @@ key: a key that is too specific makes sharing useless.
 
 Schema history. 1: no output identity, no index bounds; two regions returning different
 intermediates of the same shape (rstd against variance) shared a key. 2: both added.
-Size families (DESIGN.md, "Size families") add a second, size-abstracted key beside this
+Size families add a second, size-abstracted key beside this
 exact one rather than changing it, so caches migrate once: ``legacy_digest`` names a
 region's schema-1 key, which ``llm-inductor cache verify`` uses to re-verify old entries
 under the new key.

@@ -8,9 +8,8 @@ from llm_inductor import _paths
 
 # passes/ and cache/ sit at the top of the repository and install as llm_inductor.passes and
 # llm_inductor.cache (setuptools package-dir). From a source checkout, or an editable install in
-# setuptools' path-based mode, they are found beside this package instead.
-if _paths.checkout_root() is not None:
-    __path__.append(str(_paths.checkout_root()))
+# setuptools' path-based mode, those two (and nothing else of the checkout) are found beside this package.
+_paths.find_checkout_packages()
 
 from llm_inductor.compile import backend, reset as reset_stats, stats  # the compile path (registers the op first)
 from llm_inductor._version import __version__

@@ -1,4 +1,4 @@
-"""Failure as values and the exceptions that map onto DESIGN.md's exit codes."""
+"""Failure as values and the exceptions that map onto the exit codes (docs/contracts.md)."""
 
 from __future__ import annotations
 

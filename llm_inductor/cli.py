@@ -2,7 +2,7 @@
 
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and
 sets ``func`` to a callable taking the parsed args and returning an exit code.
-Exit codes (DESIGN.md): 0 success, 1 negative result, 2 bad input or usage,
+Exit codes (docs/contracts.md): 0 success, 1 negative result, 2 bad input or usage,
 3 internal error (one line here, the traceback in the log file).
 """
 

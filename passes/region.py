@@ -5,6 +5,7 @@ sorted by a structural (Merkle) hash, nodes are numbered by a post-order walk fr
 the outputs, and inputs by first use in that walk. The same order is used for the
 key, the region file's ``forward(*inputs)`` signature and the substituted op call,
 so a kernel written against the region file fits every graph with that key.
+The region file's contract and the key's are stated in docs/contracts.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`llm-inductor regions`: the region map of a script, exit codes per DESIGN.md, and the entry point."""
+"""`llm-inductor regions`: the region map of a script, exit codes per docs/contracts.md, and the entry point."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ does that, and a package's ``__init__`` is the package's own layer.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,14 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypa
     edges = imports(mods)
     assert edges["llm_inductor.low"] == {"llm_inductor.high": 2}
     assert edges["llm_inductor.sub.a"] == {"llm_inductor.low": 1, "llm_inductor.sub.b": 2}
+
+
+def test_only_passes_and_cache_join_the_package_from_a_checkout():
+    """From a checkout, the top-level passes/ and cache/ are llm_inductor.passes and llm_inductor.cache;
+    no other folder of the repository becomes part of the package."""
+    code = ("import importlib, llm_inductor.cache.key, llm_inductor.passes.rebuild\n"
+            "for name in ('llm_inductor.benchmarks', 'llm_inductor.tests', 'llm_inductor.llm_inductor'):\n"
+            "    try:\n        importlib.import_module(name)\n    except ModuleNotFoundError:\n        continue\n"
+            "    raise SystemExit(name + ' is importable')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

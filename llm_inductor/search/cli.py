@@ -1,6 +1,6 @@
 """``llm-inductor tune [SCRIPT.py [args] | REGION.py ... | --pending] [--export-batch F] [--import-batch F]``.
 
-Exit codes (DESIGN.md): 0 a winner was stored (or a batch round was written), 1 no
+Exit codes (docs/contracts.md): 0 a winner was stored (or a batch round was written), 1 no
 winner at all, 2 bad usage (no provider, no GPU without LLM_INDUCTOR_INTERPRET=1,
 a missing file), 3 internal error.
 """

@@ -75,7 +75,7 @@ def read_region(path: str | Path) -> tuple[str, dict[str, Any]]:
     missing = [k for k in _SIDECAR_KEYS if k not in meta]
     if missing or "def forward(" not in source or "def make_inputs(" not in source:
         what = f"sidecar keys {missing}" if missing else "forward() or make_inputs()"
-        raise UsageError(f"malformed region {path}: no {what}. Region files follow DESIGN.md's contract.")
+        raise UsageError(f"malformed region {path}: no {what}. Region files follow the contract in docs/contracts.md.")
     return source, meta
 
 

@@ -1,4 +1,4 @@
-"""Loading a region file (DESIGN.md "Region file") and its output specs at any size.
+"""Loading a region file (docs/contracts.md, "Region file") and its output specs at any size.
 
 The region file is ours (or the user's, handed to ``llm-inductor verify``), never
 the candidate's: the parent imports it to compute references. Its sidecar gives
@@ -127,7 +127,7 @@ def load_region(path: str | Path, check: bool = True) -> Region:
     if missing:
         raise UsageError(
             f"region file {path} lacks {' and '.join(missing)}: a region defines forward(*inputs) and "
-            "make_inputs(seed=0, device='cpu', sizes=None) (DESIGN.md, 'Region file')"
+            "make_inputs(seed=0, device='cpu', sizes=None) (docs/contracts.md, 'Region file')"
         )
     meta = _sidecar(path)
     symbols = dict(getattr(module, "SYMBOLS", None) or (meta or {}).get("symbols") or {})
