@@ -305,6 +305,13 @@ class _Unverifiable(Exception):
         self.reason = reason
 
 
+def _key_of(key_fields: Any) -> KernelKey:
+    try:
+        return KernelKey.from_dict(key_fields)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise _Unverifiable("key_unreadable", f"its key fields do not parse, or do not hash to its digest ({e})") from None
+
+
 def _trusted_region(key_fields: Any, symbols: Any) -> RegionInfo:
     """The region a key describes, rebuilt and written by this package, at the sizes given.
 
@@ -313,11 +320,7 @@ def _trusted_region(key_fields: Any, symbols: Any) -> RegionInfo:
     checks that the rebuilt graph hashes to the key's digest.
     """
     try:
-        key = KernelKey.from_dict(key_fields)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise _Unverifiable("key_unreadable", f"its key fields do not parse, or do not hash to its digest ({e})") from None
-    try:
-        return rebuild(key, sizes_from(symbols))
+        return rebuild(_key_of(key_fields), sizes_from(symbols))
     except KeyGraphError as e:
         raise _Unverifiable(f"key_{e.reason}", str(e)) from None
 
@@ -345,10 +348,7 @@ def _regions_for(entry: Entry, local: dict[str, list[dict[str, Any]]]) -> list[R
     An entry of key schema 1 named no returned values, so its key may stand for several
     regions (rstd or variance returned): each one recorded here under that schema-1 key is tried.
     """
-    try:
-        key = KernelKey.from_dict(entry.key_fields)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise _Unverifiable("key_unreadable", f"its key fields do not parse, or do not hash to its digest ({e})") from None
+    key = _key_of(entry.key_fields)
     if key.digest != entry.key:
         raise _Unverifiable("key_unreadable", f"its key fields hash to {key.key16}, not to its key")
     if key.schema not in (1, KEY_SCHEMA):

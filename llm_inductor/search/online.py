@@ -30,13 +30,10 @@ from typing import Any, Sequence
 import torch
 
 from llm_inductor._errors import LLMInductorError
+from llm_inductor.compile.region_pass import wants_tuning
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
-
-
-def wanted(cfg: Config) -> bool:
-    return bool(cfg.tune or cfg.mode == "tune")
 
 
 def tune_misses(infos: Sequence[Any], cfg: Config, *, verifier: Any = None, store: Any = None,
@@ -46,7 +43,7 @@ def tune_misses(infos: Sequence[Any], cfg: Config, *, verifier: Any = None, stor
     ``in_process`` runs the search here (tests that inject a verifier, callers outside
     any compile); the default runs it in a child process, as the module doc explains.
     """
-    if not infos or not wanted(cfg):
+    if not infos or not wants_tuning(cfg):
         return 0
     import llm_inductor.compile.state as _state
     from llm_inductor.search.graphs import record_graph
