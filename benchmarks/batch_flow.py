@@ -180,17 +180,17 @@ def step_import(work: Path) -> int:
 
 def _rows(work: Path) -> list[dict[str, Any]]:
     from llm_inductor.search.context import read_region
-    from llm_inductor.search.state import all_states
+    from llm_inductor.search.search_state import all_states
 
     cfg = _config(work)
     rows = []
     for s in all_states(cfg):
-        _, meta = read_region(s.region_path)
+        side = read_region(s.region_path).sidecar
         best = s.winner() or s.best()
         res = s.result or {}
         rows.append({
-            "region": s.key16, "ops": sorted(set(meta.get("ops", []))),
-            "inputs": [f"{i['dtype'].replace('torch.', '')}[{','.join(i['shape'])}]" for i in meta["inputs"]],
+            "region": s.key16, "ops": sorted(set(side.ops or ())),
+            "inputs": [f"{i.dtype.replace('torch.', '')}[{','.join(i.shape)}]" for i in side.inputs],
             "rounds": s.round, "attempts": len(s.attempts),
             "outcomes": [a["outcome"] for a in s.attempts], "stop": s.done or "waiting for answers",
             "status": res.get("status"), "speedup": best.get("speedup") if best else None,

@@ -182,10 +182,9 @@ def _compile_run(backend: str, repeats: int, device: str, shape: tuple[int, int]
 
 
 def compile_overhead(device: str, repeats: int, shape: tuple[int, int], interpret: bool, tmp: Path) -> dict[str, Any]:
-    import glob
-
     from llm_inductor.cache.entry import Entry
     from llm_inductor.cache.trust import current_versions
+    from llm_inductor.passes.regionfile import read_sidecar, region_scripts
 
     cache = tmp / "compile-cache"
     env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"), "LLM_INDUCTOR_CACHE_DIR": str(cache),
@@ -193,13 +192,13 @@ def compile_overhead(device: str, repeats: int, shape: tuple[int, int], interpre
     if interpret:
         env.update(LLM_INDUCTOR_INTERPRET="1", TRITON_INTERPRET="1")
     _compile_run("llm", 1, device, shape, env)  # writes the region file of the model's hot region
-    regions = glob.glob(str(cache / "regions" / "region_*.py"))
+    regions = region_scripts(cache / "regions")
     if len(regions) != 1:
         raise RuntimeError(f"expected one region for the RMSNorm model, found {regions}")
-    meta = json.loads(Path(regions[0]).with_suffix(".json").read_text())
+    meta = read_sidecar(regions[0]).to_dict()
     store = _store(cache)
     store.put(Entry(key=meta["key"], key_fields=meta["key_fields"], kernel_source=KERNEL.read_text(),
-                    region_source=Path(regions[0]).read_text(), region_meta=meta,
+                    region_source=regions[0].read_text(), region_meta=meta,
                     versions=current_versions(device), provenance={"provider": "benchmark"}))
     store.local.close()
     result: dict[str, Any] = {"shape": list(shape), "repeats": repeats, "interpret": interpret}

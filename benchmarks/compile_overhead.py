@@ -35,15 +35,15 @@ import llm_inductor
 from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.store import MemoryStore
-from pathlib import Path
+from llm_inductor.passes.regionfile import read_sidecar, region_scripts
 from bench_models import build
 
 name, backend, store_mode, device = sys.argv[1:5]
 model, inputs = build(name, device)
 store = MemoryStore()
 if store_mode == "hit":
-    for py in Path(os.environ["BENCH_REGIONS"]).glob("region_*.py"):
-        meta = json.loads(py.with_suffix(".json").read_text())
+    for py in region_scripts(os.environ["BENCH_REGIONS"]):
+        meta = read_sidecar(py).to_dict()
         src = py.read_text()
         store.put(Entry(key=meta["key"], key_fields=meta["key_fields"], kernel_source=src, region_source=src, region_meta=meta))
 _state.set_store(store)

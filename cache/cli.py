@@ -26,8 +26,10 @@ from llm_inductor.cache.pack import read_pack, write_pack
 from llm_inductor.cache.tiered import Listing, TieredStore, open_store
 from llm_inductor.cache.trust import Revocation, current_versions, signature_problem, valid_target
 from llm_inductor.config import Config
+from llm_inductor.passes import regionfile
 from llm_inductor.passes.rebuild import KeyGraphError, rebuild, sizes_from
 from llm_inductor.passes.region import RegionInfo
+from llm_inductor.passes.regionfile import Sidecar
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -325,24 +327,22 @@ def _trusted_region(key_fields: Any, symbols: Any) -> RegionInfo:
         raise _Unverifiable(f"key_{e.reason}", str(e)) from None
 
 
-def _local_regions(cfg: Config, store: TieredStore) -> dict[str, list[dict[str, Any]]]:
+def _local_regions(cfg: Config, store: TieredStore) -> dict[str, list[Sidecar]]:
     """Sidecars of the regions compiles on this machine recorded, by key digest and by schema-1 digest."""
-    paths = {Path(r.region_path).with_suffix(".json") for r in store.pending()}
-    paths |= set((cfg.cache_path / "regions").glob("region_*.json"))
-    found: dict[str, list[dict[str, Any]]] = {}
+    paths = {regionfile.sidecar_of(r.region_path) for r in store.pending()}
+    paths |= set(regionfile.region_sidecars(cfg.cache_path / "regions"))
+    found: dict[str, list[Sidecar]] = {}
     for path in sorted(paths):
         try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError):
+            side = regionfile.read_sidecar(path, require=("key",))
+        except UsageError:  # unreadable, or not a sidecar: it records no sizes
             continue
-        if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
-            continue
-        for digest in {meta["key"], meta.get("legacy_key")} - {None}:
-            found.setdefault(str(digest), []).append(meta)
+        for digest in {side.key, side.legacy_key} - {None}:
+            found.setdefault(str(digest), []).append(side)
     return found
 
 
-def _regions_for(entry: Entry, local: dict[str, list[dict[str, Any]]]) -> list[RegionInfo]:
+def _regions_for(entry: Entry, local: dict[str, list[Sidecar]]) -> list[RegionInfo]:
     """The regions to verify an entry's kernel against: its key's region, at sizes a local compile saw.
 
     An entry of key schema 1 named no returned values, so its key may stand for several
@@ -353,14 +353,14 @@ def _regions_for(entry: Entry, local: dict[str, list[dict[str, Any]]]) -> list[R
         raise _Unverifiable("key_unreadable", f"its key fields hash to {key.key16}, not to its key")
     if key.schema not in (1, KEY_SCHEMA):
         raise _Unverifiable("key_schema", f"key schema {key.schema} is unknown to this build (it reads 1 and {KEY_SCHEMA})")
-    metas = [m for m in local.get(entry.key, []) if key.schema == KEY_SCHEMA or m.get("legacy_key") == entry.key]
+    metas = [m for m in local.get(entry.key, []) if key.schema == KEY_SCHEMA or m.legacy_key == entry.key]
     if not metas:
         raise _Unverifiable("not_recorded", f"no compile on this machine recorded region {entry.key16}"
                             f"{' (a key of schema 1)' if key.schema == 1 else ''}, so there are no sizes to verify "
                             "it at; run the script that uses it once with backend=\"llm\" (that records the region), "
                             "then `llm-inductor cache verify` again")
     # schema 2: the entry's own key, checked by the rebuild; schema 1: each local region it may stand for
-    return [_trusted_region(entry.key_fields if key.schema == KEY_SCHEMA else m.get("key_fields"), m.get("symbols"))
+    return [_trusted_region(entry.key_fields if key.schema == KEY_SCHEMA else m.key_fields, dict(m.symbols))
             for m in metas]  # fmt: skip
 
 
@@ -375,7 +375,7 @@ def _verify(info: RegionInfo, kernel_source: str, cfg: Config, device: str) -> A
 def _entry_from(result: Any, info: RegionInfo, kernel_source: str, provenance: dict[str, Any],
                 speed: dict[str, Any] | None = None) -> Entry:
     versions = current_versions(str(getattr(result, "device", None) or "cpu"))  # where the verifier ran
-    return Entry.from_verification(result, region_source=info.source(), region_meta=info.sidecar(),
+    return Entry.from_verification(result, region_source=info.source(), region_meta=info.sidecar().to_dict(),
                                    kernel_source=kernel_source, provenance=provenance, versions=versions, speed=speed)
 
 
@@ -390,23 +390,18 @@ def _read_candidate(path: Path) -> str:
 def cmd_add(args: argparse.Namespace) -> int:
     cfg, store = _store()
     region, candidate = Path(args.region), Path(args.candidate)
-    sidecar = region.with_suffix(".json")
+    sidecar = regionfile.sidecar_of(region)
     for path in (region, candidate):
         if not path.is_file():
             raise UsageError(f"No file {path}.")
-    try:
-        meta = json.loads(sidecar.read_text())
-        meta["key"], meta["key_fields"]  # noqa: B018  the fields an entry is keyed by
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{region} needs its sidecar {sidecar.name} with the key fields ({e}); region files written "
-                         "by a compile (LLM_INDUCTOR_CACHE_DIR/regions) or `llm-inductor regions` have one.") from None
+    side = regionfile.read_sidecar(region, require=("key", "key_fields"))  # the fields an entry is keyed by
     try:  # the reference is the region the key describes; the .py beside the sidecar is never imported
-        info = _trusted_region(meta["key_fields"], meta.get("symbols"))
+        info = _trusted_region(side.key_fields, dict(side.symbols))
     except _Unverifiable as e:
         raise UsageError(f"{sidecar}: its key does not describe a region this package can rebuild ({e.reason}: {e}); "
                          "regenerate the region file with a compile or `llm-inductor regions --export`") from None
-    if info.digest != meta["key"]:
-        raise UsageError(f"{sidecar}: its key fields hash to {info.key16}, not to its key {str(meta['key'])[:16]}")
+    if info.digest != side.key:
+        raise UsageError(f"{sidecar}: its key fields hash to {info.key16}, not to its key {str(side.key)[:16]}")
     if region.read_bytes() != info.source().encode():
         print(f"note: {region.name} differs from the region its key describes; the kernel is verified against the "
               "key's region, as this package writes it", file=sys.stderr)

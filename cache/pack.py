@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from llm_inductor._errors import UsageError
+from llm_inductor._files import atomic_write
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.trust import Revocation, valid_target
 
@@ -125,9 +125,7 @@ def write_pack(path: str | Path, entries: Iterable[Entry],
     if path.name.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write(path, data)
     return len(entries)
 
 

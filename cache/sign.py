@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_inductor._errors import UsageError
+from llm_inductor._files import atomic_write
 from llm_inductor.cache.entry import Entry
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def generate(directory: str | Path, name: str = "llm_inductor", force: bool = Fa
         raise UsageError(f"{key_path} or {pub_path} already exists; pick another --name or pass --force.")
     key = SigningKey(_crypto().Ed25519PrivateKey.generate(), str(key_path))
     _write_private(key_path, key.private_pem(), exclusive=not force)
-    _atomic_write(pub_path, key.public.pem())
+    atomic_write(pub_path, key.public.pem())
     return key_path, pub_path
 
 
@@ -201,7 +202,7 @@ def local_key(cache_path: str | Path) -> SigningKey:
         _write_private(key_path, fresh.private_pem(), exclusive=True)  # the first process to link it wins
     key = load_private(key_path)
     if not pub_path.exists() or load_public(pub_path).raw != key.public.raw:
-        _atomic_write(pub_path, key.public.pem())
+        atomic_write(pub_path, key.public.pem())
     return key
 
 
@@ -234,8 +235,3 @@ def _write_private(path: Path, data: bytes, exclusive: bool) -> None:
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

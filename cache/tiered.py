@@ -30,7 +30,7 @@ from llm_inductor.cache.redis_store import RedisTier
 from llm_inductor.cache.sqlite import SqliteStore, read_damaged
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.cache.trust import (
-    Revocation, Revocations, Trust, Verdict, bundled_keys_dir, load_trusted, report_miss, report_unreadable,
+    Revocation, Revocations, Trust, TrustVerdict, bundled_keys_dir, load_trusted, report_miss, report_unreadable,
 )  # fmt: skip
 from llm_inductor.config import Config
 
@@ -57,7 +57,7 @@ class Listing:
 
     entry_id: str
     entry: Entry | None  # None: unreadable (verdict says why)
-    verdict: Verdict
+    verdict: TrustVerdict
     tiers: list[str] = field(default_factory=list)
     hits: int = 0
     added: float | None = None
@@ -76,7 +76,7 @@ class Salvage:
     """What ``TieredStore.salvage`` did with one damaged database file."""
 
     source: Path
-    restored: list[tuple[str, Verdict]] = field(default_factory=list)  # entry id, and served here or why not
+    restored: list[tuple[str, TrustVerdict]] = field(default_factory=list)  # entry id, and served here or why not
     present: int = 0  # readable, and in the local tier already
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # entry id (or row), reason code, detail
     revocations: int = 0
@@ -97,7 +97,7 @@ class TieredStore:
         self._trust: Trust | None = None
         self._signer: sign.SigningKey | None = None
         self._memo: dict[str, tuple[Entry, str] | None] = {}  # key → (entry, entry_id) or a miss
-        self._unserved: dict[str, Verdict] = {}  # key → why its entries were not served (a miss with entries)
+        self._unserved: dict[str, TrustVerdict] = {}  # key → why its entries were not served (a miss with entries)
         self._hits: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._generation: str | None = None
@@ -157,7 +157,7 @@ class TieredStore:
                 trust._memo.clear()
             return self._signer
 
-    def judge(self, entry: Entry) -> Verdict:
+    def judge(self, entry: Entry) -> TrustVerdict:
         return self.trust().judge(entry)
 
     # ------------------------------------------------------------ the KernelStore protocol
@@ -293,7 +293,7 @@ class TieredStore:
 
     def _resolve(self, key: str) -> Entry | None:
         trust = self.trust()
-        not_served: tuple[str, Verdict] | None = None
+        not_served: tuple[str, TrustVerdict] | None = None
         for tier in self.tiers:
             servable = []
             for body in tier.bodies_for_key(key):
@@ -345,7 +345,7 @@ class TieredStore:
                 verdict = self.judge(entry)
                 entry_id = entry.entry_id
             except EntryError as e:
-                entry, verdict = None, Verdict(e.reason, str(e))
+                entry, verdict = None, TrustVerdict(e.reason, str(e))
                 entry_id = entry_id or f"{e.key or '?'}:unreadable"
             row = rows.setdefault(entry_id, Listing(entry_id, entry, verdict))
             row.tiers.append(tier)

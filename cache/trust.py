@@ -1,6 +1,6 @@
 """Which entries may be served here: signatures, versions, GPU model, policy, revocations.
 
-``Trust.judge(entry)`` returns a ``Verdict`` and never raises. Three outcomes:
+``Trust.judge(entry)`` returns a ``TrustVerdict`` and never raises. Three outcomes:
   served     trusted signature, same torch and triton major.minor, this GPU model
              ("cpu" for CPU entries), static policy passed, status served, not revoked;
   a miss     anything else that ``llm-inductor cache verify`` can fix by verifying on
@@ -44,7 +44,7 @@ REFUSED = frozenset({"tampered", "policy"})
 
 
 @dataclass(frozen=True)
-class Verdict:
+class TrustVerdict:
     reason: str  # "served" or a reason code
     detail: str = ""
 
@@ -270,14 +270,14 @@ class Trust:
     keys: dict[str, sign.PublicKey]
     revoked: Revocations = field(default_factory=Revocations)
     policy: Callable[[str], list[Any]] | None | str = "auto"  # "auto": llm_inductor.verify.policy
-    _memo: dict[str, Verdict] = field(default_factory=dict)
+    _memo: dict[str, TrustVerdict] = field(default_factory=dict)
 
-    def judge(self, entry: Entry) -> Verdict:
+    def judge(self, entry: Entry) -> TrustVerdict:
         try:
             rev = self.revoked.match(entry, self.keys)  # outside the memo: revocations arrive while a process runs
             if rev is not None:
                 what = f"signer {rev.target.split(':', 1)[1][:16]}" if rev.kind == "signer" else rev.kind
-                return Verdict("revoked", f"{what} revoked ({rev.reason or 'no reason given'})")
+                return TrustVerdict("revoked", f"{what} revoked ({rev.reason or 'no reason given'})")
             ident = f"{entry.content_hash}:{entry.signer}:{entry.signature}"
             hit = self._memo.get(ident)
             if hit is None:
@@ -286,52 +286,52 @@ class Trust:
                     self._memo[ident] = hit
             return hit
         except Exception as e:  # a judge that raises would break the compile path
-            return Verdict("malformed", f"{type(e).__name__}: {e}")
+            return TrustVerdict("malformed", f"{type(e).__name__}: {e}")
 
-    def _judge(self, entry: Entry) -> Verdict:
+    def _judge(self, entry: Entry) -> TrustVerdict:
         if entry.status != "served":
-            return Verdict("status", entry.status)
+            return TrustVerdict("status", entry.status)
         if not entry.signature or not entry.signer:
-            return Verdict("unsigned", "no signature")
+            return TrustVerdict("unsigned", "no signature")
         if not (re.fullmatch(r"[0-9a-f]{128}", entry.signature) and re.fullmatch(r"[0-9a-f]{32}", entry.signer)):
-            return Verdict("tampered", "the signature is malformed (Ed25519: 128 hex digits, by a 32-digit fingerprint)")
+            return TrustVerdict("tampered", "the signature is malformed (Ed25519: 128 hex digits, by a 32-digit fingerprint)")
         if not sign.available():
-            return Verdict("no_crypto", "signatures cannot be checked: pip install 'llm-inductor[signing]'")
+            return TrustVerdict("no_crypto", "signatures cannot be checked: pip install 'llm-inductor[signing]'")
         key = self.keys.get(entry.signer)
         if key is None:
-            return Verdict("untrusted_key", f"signed by {entry.signer[:16]}, not a trusted key")
+            return TrustVerdict("untrusted_key", f"signed by {entry.signer[:16]}, not a trusted key")
         try:
             good = key.verify(bytes.fromhex(entry.signature), entry.content_hash)
         except ValueError:
             good = False
         if not good:
-            return Verdict("tampered", f"the signature of {key.source} does not match the content")
+            return TrustVerdict("tampered", f"the signature of {key.source} does not match the content")
         schema = entry.key_fields.get("schema", KEY_SCHEMA)
         if schema != KEY_SCHEMA:  # schema 1 did not say which values a region returns: one key, several regions
-            return Verdict("key_schema", f"made under key schema {schema}; `llm-inductor cache verify` migrates it "
+            return TrustVerdict("key_schema", f"made under key schema {schema}; `llm-inductor cache verify` migrates it "
                                          f"to schema {KEY_SCHEMA} by verifying it against this machine's regions")
         verdict = self._versions(entry)
         if verdict is not None:
             return verdict
         check = _policy() if self.policy == "auto" else self.policy
         if check is None:
-            return Verdict("policy_unavailable", "llm_inductor.verify.policy is missing")
+            return TrustVerdict("policy_unavailable", "llm_inductor.verify.policy is missing")
         violations = check(entry.kernel_source)
         if violations:
-            return Verdict("policy", "; ".join(str(v) for v in violations[:3]))
-        return Verdict("served")
+            return TrustVerdict("policy", "; ".join(str(v) for v in violations[:3]))
+        return TrustVerdict("served")
 
-    def _versions(self, entry: Entry) -> Verdict | None:
+    def _versions(self, entry: Entry) -> TrustVerdict | None:
         now = current_versions(entry.device)
         v = entry.versions or {}
         if not all(k in v for k in ("torch", "triton", "gpu")):
-            return Verdict("versions_unknown", "the entry does not record torch, triton and GPU versions")
+            return TrustVerdict("versions_unknown", "the entry does not record torch, triton and GPU versions")
         for lib in ("torch", "triton"):
             theirs = major_minor(v[lib])
             if theirs is None or theirs != major_minor(now[lib]):
-                return Verdict(f"{lib}_version", f"made with {lib} {v[lib]}, this is {now[lib]}")
+                return TrustVerdict(f"{lib}_version", f"made with {lib} {v[lib]}, this is {now[lib]}")
         if v["gpu"] != now["gpu"]:
-            return Verdict("gpu_model", f"verified on {v['gpu']}, this is {now['gpu']}")
+            return TrustVerdict("gpu_model", f"verified on {v['gpu']}, this is {now['gpu']}")
         return None
 
 
@@ -350,7 +350,7 @@ def _say_once(ident: tuple, level: int, msg: str, *args: Any) -> bool:
     return True
 
 
-def report_miss(key: str, where: str, verdict: Verdict) -> None:
+def report_miss(key: str, where: str, verdict: TrustVerdict) -> None:
     """The one log line for a key that has entries but none servable here."""
     if verdict.refused:
         _say_once(("refused", key, verdict.reason), logging.WARNING,

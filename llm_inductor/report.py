@@ -25,6 +25,7 @@ from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
+from llm_inductor.passes.regionfile import read_sidecar, sidecar_path
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1400px;color:#222;padding:0 16px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}h3{font-size:15px}
@@ -121,8 +122,8 @@ def region_ops(cache_dir: Path, key16: str, entry: Any | None) -> list[str]:
     if entry is not None:
         return list((entry.region_meta or {}).get("ops", []))
     try:
-        return list(json.loads((cache_dir / "regions" / f"region_{key16}.json").read_text()).get("ops", []))
-    except (OSError, ValueError):
+        return list(read_sidecar(sidecar_path(cache_dir / "regions", key16)).ops or ())
+    except UsageError:
         return []
 
 

@@ -5,17 +5,16 @@ sorted by a structural (Merkle) hash, nodes are numbered by a post-order walk fr
 the outputs, and inputs by first use in that walk. The same order is used for the
 key, the region file's ``forward(*inputs)`` signature and the substituted op call,
 so a kernel written against the region file fits every graph with that key.
-The region file's contract and the key's are stated in docs/contracts.md.
+The key's contract is stated in docs/contracts.md; the region file, its sidecar and
+their one write belong to ``passes/regionfile.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import operator
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,10 @@ import torch.fx as fx
 
 from llm_inductor._errors import RegionBypass
 from llm_inductor.cache.key import KernelKey, TensorSpec
+from llm_inductor.passes import regionfile
 from llm_inductor.passes.partition import Region, op_name
+from llm_inductor.passes.regionfile import REGION_SCHEMA, Sidecar
 from llm_inductor.passes.symexpr import SymbolNamer
-
-REGION_SCHEMA = 2  # 2: the key names the returned values and index bounds (KEY_SCHEMA 2)
 
 # Index inputs: (op, position of the index arg) → (position of the indexed tensor, dim arg position or fixed dim).
 _INDEX_USES = {
@@ -88,14 +87,14 @@ class RegionInfo:
     def ops(self) -> list[str]:
         return self.region.ops
 
-    def sidecar(self) -> dict[str, Any]:
+    def sidecar(self) -> Sidecar:
         def spec(i: int, s: TensorSpec, kind: str) -> dict[str, Any]:
             d = {"dtype": s.dtype, "shape": list(s.shape), "stride": list(s.stride), "aligned": s.aligned}
             if kind == "input" and i in self.index_high:
                 d["index_high"] = self.index_high[i]
             return d
 
-        return {
+        return Sidecar({
             "region_schema": REGION_SCHEMA,
             "key": self.digest,
             "key16": self.key16,
@@ -110,25 +109,14 @@ class RegionInfo:
             "anchor": self.region.anchor,
             "cost": dict(self.cost),
             "torch_version": torch.__version__,
-        }
+        })
 
     def source(self) -> str:
         return render_source(self.key, self.body, self.returns, self.symbols, self.bindings, self.index_high)
 
     def write(self, directory: str | Path) -> Path:
-        """Write region_<key16>.py and its sidecar; returns the .py path. Atomic per file."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        py = directory / f"region_{self.key16}.py"
-        atomic_write(py, self.source())
-        atomic_write(py.with_suffix(".json"), json.dumps(self.sidecar(), indent=1, sort_keys=True))
-        return py
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(text):x}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        """Write region_<key16>.py and its sidecar (``regionfile.write``); returns the .py path."""
+        return regionfile.write(directory, self.key16, self.source(), self.sidecar())
 
 
 # Binary ops whose two tensor operands may be swapped: their operands are ordered by

@@ -22,7 +22,7 @@ FOLDERS = {"llm_inductor": ROOT / "llm_inductor", "llm_inductor.passes": ROOT / 
 # Lowest first. A module may import its own layer and the layers below it. The first matching
 # pattern wins ("x.*" matches x's submodules, "x" itself only that module).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("llm_inductor._errors", "llm_inductor.config", "llm_inductor._version", "llm_inductor._paths")),
+    ("base", ("llm_inductor._errors", "llm_inductor.config", "llm_inductor._version", "llm_inductor._paths", "llm_inductor._files")),
     ("key", ("llm_inductor.cache.key",)),
     ("passes", ("llm_inductor.passes", "llm_inductor.passes.*")),
     ("verify", ("llm_inductor.verify", "llm_inductor.verify.*")),

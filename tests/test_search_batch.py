@@ -17,7 +17,7 @@ import pytest
 from llm_inductor.cli import main
 from llm_inductor.config import Config
 from llm_inductor.search.llm.batch import output_line, parse_custom_id, read_requests
-from llm_inductor.search.state import load_state
+from llm_inductor.search.search_state import load_state
 from llm_inductor.search.tune import tune
 from test_search_support import COMPILE_SCRIPT, GOOD, WRONG, answer, copy_region, shared_region, read_jsonl, verifier
 

@@ -15,9 +15,9 @@ import llm_inductor
 from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.config import Config
+from llm_inductor.search.baseline import inductor_baseline
 from llm_inductor.search.gate import in_graph_gate, status_for
 from llm_inductor.search.graphs import graph_for, record_graph
-from llm_inductor.search.reference import inductor_reference
 from llm_inductor.search.winners import versions
 from test_search_support import GOOD
 
@@ -43,9 +43,9 @@ def _cuda_region(tmp_path: Path) -> tuple[Path, Config]:
     return Path(rows[0].region_path), cfg
 
 
-def test_inductor_reference_and_in_graph_gate_on_the_gpu(tmp_path):
+def test_inductor_baseline_and_in_graph_gate_on_the_gpu(tmp_path):
     region, cfg = _cuda_region(tmp_path)
-    ref = inductor_reference(region, cfg.cache_path)
+    ref = inductor_baseline(region, cfg.cache_path)
     assert ref["available"] and ref["kernels"] >= 1 and "@triton.jit" in ref["code"] and ref["inductor_ms"] > 0
 
     meta = json.loads(region.with_suffix(".json").read_text())

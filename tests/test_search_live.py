@@ -16,7 +16,7 @@ import torch
 from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
 from llm_inductor.config import Config
-from llm_inductor.search.state import load_state
+from llm_inductor.search.search_state import load_state
 from llm_inductor.search.tune import tune
 from loopback import LoopbackLLM, Reply, sequence
 from test_search_support import GOOD, SYNTAX_ERROR, WRONG, answer, copy_region, shared_region, read_jsonl, verifier, with_timing

@@ -14,7 +14,7 @@ from llm_inductor.search.llm import prompts
 from llm_inductor.search.llm.budget import Limits, Meter
 from llm_inductor.search.context import load_context
 from llm_inductor.search.llm.providers import Completion, Request, account, registered, select_provider
-from llm_inductor.search.state import SearchState
+from llm_inductor.search.search_state import SearchState
 from llm_inductor.search.strategies import select_strategy
 from test_search_support import GOOD, answer, copy_region, shared_region, verifier
 
@@ -250,7 +250,7 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
 
 
 def test_inductor_code_is_cut_down_to_its_kernels_and_launcher():
-    from llm_inductor.search.reference import MAX_CODE_CHARS, extract_kernels
+    from llm_inductor.search.baseline import MAX_CODE_CHARS, extract_kernels
 
     module = (
         "from torch._inductor.runtime import triton_helpers\n"

@@ -210,7 +210,7 @@ def test_a_region_compiled_under_max_autotune_is_tuned_against_max_autotune(tmp_
     import subprocess
     from types import SimpleNamespace
 
-    from llm_inductor.search import reference
+    from llm_inductor.search import baseline
 
     calls = []
 
@@ -219,9 +219,9 @@ def test_a_region_compiled_under_max_autotune_is_tuned_against_max_autotune(tmp_
         return SimpleNamespace(returncode=0, stdout=json.dumps({"available": True, "mode": cmd[-1]}), stderr="")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(reference, "_gpu_name", lambda: "Some GPU")
+    monkeypatch.setattr(baseline, "_gpu_name", lambda: "Some GPU")
     monkeypatch.setattr(subprocess, "run", fake_run)
-    got = reference.inductor_reference(record.region_path, tmp_path / "cache")
+    got = baseline.inductor_baseline(record.region_path, tmp_path / "cache")
     assert calls[0][-2:] == ["--mode", "max-autotune-no-cudagraphs"] and got["mode"] == "max-autotune-no-cudagraphs"
     (cached,) = (tmp_path / "cache" / "search" / "reference").iterdir()
     assert cached.name.endswith("-max-autotune-no-cudagraphs.json")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from llm_inductor.verify.engine import verify
+from llm_inductor.verify.loaded_region import load_region
 from llm_inductor.verify.policy import check_source
-from llm_inductor.verify.regionfile import load_region
 
 HERE = Path(__file__).parent
 REGIONS = HERE / "kernels" / "regions"

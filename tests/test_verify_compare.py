@@ -10,8 +10,8 @@ import torch
 from llm_inductor.verify import guard
 from llm_inductor.verify.compare import judge, same_bits, spread, strides_match, unwritten
 from llm_inductor.verify.draws import Draw, build_inputs, clone_inputs, extra_sizes, plan_draws
+from llm_inductor.verify.loaded_region import load_region
 from llm_inductor.verify.reference import Float64Mode, fp64_reference
-from llm_inductor.verify.regionfile import load_region
 
 REGIONS = Path(__file__).parent / "kernels" / "regions"
 

@@ -39,6 +39,7 @@ import torch
 import torch.fx as fx
 
 import llm_inductor.compile.state as _state
+from llm_inductor._files import atomic_write
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,6 @@ def _remember(rec: Record) -> None:
             _records.clear()
         _records[rec.path] = data
     try:
-        from llm_inductor.passes.region import atomic_write
-
         rec.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(rec.path, json.dumps(data, sort_keys=True))
     except OSError as e:  # counts only: the next process misses AOTAutograd's cache replay, nothing else

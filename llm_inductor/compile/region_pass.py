@@ -9,7 +9,6 @@ the reason (or an exception, under ``strict``).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,13 @@ import torch.fx as fx
 
 import llm_inductor.compile.runtime as _runtime
 import llm_inductor.compile.state as _state
-from llm_inductor._errors import LLMInductorError, RegionBypass
+from llm_inductor._errors import LLMInductorError, RegionBypass, UsageError
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
+from llm_inductor.passes import regionfile
 from llm_inductor.passes.cost import device_spec, rank
 from llm_inductor.passes.partition import Region, partition
-from llm_inductor.passes.region import RegionInfo, atomic_write, describe
+from llm_inductor.passes.region import RegionInfo, describe
 from llm_inductor.passes.rewrite import copy_graph, finish, substitute
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def _shape(n: fx.Node) -> str:
 def _record_region(info: RegionInfo, cfg: Config) -> Path:
     """The region file (and sidecar) in the cache's regions/, written once: what tuning and `cache verify` read."""
     directory = cfg.cache_path / "regions"
-    path = directory / f"region_{info.key16}.py"
+    path = regionfile.script_path(directory, info.key16)
     if not path.exists():
         info.write(directory)
     return path
@@ -226,7 +226,7 @@ def _record_region(info: RegionInfo, cfg: Config) -> Path:
 
 def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> str:
     path = _record_region(info, cfg)
-    _raise_baseline(path.with_suffix(".json"))
+    _raise_baseline(path)
     store.add_pending(
         PendingRegion(
             key=info.digest,
@@ -240,7 +240,7 @@ def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> 
     return str(path)
 
 
-def _raise_baseline(sidecar: Path) -> None:
+def _raise_baseline(region: Path) -> None:
     """Record in the region's sidecar the Inductor its kernels must beat: the strongest seen.
 
     A region compiled under max-autotune is tuned against max-autotune (a kernel that only
@@ -251,12 +251,11 @@ def _raise_baseline(sidecar: Path) -> None:
     if not inductor_config.max_autotune:
         return
     try:
-        meta = json.loads(sidecar.read_text())
-        if meta.get("baseline_inductor_mode") != MAX_AUTOTUNE:
-            meta["baseline_inductor_mode"] = MAX_AUTOTUNE
-            atomic_write(sidecar, json.dumps(meta, indent=1, sort_keys=True))
-    except (OSError, ValueError) as e:  # the region stays tunable, against default Inductor
-        log.info("llm_inductor: could not record the baseline in %s: %s", sidecar, e)
+        side = regionfile.read_sidecar(region)
+        if side.baseline_inductor_mode != MAX_AUTOTUNE:
+            regionfile.write_sidecar(region, side.with_fields(baseline_inductor_mode=MAX_AUTOTUNE))
+    except (OSError, UsageError) as e:  # the region stays tunable, against default Inductor
+        log.info("llm_inductor: could not record the baseline in %s: %s", regionfile.sidecar_of(region), e)
 
 
 MAX_AUTOTUNE = "max-autotune-no-cudagraphs"

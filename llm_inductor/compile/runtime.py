@@ -26,9 +26,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 import llm_inductor.compile.state as _state
+from llm_inductor._files import atomic_write
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.key import KernelKey
 from llm_inductor.passes.rebuild import Program
+from llm_inductor.passes.regionfile import Sidecar
 from llm_inductor.passes.symexpr import evaluate
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoadedKernel:
     entry_id: str
-    meta: dict[str, Any]  # the region sidecar
+    meta: Sidecar  # the region's, from the entry
     source: str  # the kernel module's source
     fallback: Program  # the region's own ops, rebuilt from the key: run when the kernel fails
     forward: Callable[..., Any] | None = None  # imported lazily, on first real call
@@ -59,8 +61,9 @@ def set_resolver(fn: Callable[[str], Entry | None] | None) -> None:
 def register(entry: Entry) -> str:
     with _lock:
         if entry.entry_id not in _kernels:
+            meta = Sidecar(entry.region_meta).require("inputs", "outputs", "bindings")  # what the op's layouts need
             _kernels[entry.entry_id] = LoadedKernel(
-                entry.entry_id, entry.region_meta, entry.kernel_source, Program(KernelKey.from_dict(entry.key_fields))
+                entry.entry_id, meta, entry.kernel_source, Program(KernelKey.from_dict(entry.key_fields))
             )
     return entry.entry_id
 
@@ -109,12 +112,7 @@ def _module_from_file(name: str, src: str) -> ModuleType:
     path = kernel_dir() / f"{name}.py"
     if not path.exists() or path.read_text() != src:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(src)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, src)
     spec = importlib.util.spec_from_file_location(f"llm_inductor_kernels.{name}", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -261,15 +259,15 @@ def _(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return empty_outputs(meta, inputs)
 
 
-def declared_layouts(meta: dict[str, Any], inputs: Sequence[torch.Tensor], side: str = "outputs") -> list[tuple[list[int], list[int]]]:
+def declared_layouts(meta: Sidecar, inputs: Sequence[torch.Tensor], side: str = "outputs") -> list[tuple[list[int], list[int]]]:
     """(shape, stride) of each output (or input) as the sidecar declares them, sizes bound from the inputs."""
-    env = {s: inputs[i].shape[d] for s, (i, d) in meta["bindings"].items()}
-    return [([evaluate(x, env) for x in spec["shape"]], [evaluate(x, env) for x in spec["stride"]])
-            for spec in meta[side]]  # fmt: skip
+    env = {s: inputs[i].shape[d] for s, (i, d) in meta.bindings.items()}
+    specs = meta.outputs if side == "outputs" else meta.inputs
+    return [([evaluate(x, env) for x in spec.shape], [evaluate(x, env) for x in spec.stride]) for spec in specs]
 
 
-def empty_outputs(meta: dict[str, Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def empty_outputs(meta: Sidecar, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Outputs with the sidecar's shapes, strides and dtypes, sizes bound from the inputs."""
-    return [torch.empty_strided(shape, stride, dtype=getattr(torch, spec["dtype"].replace("torch.", "")),
+    return [torch.empty_strided(shape, stride, dtype=getattr(torch, spec.dtype.replace("torch.", "")),
                                 device=inputs[0].device)
-            for (shape, stride), spec in zip(declared_layouts(meta, inputs), meta["outputs"])]  # fmt: skip
+            for (shape, stride), spec in zip(declared_layouts(meta, inputs), meta.outputs)]  # fmt: skip

@@ -14,12 +14,8 @@ from pathlib import Path
 
 from llm_inductor._errors import NegativeResult, UsageError
 from llm_inductor.config import Config
+from llm_inductor.passes.regionfile import is_region_file
 from llm_inductor.search.progress import config_lines, summary_table
-
-
-def _is_region(path: str) -> bool:
-    p = Path(path)
-    return p.suffix == ".py" and p.name.startswith("region_") and p.with_suffix(".json").is_file()
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -32,7 +28,7 @@ def _cmd(args: argparse.Namespace) -> int:
     script = None
     script_args: list[str] = []
     if args.target:
-        if _is_region(args.target):
+        if is_region_file(args.target):
             # Region files take our options after them too (a script's trailing args are its own).
             extra = argparse.ArgumentParser(prog="llm-inductor tune", add_help=False)
             _add_options(extra)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from llm_inductor.passes.cost import DeviceSpec, device_spec
+from llm_inductor.passes.regionfile import Sidecar
 
 _LOW = ("torch.float16", "torch.bfloat16")
 
@@ -58,15 +59,14 @@ def gpu_facts(device: str | torch.device = "cuda") -> GpuFacts:
                     spec.flops_fp32 / 1e12, is_gpu)  # fmt: skip
 
 
-def floor_ms(meta: dict[str, Any], device: str | torch.device = "cuda") -> float | None:
+def floor_ms(side: Sidecar, device: str | torch.device = "cuda") -> float | None:
     """max(bytes / bandwidth, flops / peak) for the region in this sidecar, in ms; None without a GPU."""
     spec, is_gpu = _spec(device)
     if not is_gpu:
         return None
-    cost = meta.get("cost") or {}
-    moved, flops = float(cost.get("bytes", 0.0)), float(cost.get("flops", 0.0))
-    low = any(i.get("dtype") in _LOW for i in meta.get("inputs", []))
-    rate = spec.flops if (meta.get("anchor") and low) else spec.flops_fp32
+    moved, flops = float(side.cost.get("bytes", 0.0)), float(side.cost.get("flops", 0.0))
+    low = any(i.dtype in _LOW for i in side.inputs)
+    rate = spec.flops if (side.anchor and low) else spec.flops_fp32
     return 1e3 * max(moved / spec.bandwidth, flops / rate)
 
 

@@ -10,7 +10,6 @@ region file (``forward`` + ``make_inputs``, sidecar beside it) by ``passes.regio
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,6 +18,7 @@ import torch
 import torch.fx as fx
 
 from llm_inductor.config import Config
+from llm_inductor.passes import regionfile
 from llm_inductor.passes.partition import Region
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,10 @@ def record_graph(gm: fx.GraphModule | None, infos: Sequence[Any], cfg: Config) -
 
         g = describe(whole_graph_region(gm))
         folder = graphs_dir(cfg)
-        py = folder / f"graph_{g.key16}.py"
+        py = regionfile.script_path(folder, g.key16, prefix="graph")
         if not py.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            meta = g.sidecar()
-            meta["regions"] = sorted(i.key16 for i in infos)
-            py.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-            py.write_text(g.source())
+            side = g.sidecar().with_fields(regions=sorted(i.key16 for i in infos))
+            regionfile.write(folder, g.key16, g.source(), side, prefix="graph")
         links = folder / "by_region"
         links.mkdir(parents=True, exist_ok=True)
         for info in infos:

@@ -23,7 +23,7 @@ from llm_inductor.search.llm.budget import Limits, Meter, call_estimate
 from llm_inductor.search.context import RegionContext
 from llm_inductor.search.llm.prompts import extract_code
 from llm_inductor.search.llm.providers import Completion, Provider, Request, messages_tokens, parse_custom_id
-from llm_inductor.search.state import SearchState, save_state
+from llm_inductor.search.search_state import SearchState, save_state
 from llm_inductor.search.strategies import select_strategy
 from llm_inductor.search.verdict import Verifier, default_verifier, verify_candidate
 

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from llm_inductor.config import Config
 from llm_inductor.search.context import RegionContext
-from llm_inductor.search.state import SearchState
+from llm_inductor.search.search_state import SearchState
 
 
 def _tokens(n: int, estimated: bool) -> str:
@@ -54,7 +54,7 @@ class ProgressLine:
 
 
 @dataclass
-class RegionRow:
+class SummaryRow:
     region: str  # key16 (ops) <- shapes
     key16: str
     outcome: str  # winner | slows_graph | ungated | slower | no winner: <best reason> | waiting (batch)
@@ -73,7 +73,7 @@ class RegionRow:
         return asdict(self)
 
 
-def region_row(state: SearchState, ctx: RegionContext) -> RegionRow:
+def summary_row(state: SearchState, ctx: RegionContext) -> SummaryRow:
     best = state.winner() or state.best()
     res = state.result or {}
     if res.get("status") == "served":
@@ -90,7 +90,7 @@ def region_row(state: SearchState, ctx: RegionContext) -> RegionRow:
         if not ranked and state.attempts:
             outcome = f"no winner: {state.attempts[-1]['outcome']}"
     s = state.spend
-    return RegionRow(
+    return SummaryRow(
         ctx.summary(), ctx.key16, outcome, state.done or "", state.round,
         best.get("speedup") if best else None, best.get("roofline_pct") if best else None,
         s.calls, s.tokens, s.tokens_estimated, s.dollars, res.get("entry_id"), (res.get("gate") or {}).get("note", ""),
@@ -101,7 +101,7 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def summary_table(rows: list[RegionRow]) -> str:
+def summary_table(rows: list[SummaryRow]) -> str:
     head = f"{'region':58} {'outcome':24} {'speedup':>8} {'%roof':>6} {'calls':>5} {'tokens':>13} {'cost':>8}  stop"
     lines = [head, "-" * len(head)]
     for r in rows:

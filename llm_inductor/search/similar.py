@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from llm_inductor.config import Config
+from llm_inductor.passes.regionfile import Sidecar
 
 MAX_EXAMPLES = 2
 
@@ -73,16 +74,18 @@ def similarity(a: dict[str, Any], b: dict[str, Any]) -> float:
     return sum((ca & cb).values()) / union if union else 0.0
 
 
-def similar_winners(meta: dict[str, Any], store: Any, cfg: Config, k: int = MAX_EXAMPLES) -> list[dict[str, Any]]:
+def similar_winners(side: Sidecar, store: Any, cfg: Config, k: int = MAX_EXAMPLES) -> list[dict[str, Any]]:
+    """Served winners for regions like the one in this sidecar, most similar first, with their kernels."""
+    me = {"ops": list(side.ops or ()), "anchor": side.anchor}
     rows: Iterable[dict[str, Any]] = _indexed(cfg)
     listing = getattr(store, "entries", None)
     if callable(listing):
         rows = [*rows, *(index_row(e) for e in listing())]
     best: dict[str, tuple[float, dict[str, Any]]] = {}
     for row in rows:
-        if row.get("key") == meta["key"] or row.get("status", "served") != "served":
+        if row.get("key") == side.key or row.get("status", "served") != "served":
             continue
-        score = similarity(meta, row)
+        score = similarity(me, row)
         if score >= 0.5 and (row["key"] not in best or best[row["key"]][0] < score):
             best[row["key"]] = (score, row)
     ranked = sorted(best.values(), key=lambda sr: (-sr[0], -(sr[1].get("speedup") or 0.0)))

@@ -20,7 +20,7 @@ from llm_inductor.config import Config
 from llm_inductor.search.llm import prompts
 from llm_inductor.search.context import RegionContext
 from llm_inductor.search.llm.providers import Request, custom_id
-from llm_inductor.search.state import SearchState
+from llm_inductor.search.search_state import SearchState
 
 Plan = Callable[[SearchState, RegionContext, Config], list[Request]]
 

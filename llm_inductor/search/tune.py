@@ -21,11 +21,12 @@ import torch
 import llm_inductor.compile.state as _state
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
+from llm_inductor.passes import regionfile
 from llm_inductor.search.context import RegionContext, load_context, read_region
 from llm_inductor.search.loop import Searcher
-from llm_inductor.search.progress import ProgressLine, RegionRow, region_row
+from llm_inductor.search.progress import ProgressLine, SummaryRow, summary_row
 from llm_inductor.search.llm.providers import Provider, select_provider
-from llm_inductor.search.state import SearchState, load_state, save_state
+from llm_inductor.search.search_state import SearchState, load_state, save_state
 from llm_inductor.search.verdict import Verifier, default_verifier
 from llm_inductor.search.winners import store_winner
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TuneReport:
-    rows: list[RegionRow] = field(default_factory=list)
+    rows: list[SummaryRow] = field(default_factory=list)
     config: Config | None = None
     provider: str = ""
     device: str = ""
@@ -74,7 +75,7 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def _key16(path: Path) -> str:
-    return read_region(path)[1]["key16"]
+    return read_region(path).sidecar.key16 or ""
 
 
 def pending_regions(cfg: Config, store: Any) -> list[Path]:
@@ -84,15 +85,14 @@ def pending_regions(cfg: Config, store: Any) -> list[Path]:
         p = Path(rec.region_path)
         if p.is_file():
             paths.setdefault(rec.key[:16], p)
-    folder = cfg.cache_path / "regions"
-    for p in sorted(folder.glob("region_*.py")) if folder.is_dir() else []:
-        key16 = p.stem.removeprefix("region_")
-        if key16 not in paths and p.with_suffix(".json").is_file():
+    for p in regionfile.region_scripts(cfg.cache_path / "regions"):
+        key16 = regionfile.key16_of(p)
+        if key16 not in paths and regionfile.is_region_file(p):
             try:
-                meta = read_region(p)[1]
+                key = read_region(p).sidecar.key
             except UsageError:
                 continue
-            if store.lookup(meta["key"]) is None:
+            if store.lookup(key) is None:
                 paths[key16] = p
     return list(paths.values())
 
@@ -120,14 +120,14 @@ class _Run:
             save_state(self.cfg, state)
         return state, ctx
 
-    def finish(self, state: SearchState, ctx: RegionContext) -> RegionRow:
+    def finish(self, state: SearchState, ctx: RegionContext) -> SummaryRow:
         if state.done and state.result is None and state.winner() is not None:
             state.result = store_winner(ctx, state, self.store, self.cfg, self.provider.name, self.provider.model,
                                         self.device)  # fmt: skip
             save_state(self.cfg, state)
         if self.line is not None:
             self.line.end()
-        return region_row(state, ctx)
+        return summary_row(state, ctx)
 
 
 def tune(
@@ -184,7 +184,7 @@ async def _live(run: _Run, paths: list[Path], report: TuneReport) -> None:
 
 def _import(run: _Run, path: Path, report: TuneReport) -> list[Path]:
     """Consume a Batch output file; returns the region files whose searches it advanced."""
-    from llm_inductor.search.state import all_states
+    from llm_inductor.search.search_state import all_states
 
     waiting = {s.key16: s for s in all_states(run.cfg) if s.outstanding}
     requests = {cid: r for s in waiting.values() for cid, r in ((r.custom_id, r) for r in s.requests())}

@@ -13,12 +13,12 @@ at this layer; the default imports the real engine lazily.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from pathlib import Path
 from typing import Any, Callable
 
+from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
+from llm_inductor.passes.regionfile import read_sidecar
 
 Verifier = Callable[[str, str, Config], Any]  # (region_path, candidate_source, cfg) -> VerifyResult
 
@@ -30,10 +30,10 @@ def baseline_mode(region_path: str) -> str:
     """The Inductor a candidate must beat: the strongest mode the region was compiled under
     (``baseline_inductor_mode`` in its sidecar, set by the pass under max-autotune), else default."""
     try:
-        meta = json.loads(Path(region_path).with_suffix(".json").read_text())
-    except (OSError, ValueError):
+        mode = read_sidecar(region_path, optional=True).baseline_inductor_mode
+    except UsageError:
         return "default"
-    return str(meta.get("baseline_inductor_mode") or "default")
+    return mode or "default"
 
 
 def default_verifier(region_path: str, source: str, cfg: Config) -> Any:

@@ -16,8 +16,8 @@ from llm_inductor.config import Config
 from llm_inductor.search.context import RegionContext
 from llm_inductor.search.gate import SERVED, in_graph_gate, status_for
 from llm_inductor.search.llm.prompts import PROMPT_VERSION
+from llm_inductor.search.search_state import SearchState
 from llm_inductor.search.similar import add_to_index
-from llm_inductor.search.state import SearchState
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,16 @@ def build_entry(ctx: RegionContext, state: SearchState, w: dict[str, Any], provi
         "floor_us": _us(ctx.floor_ms),
         "graph_ab": gate or {},
         "timings": (ver.get("timings") or {}),
-        "inductor_code": ctx.reference.get("code"),  # shown beside the winner by `llm-inductor report`
+        "inductor_code": ctx.baseline.get("code"),  # shown beside the winner by `llm-inductor report`
     }
     s = state.spend
+    meta = ctx.sidecar.to_dict()  # the sidecar as read: the entry's region_meta
     return Entry(
         key=ctx.key,
-        key_fields=ctx.meta.get("key_fields", {}),
+        key_fields=meta.get("key_fields", {}),
         kernel_source=w["code"],
         region_source=ctx.source,
-        region_meta=ctx.meta,
+        region_meta=meta,
         verification=ver,
         speed={v["gpu"]: speed},
         envelope=dict(ver.get("envelope") or {}),

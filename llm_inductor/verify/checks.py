@@ -15,7 +15,7 @@ import torch
 
 from llm_inductor.verify.compare import Verdict, judge, same_bits, strides_match, unwritten
 from llm_inductor.verify.draws import Draw
-from llm_inductor.verify.regionfile import TensorMeta
+from llm_inductor.verify.loaded_region import TensorMeta
 
 
 @dataclass

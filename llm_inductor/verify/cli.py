@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from llm_inductor._files import read_source
     from llm_inductor.verify.engine import verify
-    from llm_inductor.verify.regionfile import read_source
 
     source = read_source(Path(args.candidate), "candidate file")
     result = verify(

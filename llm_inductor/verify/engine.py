@@ -23,9 +23,9 @@ from llm_inductor.verify import policy
 from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, poison_split, worst
 from llm_inductor.verify.compare import floors, same_bits, spread
 from llm_inductor.verify.draws import Draw, Plan, build_inputs, plan_draws
+from llm_inductor.verify.loaded_region import LoadedRegion, load_region
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure
 from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
-from llm_inductor.verify.regionfile import Region, load_region
 from llm_inductor.verify.result import CheckResult, VerifyResult, versions
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def resolve_device(device: str) -> str:
 
 
 class _Run:
-    def __init__(self, region: Region, source: str, device: str, cfg: Config, inductor_mode: str,
+    def __init__(self, region: LoadedRegion, source: str, device: str, cfg: Config, inductor_mode: str,
                  static_policy: bool, speed: bool) -> None:
         self.region, self.source, self.device, self.cfg = region, source, device, cfg
         self.mode, self.static_policy, self.speed = inductor_mode, static_policy, speed

@@ -146,10 +146,12 @@ class Worker:
     def _stage(self, region: str) -> str:
         """A copy of the region file and its sidecar in the scratch directory: the confined worker cannot read
         them where they are (the kernel cache, the user's home)."""
+        from llm_inductor.passes.regionfile import sidecar_of
+
         src = Path(region)
         folder = self.dir / "region"
         folder.mkdir(exist_ok=True)
-        for f in (src, src.with_suffix(".json")):
+        for f in (src, sidecar_of(src)):
             if f.is_file():
                 shutil.copyfile(f, folder / f.name)
         return str(folder / src.name)

@@ -21,7 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-from llm_inductor.verify.regionfile import Region
+from llm_inductor.verify.loaded_region import LoadedRegion
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,14 @@ def as_list(out: Any) -> list[Any]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
-def fp64_reference(region: Region, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def fp64_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     wide = [upcast(t) for t in inputs]  # outside the mode: upcast's own empty(dtype=...) must keep its dtype
     with torch.no_grad(), Float64Mode():
         out = region.forward(*wide)
     return [o.detach() for o in as_list(out)]
 
 
-def eager_reference(region: Region, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def eager_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     with torch.no_grad():
         return [o.detach() for o in as_list(region.forward(*inputs))]
 
@@ -72,7 +72,7 @@ _compiled: dict[tuple[str, str], Callable[..., Any]] = {}
 _failed: dict[tuple[str, str], str] = {}
 
 
-def inductor_fn(region: Region, mode: str) -> Callable[..., Any] | None:
+def inductor_fn(region: LoadedRegion, mode: str) -> Callable[..., Any] | None:
     """The region's forward compiled by Inductor (memoized); None if Inductor cannot compile it."""
     key = (region.digest, mode)
     with _lock:
@@ -88,7 +88,7 @@ def inductor_fn(region: Region, mode: str) -> Callable[..., Any] | None:
         return _compiled[key]
 
 
-def inductor_reference(region: Region, inputs: Sequence[torch.Tensor], mode: str) -> tuple[list[torch.Tensor], str]:
+def inductor_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor], mode: str) -> tuple[list[torch.Tensor], str]:
     """(outputs, how): Inductor's outputs, or eager's with the reason when Inductor fails here."""
     fn = inductor_fn(region, mode)
     if fn is not None:

@@ -82,7 +82,7 @@ class Worker:
     def load(self, req: dict[str, Any]) -> dict[str, Any]:
         import importlib.util
 
-        from llm_inductor.verify.regionfile import load_region
+        from llm_inductor.verify.loaded_region import load_region
 
         self.region = load_region(req["region"], check=False)
         self.candidate_path = req["candidate"]

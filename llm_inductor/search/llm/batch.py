@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from llm_inductor._errors import UsageError
+from llm_inductor._files import atomic_write
 from llm_inductor.config import Config
 from llm_inductor.search.llm.providers import (  # noqa: F401  (custom_id, CustomId, parse_custom_id: batch's names too)
     NO_MODEL, Completion, CustomId, ProviderInfo, Request, account, custom_id, parse_custom_id, register_provider,
@@ -32,9 +33,7 @@ def write_requests(path: str | Path, requests: Iterable[Request], model: str | N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [request_line(r, model) for r in requests]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(path)
+    atomic_write(path, "".join(line + "\n" for line in lines))
     return len(lines)
 
 

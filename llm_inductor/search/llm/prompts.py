@@ -53,8 +53,8 @@ def extract_code(text: str | None) -> str | None:
 
 
 def _inductor_section(ctx: RegionContext) -> str:
-    ref, floor = ctx.reference, ctx.floor_ms
-    cost = ctx.meta.get("cost") or {}
+    ref, floor = ctx.baseline, ctx.floor_ms
+    cost = ctx.sidecar.cost
     moved = f"{float(cost.get('bytes', 0)) / 1e6:.3g} MB moved, {float(cost.get('flops', 0)) / 1e9:.3g} GFLOP"
     if not ref.get("available"):
         return f"{ref.get('note', 'not available')}\nRegion size: {moved}."
@@ -84,7 +84,7 @@ def _examples_section(examples: Sequence[dict[str, Any]]) -> str:
 def first_turn(ctx: RegionContext) -> str:
     return template("prompt").substitute(
         region_source=ctx.source.rstrip(),
-        specs="\n".join(spec_lines(ctx.meta)),
+        specs="\n".join(spec_lines(ctx.sidecar)),
         device="\n".join(ctx.facts.lines()),
         inductor=_inductor_section(ctx),
         examples=_examples_section(ctx.examples),

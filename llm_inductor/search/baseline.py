@@ -1,7 +1,7 @@
 """Inductor's own kernel for a region, with its time and the roofline floor: the bar to beat.
 
 The code comes from ``torch._inductor.utils.run_and_get_code`` in a child process
-(``python -m llm_inductor.search.reference REGION.py``), never in the caller: online
+(``python -m llm_inductor.search.baseline REGION.py``), never in the caller: online
 mode calls this from inside a compile, where a nested ``torch.compile`` is unsafe.
 Results are cached per region and GPU under ``<cache_dir>/search/reference/``.
 On a machine without a GPU, Inductor writes C++ rather than Triton, so the prompt
@@ -29,7 +29,7 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
-def cpu_reference() -> dict[str, Any]:
+def cpu_baseline() -> dict[str, Any]:
     return {
         "available": False,
         "device": "cpu",
@@ -38,20 +38,20 @@ def cpu_reference() -> dict[str, Any]:
     }
 
 
-def inductor_reference(region_path: str | Path, cache_dir: Path, timeout: float = 600.0) -> dict[str, Any]:
+def inductor_baseline(region_path: str | Path, cache_dir: Path, timeout: float = 600.0) -> dict[str, Any]:
     """{available, device, code, kernels, inductor_ms, note}; cached; failures become a note."""
     from llm_inductor.search.verdict import baseline_mode
 
     region_path = Path(region_path)
     if not torch.cuda.is_available():
-        return cpu_reference()
+        return cpu_baseline()
     mode = baseline_mode(str(region_path))  # the Inductor the candidates must beat, as the verifier
     name = re.sub(r"\W+", "_", _gpu_name())
     tag = "" if mode == "default" else f"-{mode}"
     cached = cache_dir / "search" / "reference" / f"{region_path.stem}-{name}-{torch.__version__}{tag}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    cmd = [sys.executable, "-m", "llm_inductor.search.reference", str(region_path), "--mode", mode]
+    cmd = [sys.executable, "-m", "llm_inductor.search.baseline", str(region_path), "--mode", mode]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

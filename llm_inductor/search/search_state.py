@@ -9,12 +9,12 @@ requests still waiting for an answer, the spend so far and, once it stops, why.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_inductor._files import atomic_write
 from llm_inductor.config import Config
 from llm_inductor.search.llm.budget import Spend
 from llm_inductor.search.llm.providers import Request
@@ -123,9 +123,7 @@ def load_state(cfg: Config, key16: str) -> SearchState | None:
 def save_state(cfg: Config, state: SearchState) -> None:
     path = state_path(cfg, state.key16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state.to_dict(), default=str))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(state.to_dict(), default=str))
 
 
 def all_states(cfg: Config) -> list[SearchState]:

@@ -1,10 +1,11 @@
-"""Loading a region file (docs/contracts.md, "Region file") and its output specs at any size.
+"""A region file imported in this process: the verifier's ground truth (docs/contracts.md, "Region file").
 
 The region file is ours (or the user's, handed to ``llm-inductor verify``), never
-the candidate's: the parent imports it to compute references. Its sidecar gives
-the output specs the graph downstream depends on; a region without a sidecar is
-traced under ``FakeTensorMode`` instead. Every problem with the region itself is
-a ``UsageError`` (exit 2), never a rejection of the candidate.
+the candidate's: the parent imports it to compute references. Its sidecar
+(``passes/regionfile.py`` reads it) gives the output specs the graph downstream
+depends on; a region without a sidecar is traced under ``FakeTensorMode`` instead.
+Every problem with the region itself is a ``UsageError`` (exit 2), never a
+rejection of the candidate.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from llm_inductor._errors import UsageError
+from llm_inductor.passes import regionfile
+from llm_inductor.passes.regionfile import RegionFile, Sidecar
 from llm_inductor.passes.symexpr import evaluate
 
 
@@ -43,22 +46,32 @@ def dtype_from_name(name: str) -> torch.dtype:
 
 
 @dataclass
-class Region:
-    path: Path
-    source: str
+class LoadedRegion:
+    file: RegionFile
     module: ModuleType
-    meta: dict[str, Any] | None  # the sidecar, when there is one
     symbols: dict[str, int] = field(default_factory=dict)  # symbolic dim → size seen
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @property
+    def source(self) -> str:
+        return self.file.source
+
+    @property
+    def sidecar(self) -> Sidecar:
+        return self.file.sidecar  # empty when the region came without one
 
     @property
     def digest(self) -> str:
         """Identifies the region's code for memoized references (source plus sidecar)."""
-        side = json.dumps(self.meta, sort_keys=True) if self.meta else ""
-        return hashlib.sha256((self.source + side).encode()).hexdigest()
+        side = self.sidecar.to_dict()
+        return hashlib.sha256((self.source + (json.dumps(side, sort_keys=True) if side else "")).encode()).hexdigest()
 
     @property
     def name(self) -> str:
-        return self.path.stem
+        return self.file.name
 
     @property
     def forward(self) -> Callable[..., Any]:
@@ -66,9 +79,7 @@ class Region:
 
     @property
     def ops(self) -> list[str]:
-        if self.meta and "ops" in self.meta:
-            return list(self.meta["ops"])
-        return sorted({line.split("(")[0].split(".")[-2] for line in self.source.splitlines() if "torch.ops." in line})
+        return self.file.ops
 
     def make_inputs(self, seed: int, sizes: dict[str, int] | None = None) -> tuple[torch.Tensor, ...]:
         kwargs: dict[str, Any] = {"seed": seed, "device": "cpu"}
@@ -79,15 +90,15 @@ class Region:
 
     def output_specs(self, inputs: Sequence[torch.Tensor], sizes: dict[str, int] | None = None) -> list[TensorMeta]:
         """The outputs' dtype, shape and strides for these inputs (sidecar, else traced)."""
-        if self.meta and self.meta.get("outputs"):
+        if self.sidecar.outputs:
             env = {**self.symbols, **(sizes or {})}
             return [
                 TensorMeta(
-                    dtype_from_name(o["dtype"]),
-                    tuple(int(evaluate(str(x), env)) for x in o["shape"]),
-                    tuple(int(evaluate(str(x), env)) for x in o["stride"]),
+                    dtype_from_name(o.dtype),
+                    tuple(int(evaluate(x, env)) for x in o.shape),
+                    tuple(int(evaluate(x, env)) for x in o.stride),
                 )
-                for o in self.meta["outputs"]
+                for o in self.sidecar.outputs
             ]
         return trace_outputs(self.forward, inputs)
 
@@ -102,13 +113,14 @@ def trace_outputs(fn: Callable[..., Any], inputs: Sequence[torch.Tensor]) -> lis
     return [TensorMeta(o.dtype, tuple(int(s) for s in o.shape), tuple(int(s) for s in o.stride())) for o in outs]
 
 
-def load_region(path: str | Path, check: bool = True) -> Region:
+def load_region(path: str | Path, check: bool = True) -> LoadedRegion:
     """Import a region file in this process; raises UsageError naming what is wrong and how to fix it.
 
     ``check`` runs make_inputs and traces forward once (the worker skips it: the parent did it).
     """
     path = Path(path)
-    source = read_source(path, "region file")
+    file = regionfile.load(path, sidecar_optional=True)
+    source = file.source
     try:
         compile(source, str(path), "exec")
     except SyntaxError as e:
@@ -129,40 +141,14 @@ def load_region(path: str | Path, check: bool = True) -> Region:
             f"region file {path} lacks {' and '.join(missing)}: a region defines forward(*inputs) and "
             "make_inputs(seed=0, device='cpu', sizes=None) (docs/contracts.md, 'Region file')"
         )
-    meta = _sidecar(path)
-    symbols = dict(getattr(module, "SYMBOLS", None) or (meta or {}).get("symbols") or {})
-    region = Region(path, source, module, meta, {k: int(v) for k, v in symbols.items()})
+    symbols = dict(getattr(module, "SYMBOLS", None) or file.sidecar.symbols)
+    region = LoadedRegion(file, module, {k: int(v) for k, v in symbols.items()})
     if check:
         _smoke_test(region)
     return region
 
 
-def read_source(path: Path, what: str) -> str:
-    """A Python source file's text; a missing or non-UTF-8 file is a UsageError naming it."""
-    if not path.is_file():
-        raise UsageError(f"{what} {path} does not exist")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{what} {path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
-                         "it must be a Python source file") from None
-
-
-def _sidecar(path: Path) -> dict[str, Any] | None:
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        return None
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f"sidecar {side} is not JSON ({e}); fix it or delete it to trace the region") from None
-    if not isinstance(meta, dict):
-        raise UsageError(f"sidecar {side} is not a JSON object; fix it or delete it to trace the region")
-    return meta
-
-
-def _smoke_test(region: Region) -> None:
+def _smoke_test(region: LoadedRegion) -> None:
     """make_inputs and forward must run, and agree with the sidecar, before any candidate is judged."""
     try:
         inputs = region.make_inputs(seed=0)
@@ -175,7 +161,7 @@ def _smoke_test(region: Region) -> None:
     except Exception as e:
         tb = traceback.format_exc(limit=-1).strip().splitlines()[-1]
         raise UsageError(f"{region.path}: forward fails on make_inputs(): {type(e).__name__}: {e} ({tb})") from None
-    if region.meta and region.meta.get("outputs"):
+    if region.sidecar.outputs:
         expected = region.output_specs(inputs)
         if [(m.dtype, m.shape) for m in expected] != [(m.dtype, m.shape) for m in traced]:
             raise UsageError(
