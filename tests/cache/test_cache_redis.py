@@ -7,6 +7,7 @@ import time
 import pytest
 
 from support.cache_entries import digest, make_entry, open_test_store
+from support.ports import free_port
 from llm_inductor.cache.redis_store import PREFIX
 from llm_inductor.cache.trust import forget_reports
 
@@ -60,7 +61,7 @@ def test_redis_killed_mid_run_falls_back_to_local(tmp_path, redis_server, caplog
 
 def test_unreachable_redis_at_start_is_one_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        store = open_test_store(tmp_path, LLM_INDUCTOR_REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0")
+        store = open_test_store(tmp_path, LLM_INDUCTOR_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
         stored, tiers = store.write(make_entry())
         assert store.lookup(stored.key) is not None
     assert tiers == ["local"]
