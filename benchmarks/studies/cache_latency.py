@@ -1,7 +1,7 @@
 """Kernel-cache latency: lookups per tier, and the compile overhead of a warm cache against plain Inductor.
 
-    python benchmarks/cache_latency.py --out benchmarks/results/cache_latency_cpu.json
-    python benchmarks/cache_latency.py --out benchmarks/results/cache_latency_h200.json --device cuda
+    python benchmarks/studies/cache_latency.py --out benchmarks/results/cache_latency_cpu.json
+    python benchmarks/studies/cache_latency.py --out benchmarks/results/cache_latency_h200.json --device cuda
 
 Lookups (p20/p50/p80 in µs over --entries keys):
   memory   a key this store has looked up before (the dict in front of every tier)

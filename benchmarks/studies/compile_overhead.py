@@ -12,7 +12,7 @@ holding an entry for every region of the model, so the pass also rewrites the gr
 The hit entries serve each region's own reference code as the kernel, which is enough
 to time the compile path (the kernel body never changes how the graph compiles).
 
-    python benchmarks/compile_overhead.py --out benchmarks/results/compile_overhead-<device>.json
+    python benchmarks/studies/compile_overhead.py --out benchmarks/results/compile_overhead-<device>.json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Verify and time the hand-written kernels of tests/kernels on a GPU, at FIELD.md's shapes.
 
-    python benchmarks/verify_h200.py [--out benchmarks/results] [--kernels softmax,rmsnorm] [--budget-s 330]
-    python benchmarks/verify_h200.py --device cpu --tiny --out /tmp/v    # CPU smoke test of this script
+    python benchmarks/studies/verify_h200.py [--out benchmarks/results] [--kernels softmax,rmsnorm] [--budget-s 330]
+    python benchmarks/studies/verify_h200.py --device cpu --tiny --out /tmp/v    # CPU smoke test of this script
 
 Per kernel: export its region at FIELD.md's shape (the model it came from,
 compiled with backend="llm" on the GPU: tests/kernels/make_regions.py --field),

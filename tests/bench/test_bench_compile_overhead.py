@@ -1,4 +1,4 @@
-"""benchmarks/compile_overhead.py on the CPU: it runs, writes its files, and its "hit" really rewrites the graph.
+"""benchmarks/studies/compile_overhead.py on the CPU: it runs, writes its files, and its "hit" really rewrites the graph.
 
 Times measured here mean nothing (no GPU); the test checks what the numbers are of:
 a miss compiles with every region pending and nothing substituted, a hit with the
