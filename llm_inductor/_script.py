@@ -21,12 +21,9 @@ from llm_inductor.search.graphs import graph_hook
 def script_regions(script: str, args: Sequence[str], cfg: Config, timeout: float | None) -> list[Path]:
     """Run the script in cache mode (hot misses become pending, with region files); return those files."""
     _state.reset()
-    old, _state.graph_hook = _state.graph_hook, graph_hook(cfg)  # graph files for the in-graph gate
-    try:
-        keep = {k: getattr(cfg, k) for k in ("cache_dir", "hot_threshold", "min_region_us", "interpret", "strict")}
+    keep = {k: getattr(cfg, k) for k in ("cache_dir", "hot_threshold", "min_region_us", "interpret", "strict")}
+    with _state.overridden(graph_hook=graph_hook(cfg)):  # graph files for the in-graph gate
         run_script(script, list(args), {**keep, "mode": "cache"}, timeout)
-    finally:
-        _state.graph_hook = old
     seen: dict[str, Path] = {}
     for report in _state.reports:
         for row in report.regions:

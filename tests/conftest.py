@@ -12,9 +12,6 @@ import torch
 if "triton" not in sys.modules and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -35,10 +32,9 @@ def _isolated_caches(tmp_path, monkeypatch):
 
     torch._dynamo.reset()
     _state.reset()
-    _state.export_dir = None
-    _state.graph_hook = None
     _state.set_config(None)  # re-read from the environment
     _state.set_store(None)
     _state._stores.clear()
-    yield
+    with _state.overridden(export_dir=None, graph_hook=None):  # a test's own overrides end with it
+        yield
     _state.set_store(None)

@@ -13,7 +13,7 @@ How the token reaches the key: AOTAutograd hashes the Dynamo graph module by
 pickling it, ``__dict__`` included, so an attribute set on it changes AOTAutograd's
 key and nothing else. Inductor's FX-graph key is computed on the ATen graphs, which
 never carry it, so it still follows only the rewritten graph (``dynamo_backend``).
-``tests/test_aot_cache.py`` checks that mechanism on the torch CI runs.
+``tests/compile/test_aot_cache.py`` checks that mechanism on the torch CI runs.
 
 Without a token (a store that cannot name its generation, an unreadable database,
 tune mode, ``llm-inductor regions`` exporting, a graph hook) the compile runs with the

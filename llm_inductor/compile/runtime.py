@@ -165,7 +165,7 @@ def interpreter_ready() -> bool:
 # its conv layout optimisation, or padded strides. A kernel was verified at the region's declared
 # strides. The tag asks Inductor for exactly those (and for no padding); _conform guarantees them at
 # run time, since the tag is not always honoured (torch 2.13 on the CPU passed a channels-last conv
-# output to the op despite it: tests/test_substitution.py).
+# output to the op despite it: tests/compile/test_substitution.py).
 _EXACT_STRIDES = tuple(getattr(torch._C.Tag, t) for t in ("needs_exact_strides",) if hasattr(torch._C.Tag, t))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,21 @@ reports: list[GraphReport] = []
 export_dir: str | None = None  # `llm-inductor regions --export DIR`: write every keyed region here
 # Called as graph_hook(gm, kind, infos) with the graph before any rewrite (tests, tools).
 graph_hook: Any = None
+
+
+@contextmanager
+def overridden(**values: Any) -> Iterator[None]:
+    """Set ``export_dir`` and/or ``graph_hook`` for the ``with`` block, and restore them after it, however it ends."""
+    unknown = set(values) - {"export_dir", "graph_hook"}
+    if unknown:
+        raise TypeError(f"overridden() sets export_dir and graph_hook only, not {', '.join(sorted(unknown))}")
+    glb = globals()
+    old = {name: glb[name] for name in values}
+    glb.update(values)
+    try:
+        yield
+    finally:
+        glb.update(old)
 
 
 def config() -> Config:

@@ -21,7 +21,7 @@ Why K = 4 on the mean: Inductor's error is what this dtype and region allow in
 practice. A valid kernel may sum in another order or fuse multiply-adds
 differently; the error bounds of such reorderings are of the same order (Higham,
 "Accuracy and Stability", ch. 4: the bound scales with n*u for every order).
-Measured on the kernels in tests/kernels (60 seeds x 5 distributions each), the
+Measured on the kernels in tests/data/kernels (60 seeds x 5 distributions each), the
 worst mean error was 0.76x the yardstick's. Rounding to a lower precision costs
 far more than 4x: fp32 to tf32 or fp16 is 2^13 times the unit roundoff, bf16
 2^16. The mean judges precision because it is robust: one rounding flip or one

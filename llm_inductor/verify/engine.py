@@ -49,7 +49,7 @@ def verify(region_path: str | Path, candidate_source: str, *, device: str = "aut
     """Verify one candidate against one region file. Raises UsageError for a bad region or device.
 
     ``inductor_mode`` is the Inductor the candidate must beat (the user's). ``extra_inductor_modes``
-    are timed too, for reports only (benchmarks/verify_h200.py times default and max-autotune at once).
+    are timed too, for reports only (benchmarks/studies/verify_h200.py times default and max-autotune at once).
     """
     cfg = config if config is not None else Config.load()[0]
     dev = resolve_device(device)

@@ -19,7 +19,7 @@ decorator arguments call only Triton's constructors (so no closure is built at
 import), and only lists and dicts built in the current call may be mutated.
 
 The dynamic guard (guard.py) backs this up at run time; either layer alone stops
-the known cheats (tests/test_verify_adversarial.py shows both).
+the known cheats (tests/verify/test_verify_adversarial.py shows both).
 """
 
 from __future__ import annotations
