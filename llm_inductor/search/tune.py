@@ -97,7 +97,7 @@ def pending_regions(cfg: Config, store: Any) -> list[Path]:
     return list(paths.values())
 
 
-class _Run:
+class _TuneRun:
     def __init__(self, cfg: Config, provider: Provider, device: str, store: Any, verifier: Verifier,
                  progress: bool, fresh: bool) -> None:  # fmt: skip
         self.cfg, self.provider, self.device, self.store = cfg, provider, device, store
@@ -151,7 +151,7 @@ def tune(
     if not files and not provider.live:
         raise UsageError("LLM_INDUCTOR_PROVIDER=batch answers through files: pass --export-batch or --import-batch.")
     store = store if store is not None else _state.store(cfg)
-    run = _Run(cfg, provider, device, store, verifier or default_verifier, progress, fresh)
+    run = _TuneRun(cfg, provider, device, store, verifier or default_verifier, progress, fresh)
     report = TuneReport(config=cfg, provider=provider.name, device=device)
 
     if import_batch:
@@ -171,7 +171,7 @@ def tune(
     return report
 
 
-async def _live(run: _Run, paths: list[Path], report: TuneReport) -> None:
+async def _live(run: _TuneRun, paths: list[Path], report: TuneReport) -> None:
     try:
         for path in paths:
             state, ctx = run.open(path)
@@ -182,7 +182,7 @@ async def _live(run: _Run, paths: list[Path], report: TuneReport) -> None:
         await run.provider.close()
 
 
-def _import(run: _Run, path: Path, report: TuneReport) -> list[Path]:
+def _import(run: _TuneRun, path: Path, report: TuneReport) -> list[Path]:
     """Consume a Batch output file; returns the region files whose searches it advanced."""
     from llm_inductor.search.search_state import all_states
 
@@ -213,7 +213,7 @@ def _import(run: _Run, path: Path, report: TuneReport) -> list[Path]:
     return touched + stranded
 
 
-def _export(run: _Run, paths: list[Path], report: TuneReport, export: str | Path | None, imported: str | Path | None) -> None:
+def _export(run: _TuneRun, paths: list[Path], report: TuneReport, export: str | Path | None, imported: str | Path | None) -> None:
     requests = []
     for path in paths:
         state, ctx = run.open(path)

@@ -54,7 +54,7 @@ def verify(region_path: str | Path, candidate_source: str, *, device: str = "aut
     cfg = config if config is not None else Config.load()[0]
     dev = resolve_device(device)
     region = load_region(region_path)
-    run = _Run(region, candidate_source, dev, cfg, inductor_mode, static_policy,
+    run = _Verification(region, candidate_source, dev, cfg, inductor_mode, static_policy,
                (dev == "cuda") if speed is None else speed)
     run.extra_modes = [m for m in extra_inductor_modes if m != inductor_mode]
     return run.execute()
@@ -70,7 +70,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-class _Run:
+class _Verification:
     def __init__(self, region: LoadedRegion, source: str, device: str, cfg: Config, inductor_mode: str,
                  static_policy: bool, speed: bool) -> None:
         self.region, self.source, self.device, self.cfg = region, source, device, cfg

@@ -39,7 +39,9 @@ class Failure(Exception):
         self.reason = reason
 
 
-class Worker:
+class Session:
+    """The worker side of one verification: the loaded region and candidate, and the requests it answers."""
+
     def __init__(self, device: str) -> None:
         self.device = device
         self.region: Any = None
@@ -259,7 +261,7 @@ def main() -> int:
     sys.stdout = sys.stderr
     torch.set_num_threads(1)  # the parent and the other worker share the cores; the checks are small
     _exit_with_parent()
-    worker = Worker(args.device)
+    worker = Session(args.device)
     worker.warm_up()
     _limit_resources(args.device)
     confined = sandbox.confine(args.protect, os.getcwd())  # before any request: no candidate has run yet
