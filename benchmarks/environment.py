@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -72,14 +72,18 @@ def llm_settings() -> dict[str, Any]:
     return {n: getattr(cfg, n) for n in names}
 
 
+def _copy_ms(do_bench: Callable[..., Any], nbytes: int = 1 << 30) -> float:
+    """Median ms of a device-to-device copy of nbytes (its buffers are freed on return)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    return do_bench(lambda: dst.copy_(src), quantiles=[0.5])[0]
+
+
 def measure_ceilings() -> dict[str, float]:
     """Copy bandwidth (bytes read + written) and bf16 matmul rate, do_bench medians with L2 flush."""
     from triton.testing import do_bench
 
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    copy_ms = do_bench(lambda: dst.copy_(src), quantiles=[0.5])[0]
-    del src, dst
+    copy_ms = _copy_ms(do_bench)
     a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
     b = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
     mm_ms = do_bench(lambda: a @ b, quantiles=[0.5])[0]

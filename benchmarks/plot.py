@@ -55,7 +55,7 @@ def plot(doc: dict[str, Any], path: str | Path, llm: str = "llm") -> Path:
     data = series(doc, llm)
     fig, ax = plt.subplots(figsize=(9, 0.42 * len(data) + 1.6), dpi=120)
     height, labeled = 0.38, set()
-    for i, (label, speeds, note) in enumerate(reversed(data)):
+    for i, (_label, speeds, note) in enumerate(reversed(data)):
         for j, (base, color) in enumerate(BASELINES):
             if base in speeds:
                 y, x = i + (j - 0.5) * height, math.log2(speeds[base])

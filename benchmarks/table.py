@@ -125,7 +125,9 @@ def compile_table(doc: dict[str, Any]) -> list[str]:
             r = rows.get(mode)
             if r is None or r.get("status") != common.OK:
                 continue
-            f = lambda k, fmt: format(r[k], fmt) if r.get(k) is not None else "–"  # noqa: E731
+            def f(k: str, fmt: str, r: dict[str, Any] = r) -> str:
+                return format(r[k], fmt) if r.get(k) is not None else "–"
+
             lines.append(f"| {name} | {mode} | {f('compile_cold_s', '.1f')} | {f('compile_warm_s', '.1f')} | "
                          f"{f('step_peak_gib', '.2f')} | {f('roofline_pct', '.0f')} |")  # fmt: skip
     return lines

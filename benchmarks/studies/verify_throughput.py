@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {len(cands)} candidates", flush=True)
             done = list(result["rows"])
 
-            def save(row: dict[str, Any]) -> None:  # rewritten after every candidate
+            def save(row: dict[str, Any], done: list[dict[str, Any]] = done) -> None:  # after every candidate
                 out_file.write_text(json.dumps({**result, "rows": [*done, row]}, indent=1))
 
             result["rows"].append(verify_region(name, work / "cache" / "regions" / f"region_{key16}.py", cands,

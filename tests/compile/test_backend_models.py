@@ -33,7 +33,7 @@ def check_training(model: nn.Module, *inputs: torch.Tensor, atol: float = 1e-5, 
     out.float().square().mean().backward()
     expected.float().square().mean().backward()
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=atol, rtol=rtol, msg=lambda m: f"grad of {name}: {m}")
+        torch.testing.assert_close(p.grad, q.grad, atol=atol, rtol=rtol, msg=lambda m, name=name: f"grad of {name}: {m}")
 
 
 def graph_kinds() -> list[str]:

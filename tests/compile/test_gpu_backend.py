@@ -30,7 +30,7 @@ def served(tmp_path):
 def test_substituted_kernel_runs_on_the_gpu(served, inductor_mode):
     compiled = torch.compile(served, backend=llm_inductor.backend(min_region_us=0, inductor_mode=inductor_mode))
     with torch.no_grad():
-        for step in range(4):  # CUDA graphs: warm-up, record, then replays with fresh inputs
+        for _ in range(4):  # CUDA graphs: warm-up, record, then replays with fresh inputs
             x = torch.randn(64, 4096, device="cuda")
             torch.testing.assert_close(compiled(x), served(x), atol=1e-4, rtol=1e-4)
     stats = llm_inductor.stats()

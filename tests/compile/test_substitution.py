@@ -284,7 +284,7 @@ def test_a_training_step_with_every_region_served_matches_eager(tmp_path):
     expected.square().mean().backward()
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-3)
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=lambda m: f"grad of {name}: {m}")
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"grad of {name}: {m}")
     stats = llm_inductor.stats()
     assert [r.kind for r in _state.reports] == ["forward", "backward"]
     assert stats["substituted"] == stats["regions"] == len(rows) == 21

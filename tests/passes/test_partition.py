@@ -114,6 +114,6 @@ def test_sdpa_is_an_anchor_unless_it_drops_out():
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
 
     for p, expected in ((0.0, 1), (0.5, 0)):
-        (gm,) = graphs_of(lambda q, k, v: attend(q, k, v, p), q, k, v)
+        (gm,) = graphs_of(lambda q, k, v, p=p: attend(q, k, v, p), q, k, v)
         anchors = [r.anchor for r in partition(gm) if r.anchor and r.anchor.startswith("_scaled_dot_product")]
         assert len(anchors) == expected, (p, anchors)

@@ -79,7 +79,7 @@ def test_region_files_reproduce_captured_values(name, tmp_path):
         expected = [values[n] for n in info.outputs]
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
-            torch.testing.assert_close(g, e, rtol=0, atol=0, msg=lambda m: f"region {info.key16} {info.ops}: {m}")
+            torch.testing.assert_close(g, e, rtol=0, atol=0, msg=lambda m, info=info: f"region {info.key16} {info.ops}: {m}")
             assert g.stride() == e.stride(), f"region {info.key16}: strides {g.stride()} vs {e.stride()}"
         # make_inputs draws inputs of the recorded specs, and forward accepts them.
         meta = json.loads(path.with_suffix(".json").read_text())

@@ -156,7 +156,7 @@ def test_answer_without_code_block_gets_told_so(region, endpoint):
 
 
 def test_timeout_is_a_failed_attempt_within_budget(region, endpoint):
-    llm = endpoint(Reply(answer(GOOD), delay=1.5))
+    endpoint(Reply(answer(GOOD), delay=1.5))
     report, store, state, cfg = run(region, request_timeout=0.3, max_calls=1)
 
     assert [a["outcome"] for a in state.attempts] == ["timeout"]
