@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # "-{5}" rather than the literal dashes, so this file does not match itself.
 PEM_PRIVATE = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-{5}")
@@ -73,8 +73,10 @@ def main(argv: list[str]) -> int:
     for f in found:
         print(f"check_secrets: private key committed: {f}", file=sys.stderr)
     if found:
-        print("check_secrets: remove them (and treat those keys as compromised: see cache/sign.py COMPROMISED)",
-              file=sys.stderr)
+        print(
+            "check_secrets: remove them (and treat those keys as compromised: see cache/sign.py COMPROMISED)",
+            file=sys.stderr,
+        )
         return 1
     print(f"check_secrets: {len(paths)} tracked files, no private keys")
     return 0

@@ -17,8 +17,9 @@ at the output's largest value. NaN/Inf must appear exactly where the reference h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -63,8 +64,12 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> Errors:
     )
 
 
-def judge(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], eager: Sequence[Errors],
-          working: torch.dtype = torch.bfloat16) -> dict[str, Any]:  # fmt: skip
+def judge(
+    outs: Sequence[torch.Tensor],
+    refs: Sequence[torch.Tensor],
+    eager: Sequence[Errors],
+    working: torch.dtype = torch.bfloat16,
+) -> dict[str, Any]:
     """{ok, outputs, worst: {...}, message}: every output must pass both rules."""
     unit = UNIT[working]
     if len(outs) != len(refs):
@@ -77,21 +82,38 @@ def judge(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], eager: Seq
             return {"ok": False, "outputs": len(outs), "message": f"output {i}: {err}"}
         rms_limit = MULTIPLIER * e.rmse + 0.25 * unit * m.ref_rms
         max_limit = MAX_MULTIPLIER * e.max_abs + unit * m.ref_max
-        ratio = max(m.rmse / rms_limit if rms_limit else float(m.rmse > 0), m.max_abs / max_limit if max_limit else float(m.max_abs > 0))
+        ratio = max(
+            m.rmse / rms_limit if rms_limit else float(m.rmse > 0),
+            m.max_abs / max_limit if max_limit else float(m.max_abs > 0),
+        )
         item = {
-            "output": i, "rmse": m.rmse, "eager_rmse": e.rmse, "rmse_limit": rms_limit,
-            "max_abs": m.max_abs, "eager_max_abs": e.max_abs, "max_limit": max_limit,
-            "nonfinite_mismatch": m.nonfinite_mismatch, "ratio": ratio,
-        }  # fmt: skip
+            "output": i,
+            "rmse": m.rmse,
+            "eager_rmse": e.rmse,
+            "rmse_limit": rms_limit,
+            "max_abs": m.max_abs,
+            "eager_max_abs": e.max_abs,
+            "max_limit": max_limit,
+            "nonfinite_mismatch": m.nonfinite_mismatch,
+            "ratio": ratio,
+        }
         if m.nonfinite_mismatch:
-            return {"ok": False, "outputs": len(outs), "worst": item,
-                    "message": f"output {i}: {m.nonfinite_mismatch} NaN/Inf where the reference is finite (or the reverse)"}  # fmt: skip
+            return {
+                "ok": False,
+                "outputs": len(outs),
+                "worst": item,
+                "message": f"output {i}: {m.nonfinite_mismatch} NaN/Inf where the reference is finite (or the reverse)",
+            }
         if worst is None or ratio > worst["ratio"]:
             worst = item
     ok = worst is None or worst["ratio"] <= 1.0
-    msg = "ok" if ok else (
-        f"output {worst['output']}: RMS error {worst['rmse']:.3g} (eager {worst['eager_rmse']:.3g}, limit "
-        f"{worst['rmse_limit']:.3g}), max error {worst['max_abs']:.3g} (eager {worst['eager_max_abs']:.3g}, "
-        f"limit {worst['max_limit']:.3g}) against the float64 reference"
+    msg = (
+        "ok"
+        if ok
+        else (
+            f"output {worst['output']}: RMS error {worst['rmse']:.3g} (eager {worst['eager_rmse']:.3g}, limit "
+            f"{worst['rmse_limit']:.3g}), max error {worst['max_abs']:.3g} (eager {worst['eager_max_abs']:.3g}, "
+            f"limit {worst['max_limit']:.3g}) against the float64 reference"
+        )
     )
     return {"ok": ok, "outputs": len(outs), "worst": worst, "message": msg}

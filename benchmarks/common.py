@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 SCHEMA = 1
 
@@ -83,7 +84,9 @@ def load(path: str | Path) -> dict[str, Any]:
     except ValueError as e:
         raise UsageError(f"{path}: not JSON ({e}); it is not a results file of benchmarks/run.py") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise UsageError(f"{path}: results schema {doc.get('schema') if isinstance(doc, dict) else '?'!r}, expected {SCHEMA}")
+        raise UsageError(
+            f"{path}: results schema {doc.get('schema') if isinstance(doc, dict) else '?'!r}, expected {SCHEMA}"
+        )
     doc.setdefault("runs", {})
     doc.setdefault("rows", [])
     return doc

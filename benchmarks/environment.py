@@ -8,8 +8,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -35,12 +36,18 @@ def git_commit(given: str | None) -> dict[str, Any]:
     """The commit from git where the tree has .git (the device machine's copy may not), else what was given."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *_SOURCES], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *_SOURCES], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         if sha.returncode == 0:
             return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip()), "source": "git"}
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"commit": given or os.environ.get("LLM_INDUCTOR_BENCH_COMMIT") or "unknown", "dirty": None, "source": "argument"}
+    return {
+        "commit": given or os.environ.get("LLM_INDUCTOR_BENCH_COMMIT") or "unknown",
+        "dirty": None,
+        "source": "argument",
+    }
 
 
 def tree_hash() -> str:
@@ -61,7 +68,9 @@ def inductor_settings() -> dict[str, Any]:
 
     cfg = c.get_config_copy()
     keep = ("max_autotune", "coordinate_descent", "autotune", "compile_threads", "fx_graph_cache", "triton.cudagraphs")
-    return {k: v for k, v in sorted(cfg.items()) if any(s in k for s in keep) and isinstance(v, (bool, int, float, str))}
+    return {
+        k: v for k, v in sorted(cfg.items()) if any(s in k for s in keep) and isinstance(v, (bool, int, float, str))
+    }
 
 
 def llm_settings() -> dict[str, Any]:
@@ -113,7 +122,11 @@ def run_info(device: str, args: Any, settings: dict[str, Any], commit: str | Non
     }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        info["gpu"] = {"name": props.name, "sm_count": props.multi_processor_count, "memory_gib": props.total_memory / 2**30}
+        info["gpu"] = {
+            "name": props.name,
+            "sm_count": props.multi_processor_count,
+            "memory_gib": props.total_memory / 2**30,
+        }
         info["sdpa"] = {
             "flash": torch.backends.cuda.flash_sdp_enabled(),
             "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),

@@ -17,12 +17,14 @@ from __future__ import annotations
 import gc
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
-from benchmarks import check, common, modes as modes_mod, timing
+from benchmarks import check, common, timing
+from benchmarks import modes as modes_mod
 from benchmarks.common import Case, Workload
 
 
@@ -61,8 +63,9 @@ def _wall(device: str, fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def _error(row: dict[str, Any], stage: str, e: BaseException) -> dict[str, Any]:
     tb = traceback.format_exception(type(e), e, e.__traceback__)
-    row.update(status=common.FAILED, stage=stage, error=f"{type(e).__name__}: {str(e)[:600]}",
-               traceback="".join(tb)[-3000:])  # fmt: skip
+    row.update(
+        status=common.FAILED, stage=stage, error=f"{type(e).__name__}: {str(e)[:600]}", traceback="".join(tb)[-3000:]
+    )
     return row
 
 
@@ -126,15 +129,28 @@ def count_flops(w: Workload) -> float:
 class CaseRun:
     """Runs the modes of one case; ``save(row)`` is called before and after every mode."""
 
-    def __init__(self, case: Case, env: dict[str, Any], save: Callable[[dict[str, Any]], None],
-                 budget: Callable[[Case, str], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        case: Case,
+        env: dict[str, Any],
+        save: Callable[[dict[str, Any]], None],
+        budget: Callable[[Case, str], None],
+    ) -> None:
         self.case, self.env, self.save, self.budget = case, env, save, budget
         self.device: str = env["device"]
 
     def base(self, mode: str) -> dict[str, Any]:
         c = self.case
-        return {"suite": c.suite, "case": c.name, "mode": mode, "kind": c.kind, "shape": c.shape(self.env["tiny"]),
-                "run_id": self.env["run_id"], "started": time.time(), "device": self.device}  # fmt: skip
+        return {
+            "suite": c.suite,
+            "case": c.name,
+            "mode": mode,
+            "kind": c.kind,
+            "shape": c.shape(self.env["tiny"]),
+            "run_id": self.env["run_id"],
+            "started": time.time(),
+            "device": self.device,
+        }
 
     def run(self, pending: list[str]) -> None:
         self.budget(self.case, pending[0])
@@ -176,7 +192,9 @@ class CaseRun:
         except Exception as e:
             return None, None, None, {}, ("reference", e)
 
-    def _mode(self, w: Workload, mode: modes_mod.Mode, refs: list[Any], eager_errs: list[Any], row: dict[str, Any]) -> dict[str, Any]:
+    def _mode(
+        self, w: Workload, mode: modes_mod.Mode, refs: list[Any], eager_errs: list[Any], row: dict[str, Any]
+    ) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             if mode.compiled:
@@ -184,8 +202,12 @@ class CaseRun:
                     self._compiled(w, mode, refs, eager_errs, row)
             else:
                 step = w.make_step(lambda f: f)
-                row["check"] = {"ok": True, "outputs": len(refs), "message": "the reference mode",
-                                "eager_rmse": [e.rmse for e in eager_errs]}  # fmt: skip
+                row["check"] = {
+                    "ok": True,
+                    "outputs": len(refs),
+                    "message": "the reference mode",
+                    "eager_rmse": [e.rmse for e in eager_errs],
+                }
                 self._measure(step, row)
         except Exception as e:
             _error(row, row.pop("_stage", "run"), e)
@@ -195,7 +217,9 @@ class CaseRun:
             row["roofline_pct"] = 100.0 * row["floor_ms"] / row["median_ms"]
         return row
 
-    def _compiled(self, w: Workload, mode: modes_mod.Mode, refs: list[Any], eager_errs: list[Any], row: dict[str, Any]) -> None:
+    def _compiled(
+        self, w: Workload, mode: modes_mod.Mode, refs: list[Any], eager_errs: list[Any], row: dict[str, Any]
+    ) -> None:
         wrap = modes_mod.wrapper(mode)
         row["_stage"] = "compile"
         if mode.is_llm:
@@ -228,7 +252,12 @@ class CaseRun:
         row.update(timer(step.run, self.device))
         row["_stage"] = "memory"
         row["step_peak_gib"] = timing.step_peak_gib(step.run, self.device)
-        if self.device == "cuda" and self.case.suite == "models" and row["mode"] != "eager" and self.env.get("profile", True):
+        if (
+            self.device == "cuda"
+            and self.case.suite == "models"
+            and row["mode"] != "eager"
+            and self.env.get("profile", True)
+        ):
             row["_stage"] = "profile"
             row["top_kernels"] = timing.top_kernels(step.run)
         row["status"] = common.OK

@@ -9,8 +9,9 @@ them, so with them the comparison would measure launches instead of kernels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -41,10 +42,25 @@ MODES = {
     for m in (
         Mode("eager", None, doc="plain PyTorch"),
         Mode("inductor", "inductor", doc='torch.compile(backend="inductor")'),
-        Mode("max-autotune", "inductor", "max-autotune-no-cudagraphs", doc='torch.compile(mode="max-autotune-no-cudagraphs")'),
+        Mode(
+            "max-autotune",
+            "inductor",
+            "max-autotune-no-cudagraphs",
+            doc='torch.compile(mode="max-autotune-no-cudagraphs")',
+        ),
         Mode("llm", "llm", doc='torch.compile(backend="llm"), warm cache from LLM_INDUCTOR_CACHE_DIR'),
-        Mode("llm-max-autotune", "llm", options=_AUTOTUNE, doc='backend="llm" with options={max_autotune, coordinate_descent_tuning}'),
-        Mode("max-autotune-cudagraphs", "inductor", "max-autotune", doc='torch.compile(mode="max-autotune"), CUDA graphs on'),
+        Mode(
+            "llm-max-autotune",
+            "llm",
+            options=_AUTOTUNE,
+            doc='backend="llm" with options={max_autotune, coordinate_descent_tuning}',
+        ),
+        Mode(
+            "max-autotune-cudagraphs",
+            "inductor",
+            "max-autotune",
+            doc='torch.compile(mode="max-autotune"), CUDA graphs on',
+        ),
     )
 }
 DEFAULT_MODES = ("eager", "inductor", "max-autotune", "llm")
@@ -99,7 +115,14 @@ def llm_snapshot() -> dict[str, Any]:
     rows = [(r, g.kind) for g in _state.reports for r in g.regions]
     rows.sort(key=lambda rk: -rk[0].est_us)
     hot = [
-        {"graph": kind, "key16": r.key16, "ops": r.ops[:10], "est_us": r.est_us, "share": r.share, "status": r.status[:120]}
+        {
+            "graph": kind,
+            "key16": r.key16,
+            "ops": r.ops[:10],
+            "est_us": r.est_us,
+            "share": r.share,
+            "status": r.status[:120],
+        }
         for r, kind in rows[:10]
     ]
     return {"stats": llm_inductor.stats(), "regions": hot}

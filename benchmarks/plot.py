@@ -70,7 +70,7 @@ def plot(doc: dict[str, Any], path: str | Path, llm: str = "llm") -> Path:
     lo, hi = min(logs + [-0.5]) - 0.15, max(logs + [0.5]) + 0.3
     step = max(0.5, math.ceil((hi - lo) / 8))  # log2 units: at most ~9 labels
     ticks = [t * step for t in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
-    ax.set_xticks(ticks, [f"{2 ** t:.3g}x" for t in ticks])
+    ax.set_xticks(ticks, [f"{2**t:.3g}x" for t in ticks])
     ax.set_xlim(lo, hi)
     ax.set_ylim(-0.6, len(data) - 0.4)
     ax.set_xlabel(f"speedup of {llm} (baseline median / {llm} median; right of 1x: {llm} faster)")

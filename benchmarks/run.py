@@ -28,9 +28,11 @@ from typing import Any
 if __package__ in (None, ""):  # python benchmarks/run.py: make `benchmarks` importable from the repository
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common, environment, modes as modes_mod, timing  # noqa: E402
+from benchmarks import common, environment, timing  # noqa: E402
+from benchmarks import modes as modes_mod
 from benchmarks.check import MAX_MULTIPLIER, MULTIPLIER  # noqa: E402
-from benchmarks.suites import SUITES, cases as suite_cases  # noqa: E402
+from benchmarks.suites import SUITES  # noqa: E402
+from benchmarks.suites import cases as suite_cases
 from llm_inductor._errors import UsageError  # noqa: E402
 
 SAVE_MARGIN_S = 10.0  # the alarm fires this long before the budget ends: time to save and exit
@@ -40,14 +42,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.splitlines()[0])
     p.add_argument("--suite", choices=("regions", "models", "all"), default="all")
     p.add_argument("--case", help="comma-separated case or suite names (default: every case of --suite)")
-    p.add_argument("--mode", help=f"comma-separated modes (default {','.join(modes_mod.DEFAULT_MODES)}; all: {','.join(modes_mod.MODES)})")
+    p.add_argument(
+        "--mode",
+        help=f"comma-separated modes (default {','.join(modes_mod.DEFAULT_MODES)}; all: {','.join(modes_mod.MODES)})",
+    )
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     p.add_argument("--tiny", action="store_true", help="tiny shapes: the CPU smoke test (correctness, not speed)")
     p.add_argument("--out", help="results JSON (written after every mode)")
     p.add_argument("--resume", action="store_true", help="continue --out: skip rows already there")
     p.add_argument("--retry-failed", action="store_true", help="with --resume, run failed and incorrect rows again")
     p.add_argument("--time-budget", type=float, default=None, metavar="S", help="stop cleanly before S seconds")
-    p.add_argument("--inductor-config", action="append", metavar="KEY=VALUE", help="torch._inductor.config patch for compiled modes")
+    p.add_argument(
+        "--inductor-config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="torch._inductor.config patch for compiled modes",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the kernel profile of compiled model steps")
     p.add_argument("--git-commit", help="the commit, where the tree has no .git (recorded as given)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="merge results files into -o")
@@ -69,7 +79,9 @@ def select_cases(args: argparse.Namespace) -> list[common.Case]:
         elif name in by_name:
             picked[name] = by_name[name]
         else:
-            raise UsageError(f"Unknown --case {name!r} in suite {args.suite!r}. Cases: {sorted(by_name)} or a suite name.")
+            raise UsageError(
+                f"Unknown --case {name!r} in suite {args.suite!r}. Cases: {sorted(by_name)} or a suite name."
+            )
     return list(picked.values())
 
 
@@ -129,10 +141,17 @@ def settings(args: argparse.Namespace, device: str, modes: list[str], patches: d
         "timing": timing.SETTINGS,
         "check": f"RMSE vs float64 <= {MULTIPLIER:g} x eager's + 1/4 unit of rounding x RMS(ref); "
         f"max error <= {MAX_MULTIPLIER:g} x eager's + 1 unit x max|ref|; NaN/Inf positions equal (benchmarks/check.py)",
-        "roofline": {"bandwidth": H200.bandwidth, "bf16_flops": H200.flops, "source": "llm_inductor.passes.cost.H200 (FIELD.md)"},
+        "roofline": {
+            "bandwidth": H200.bandwidth,
+            "bf16_flops": H200.flops,
+            "source": "llm_inductor.passes.cost.H200 (FIELD.md)",
+        },
         "float32_matmul_precision": __import__("torch").get_float32_matmul_precision(),
-        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("TORCHINDUCTOR_", "LLM_INDUCTOR_", "TRITON_"))
-                and "KEY" not in k},  # fmt: skip
+        "env": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith(("TORCHINDUCTOR_", "LLM_INDUCTOR_", "TRITON_")) and "KEY" not in k
+        },
     }
     if device == "cuda":
         try:
@@ -176,7 +195,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     run_id = common.new_run_id()
-    env = {"device": device, "tiny": args.tiny, "run_id": run_id, "inductor_config": patches, "profile": not args.no_profile}
+    env = {
+        "device": device,
+        "tiny": args.tiny,
+        "run_id": run_id,
+        "inductor_config": patches,
+        "profile": not args.no_profile,
+    }
     from benchmarks.execute import CaseRun, OutOfBudget
 
     def save(row: dict[str, Any]) -> None:
@@ -189,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
     budget = Budget(args.time_budget, device, args.tiny)
     try:
         budget(todo[0][0], todo[0][1][0])  # nothing fits: stop before paying for the warm-up
-        doc["runs"][run_id] = environment.run_info(device, args, settings(args, device, modes, patches), args.git_commit)
+        doc["runs"][run_id] = environment.run_info(
+            device, args, settings(args, device, modes, patches), args.git_commit
+        )
         common.save(out, doc)
         if any(modes_mod.MODES[m].compiled for _, ms in todo for m in ms):
             warm_up_compiler(device)
@@ -217,8 +244,13 @@ def _mark_dead(doc: dict[str, Any]) -> None:
     """A row still "running" from an earlier process: that process died inside the mode."""
     for row in doc["rows"]:
         if row.get("status") == common.RUNNING:
-            row.update(status=common.FAILED, stage=row.get("stage") or "run",
-                       error="the process ended inside this mode (a crash, or killed from outside); --retry-failed runs it again")  # fmt: skip
+            row.update(
+                status=common.FAILED,
+                stage=row.get("stage") or "run",
+                error=(
+                    "the process ended inside this mode (a crash, or killed from outside); --retry-failed runs it again"
+                ),
+            )
 
 
 def describe(row: dict[str, Any]) -> str:

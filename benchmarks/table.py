@@ -76,8 +76,10 @@ class Notes:
         self.items: list[str] = []
 
     def add(self, row: dict[str, Any]) -> str:
-        self.items.append(f"{row['suite']}/{row['case']}/{row['mode']}: {row['status']} at {row.get('stage', '?')}: "
-                          f"{(row.get('error') or '').splitlines()[0][:300] if row.get('error') else ''}")  # fmt: skip
+        self.items.append(
+            f"{row['suite']}/{row['case']}/{row['mode']}: {row['status']} at {row.get('stage', '?')}: "
+            f"{(row.get('error') or '').splitlines()[0][:300] if row.get('error') else ''}"
+        )
         return f"[{len(self.items)}]"
 
 
@@ -103,8 +105,15 @@ def times_table(doc: dict[str, Any], suite: str, notes: Notes) -> list[str]:
     modes = modes_present(doc)
     llm_modes = [m for m in modes if m in common.LLM_MODES]
     pairs = [(m, b) for m in llm_modes for b in common.LLM_MODES[m] if b in modes]
-    head = ["case", "shape", "floor ms", *[f"{m} ms" for m in modes], *[f"{m} vs {b}" for m, b in pairs],
-            *[f"{m} % floor" for m in llm_modes], "substituted / fallbacks"]  # fmt: skip
+    head = [
+        "case",
+        "shape",
+        "floor ms",
+        *[f"{m} ms" for m in modes],
+        *[f"{m} vs {b}" for m, b in pairs],
+        *[f"{m} % floor" for m in llm_modes],
+        "substituted / fallbacks",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s, name, rows in cases(doc):
         if s != suite:
@@ -112,24 +121,37 @@ def times_table(doc: dict[str, Any], suite: str, notes: Notes) -> list[str]:
         any_row = next(iter(rows.values()), {})
         pct = [f"{rows[m]['roofline_pct']:.0f}%" if rows.get(m, {}).get("roofline_pct") else "–" for m in llm_modes]
         subst = [f"{rows[m].get('substituted', '–')} / {rows[m].get('fallbacks', '–')}" for m in llm_modes if m in rows]
-        cells = [name, _shape(s, name, rows), _ms(any_row.get("floor_ms")), *[cell(rows.get(m), notes) for m in modes],
-                 *[speedup(rows, m, b) for m, b in pairs], *pct, ", ".join(subst) or "–"]  # fmt: skip
+        cells = [
+            name,
+            _shape(s, name, rows),
+            _ms(any_row.get("floor_ms")),
+            *[cell(rows.get(m), notes) for m in modes],
+            *[speedup(rows, m, b) for m, b in pairs],
+            *pct,
+            ", ".join(subst) or "–",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def compile_table(doc: dict[str, Any]) -> list[str]:
-    lines = ["| case | mode | compile cold s | compile warm s | step peak GiB | % of floor |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | mode | compile cold s | compile warm s | step peak GiB | % of floor |",
+        "|---|---|---|---|---|---|",
+    ]
     for _, name, rows in cases(doc):
         for mode in modes_present(doc):
             r = rows.get(mode)
             if r is None or r.get("status") != common.OK:
                 continue
+
             def f(k: str, fmt: str, r: dict[str, Any] = r) -> str:
                 return format(r[k], fmt) if r.get(k) is not None else "–"
 
-            lines.append(f"| {name} | {mode} | {f('compile_cold_s', '.1f')} | {f('compile_warm_s', '.1f')} | "
-                         f"{f('step_peak_gib', '.2f')} | {f('roofline_pct', '.0f')} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {mode} | {f('compile_cold_s', '.1f')} | {f('compile_warm_s', '.1f')} | "
+                f"{f('step_peak_gib', '.2f')} | {f('roofline_pct', '.0f')} |"
+            )
     return lines
 
 
@@ -145,8 +167,10 @@ def headroom(doc: dict[str, Any]) -> list[str]:
     rows_out.sort(key=lambda x: -x[0])
     lines = ["| case | best baseline | ms | floor ms | x floor | headroom ms |", "|---|---|---|---|---|---|"]
     for gap, name, b in rows_out:
-        lines.append(f"| {name} | {b['mode']} | {_ms(b['median_ms'])} | {_ms(b['floor_ms'])} | "
-                     f"{b['median_ms'] / b['floor_ms']:.2f} | {_ms(gap)} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {b['mode']} | {_ms(b['median_ms'])} | {_ms(b['floor_ms'])} | "
+            f"{b['median_ms'] / b['floor_ms']:.2f} | {_ms(gap)} |"
+        )
     return lines
 
 
@@ -166,9 +190,11 @@ def run_lines(doc: dict[str, Any]) -> list[str]:
     for run_id, info in sorted(doc["runs"].items()):
         v, g = info.get("versions", {}), info.get("git", {})
         dirty = " (uncommitted changes)" if g.get("dirty") else ""
-        lines.append(f"- `{run_id}`: {info.get('device_name')} · torch {v.get('torch')} · triton {v.get('triton')} · "
-                     f"transformers {v.get('transformers')} · commit `{str(g.get('commit'))[:12]}`{dirty} · "
-                     f"tree `{info.get('tree_hash')}` · {info.get('date')}")  # fmt: skip
+        lines.append(
+            f"- `{run_id}`: {info.get('device_name')} · torch {v.get('torch')} · triton {v.get('triton')} · "
+            f"transformers {v.get('transformers')} · commit `{str(g.get('commit'))[:12]}`{dirty} · "
+            f"tree `{info.get('tree_hash')}` · {info.get('date')}"
+        )
     return lines
 
 
@@ -177,14 +203,21 @@ def markdown(doc: dict[str, Any]) -> str:
     out = ["## Runs", "", *run_lines(doc), ""]
     settings = next(iter(doc["runs"].values()), {}).get("settings", {})
     if settings:
-        out += ["Modes: " + "; ".join(f"**{m}** {d}" for m, d in settings.get("modes", {}).items()) + ".",
-                f"Timing: {settings.get('timing', {}).get('fn_timer')}; training: {settings.get('timing', {}).get('train_timer')}.",
-                f"Correctness: {settings.get('check')}.", ""]  # fmt: skip
+        out += [
+            "Modes: " + "; ".join(f"**{m}** {d}" for m, d in settings.get("modes", {}).items()) + ".",
+            f"Timing: {settings.get('timing', {}).get('fn_timer')}; "
+            f"training: {settings.get('timing', {}).get('train_timer')}.",
+            f"Correctness: {settings.get('check')}.",
+            "",
+        ]
     for suite in ("regions", "models"):
         if any(r["suite"] == suite for r in doc["rows"]):
             out += [f"## {suite.capitalize()}: median ms (p20–p80)", "", *times_table(doc, suite, notes), ""]
-    out += ["Speedup = baseline median / llm median; † compares rows from different runs; ‡ llm substituted no "
-            "kernel in this case, so it ran Inductor's code and the ratio is run-to-run noise.", ""]
+    out += [
+        "Speedup = baseline median / llm median; † compares rows from different runs; ‡ llm substituted no "
+        "kernel in this case, so it ran Inductor's code and the ratio is run-to-run noise.",
+        "",
+    ]
     out += ["## Compile time and memory", "", *compile_table(doc), ""]
     out += ["## Headroom: best of Inductor and max-autotune against the roofline floor", "", *headroom(doc), ""]
     shares = kernel_shares(doc)

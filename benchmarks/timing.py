@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -62,7 +63,13 @@ def time_fn(fn: Callable[[], Any], device: str) -> dict[str, Any]:
     estimate = _one_ms(fn)
     rep = max(FN_REP_MS, MIN_REPS * estimate)
     med, p20, p80 = do_bench(fn, warmup=max(25.0, 3 * estimate), rep=rep, quantiles=list(QUANTILES))
-    return {"median_ms": med, "p20_ms": p20, "p80_ms": p80, "reps": max(1, int(rep / max(estimate, 1e-3))), "timer": "do_bench"}
+    return {
+        "median_ms": med,
+        "p20_ms": p20,
+        "p80_ms": p80,
+        "reps": max(1, int(rep / max(estimate, 1e-3))),
+        "timer": "do_bench",
+    }
 
 
 def time_train(step: Callable[[], Any], device: str) -> dict[str, Any]:
@@ -118,7 +125,12 @@ def top_kernels(fn: Callable[[], Any], steps: int = 3, top: int = 12) -> list[di
     total = sum(_self_device_us(e) for e in events) or 1.0
     events.sort(key=lambda e: -_self_device_us(e))
     return [
-        {"name": e.key[:160], "ms_per_step": _self_device_us(e) / 1e3 / steps, "share": _self_device_us(e) / total, "calls": e.count // steps}
+        {
+            "name": e.key[:160],
+            "ms_per_step": _self_device_us(e) / 1e3 / steps,
+            "share": _self_device_us(e) / total,
+            "calls": e.count // steps,
+        }
         for e in events[:top]
     ]
 

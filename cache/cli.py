@@ -67,11 +67,16 @@ def _clip(text: str, n: int) -> str:
 def _row(r: Listing) -> dict[str, Any]:
     e = r.entry
     return {
-        "key16": r.entry_id[:16], "entry_id": r.entry_id,
-        "ops": ",".join(e.ops) if e else "-", "shapes": " ".join(e.shapes) if e else "-",
-        "device": e.device if e else "-", "speedup": e.speedup(e.versions.get("gpu")) if e else None,
-        "age": _age(r.added or (e.created if e else None)), "tier": "+".join(r.tiers),
-        "served": "served" if r.verdict.servable else f"no: {r.verdict}", "hits": r.hits,
+        "key16": r.entry_id[:16],
+        "entry_id": r.entry_id,
+        "ops": ",".join(e.ops) if e else "-",
+        "shapes": " ".join(e.shapes) if e else "-",
+        "device": e.device if e else "-",
+        "speedup": e.speedup(e.versions.get("gpu")) if e else None,
+        "age": _age(r.added or (e.created if e else None)),
+        "tier": "+".join(r.tiers),
+        "served": "served" if r.verdict.servable else f"no: {r.verdict}",
+        "hits": r.hits,
     }
 
 
@@ -96,12 +101,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     _, store = _store()
     found = _match(store, args.key)
     if args.json:
-        docs = [{"entry_id": r.entry_id, "tiers": r.tiers, "verdict": str(r.verdict),
-                 **(r.entry.to_dict() if r.entry else {})} for r in found]
+        docs = [
+            {
+                "entry_id": r.entry_id,
+                "tiers": r.tiers,
+                "verdict": str(r.verdict),
+                **(r.entry.to_dict() if r.entry else {}),
+            }
+            for r in found
+        ]
         print(json.dumps(docs, indent=1, default=str))
         return 0
     for r in found:
-        print(f"== {r.entry_id}  [{'+'.join(r.tiers)}]  {'served' if r.verdict.servable else f'not served: {r.verdict}'}")
+        print(
+            f"== {r.entry_id}  [{'+'.join(r.tiers)}]  {'served' if r.verdict.servable else f'not served: {r.verdict}'}"
+        )
         if r.entry is None:
             continue
         d = r.entry.to_dict()
@@ -174,8 +188,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         from llm_inductor.compile.aot import prune_records
 
         n = prune_records(cfg.cache_path, args.older_than * 86400, args.dry_run)
-        print(f"{n} compile record{'' if n == 1 else 's'} unused for {args.older_than} days "
-              f"{'would be ' if args.dry_run else ''}removed")
+        print(
+            f"{n} compile record{'' if n == 1 else 's'} unused for {args.older_than} days "
+            f"{'would be ' if args.dry_run else ''}removed"
+        )
     return 0
 
 
@@ -193,16 +209,19 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             raise UsageError("Give either a key (or --hash a content hash) or --signer FINGERPRINT, not both.")
         value = args.signer.lower()
         if not re.fullmatch(r"[0-9a-f]{32}", value):
-            raise UsageError(f"{args.signer!r} is not a key fingerprint: 32 hex digits, as `cache keygen` prints "
-                             "and `cache show` gives as an entry's signer.")
+            raise UsageError(
+                f"{args.signer!r} is not a key fingerprint: 32 hex digits, as `cache keygen` prints "
+                "and `cache show` gives as an entry's signer."
+            )
         target = f"signer:{value}"
     else:
         kind = "hash" if args.hash else "key"
         value = args.target.lower() if args.hash else args.target.lower().split(":", 1)[0]
         if not _HEX64.fullmatch(value):  # a prefix: resolve it against the entries this cache knows
             if args.hash:
-                found = {r.entry.content_hash for r in store.listings()
-                         if r.entry and r.entry.content_hash.startswith(value)}
+                found = {
+                    r.entry.content_hash for r in store.listings() if r.entry and r.entry.content_hash.startswith(value)
+                }
             else:
                 found = {r.entry_id.split(":", 1)[0] for r in _match(store, value)}
             if len(found) != 1:
@@ -213,8 +232,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     tiers = store.revoke(target, args.reason or f"revoked by {getpass.getuser()} at {time.strftime('%Y-%m-%d %H:%M')}")
     if not tiers:
         raise NegativeResult(f"could not record the revocation of {target} (see the warning above)")
-    print(f"revoked {target} in {', '.join(tiers)}, signed with {store.signer().source}; "
-          "`llm-inductor cache export` carries it in packs")
+    print(
+        f"revoked {target} in {', '.join(tiers)}, signed with {store.signer().source}; "
+        "`llm-inductor cache export` carries it in packs"
+    )
     return 0
 
 
@@ -272,16 +293,20 @@ def cmd_import(args: argparse.Namespace) -> int:
             continue
         _, tiers = store.write(entry, sign_unsigned=False)
         if not tiers:
-            print(f"warning: line {lineno}: entry {entry.key16} could not be written (see the warning above)",
-                  file=sys.stderr)
+            print(
+                f"warning: line {lineno}: entry {entry.key16} could not be written (see the warning above)",
+                file=sys.stderr,
+            )
             skipped += 1
             continue
         served += verdict.servable
         fixable += verdict.fixable
     imported = served + fixable
     not_yet = f", {fixable} not: `llm-inductor cache verify` checks those on this machine" if fixable else ""
-    print(f"imported {imported} entr{'y' if imported == 1 else 'ies'} ({served} served here{not_yet}), "
-          f"skipped {skipped}, {revoked} of {len(pack.revocations)} revocation(s)")
+    print(
+        f"imported {imported} entr{'y' if imported == 1 else 'ies'} ({served} served here{not_yet}), "
+        f"skipped {skipped}, {revoked} of {len(pack.revocations)} revocation(s)"
+    )
     if pack.entries and not imported:
         return 1
     return 0
@@ -311,7 +336,9 @@ def _key_of(key_fields: Any) -> KernelKey:
     try:
         return KernelKey.from_dict(key_fields)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise _Unverifiable("key_unreadable", f"its key fields do not parse, or do not hash to its digest ({e})") from None
+        raise _Unverifiable(
+            "key_unreadable", f"its key fields do not parse, or do not hash to its digest ({e})"
+        ) from None
 
 
 def _trusted_region(key_fields: Any, symbols: Any) -> RegionInfo:
@@ -352,16 +379,22 @@ def _regions_for(entry: Entry, local: dict[str, list[Sidecar]]) -> list[RegionIn
     if key.digest != entry.key:
         raise _Unverifiable("key_unreadable", f"its key fields hash to {key.key16}, not to its key")
     if key.schema not in (1, KEY_SCHEMA):
-        raise _Unverifiable("key_schema", f"key schema {key.schema} is unknown to this build (it reads 1 and {KEY_SCHEMA})")
+        raise _Unverifiable(
+            "key_schema", f"key schema {key.schema} is unknown to this build (it reads 1 and {KEY_SCHEMA})"
+        )
     metas = [m for m in local.get(entry.key, []) if key.schema == KEY_SCHEMA or m.legacy_key == entry.key]
     if not metas:
-        raise _Unverifiable("not_recorded", f"no compile on this machine recorded region {entry.key16}"
-                            f"{' (a key of schema 1)' if key.schema == 1 else ''}, so there are no sizes to verify "
-                            "it at; run the script that uses it once with backend=\"llm\" (that records the region), "
-                            "then `llm-inductor cache verify` again")
+        raise _Unverifiable(
+            "not_recorded",
+            f"no compile on this machine recorded region {entry.key16}"
+            f"{' (a key of schema 1)' if key.schema == 1 else ''}, so there are no sizes to verify "
+            'it at; run the script that uses it once with backend="llm" (that records the region), '
+            "then `llm-inductor cache verify` again",
+        )
     # schema 2: the entry's own key, checked by the rebuild; schema 1: each local region it may stand for
-    return [_trusted_region(entry.key_fields if key.schema == KEY_SCHEMA else m.key_fields, dict(m.symbols))
-            for m in metas]  # fmt: skip
+    return [
+        _trusted_region(entry.key_fields if key.schema == KEY_SCHEMA else m.key_fields, dict(m.symbols)) for m in metas
+    ]
 
 
 def _verify(info: RegionInfo, kernel_source: str, cfg: Config, device: str) -> Any:
@@ -372,19 +405,29 @@ def _verify(info: RegionInfo, kernel_source: str, cfg: Config, device: str) -> A
         return verify(str(info.write(tmp)), kernel_source, device=device, config=cfg)
 
 
-def _entry_from(result: Any, info: RegionInfo, kernel_source: str, provenance: dict[str, Any],
-                speed: dict[str, Any] | None = None) -> Entry:
+def _entry_from(
+    result: Any, info: RegionInfo, kernel_source: str, provenance: dict[str, Any], speed: dict[str, Any] | None = None
+) -> Entry:
     versions = current_versions(str(getattr(result, "device", None) or "cpu"))  # where the verifier ran
-    return Entry.from_verification(result, region_source=info.source(), region_meta=info.sidecar().to_dict(),
-                                   kernel_source=kernel_source, provenance=provenance, versions=versions, speed=speed)
+    return Entry.from_verification(
+        result,
+        region_source=info.source(),
+        region_meta=info.sidecar().to_dict(),
+        kernel_source=kernel_source,
+        provenance=provenance,
+        versions=versions,
+        speed=speed,
+    )
 
 
 def _read_candidate(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): a candidate is a Python "
-                         "module defining forward(*inputs) and its Triton kernels") from None
+        raise UsageError(
+            f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): a candidate is a Python "
+            "module defining forward(*inputs) and its Triton kernels"
+        ) from None
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -398,24 +441,39 @@ def cmd_add(args: argparse.Namespace) -> int:
     try:  # the reference is the region the key describes; the .py beside the sidecar is never imported
         info = _trusted_region(side.key_fields, dict(side.symbols))
     except _Unverifiable as e:
-        raise UsageError(f"{sidecar}: its key does not describe a region this package can rebuild ({e.reason}: {e}); "
-                         "regenerate the region file with a compile or `llm-inductor regions --export`") from None
+        raise UsageError(
+            f"{sidecar}: its key does not describe a region this package can rebuild ({e.reason}: {e}); "
+            "regenerate the region file with a compile or `llm-inductor regions --export`"
+        ) from None
     if info.digest != side.key:
         raise UsageError(f"{sidecar}: its key fields hash to {info.key16}, not to its key {str(side.key)[:16]}")
     if region.read_bytes() != info.source().encode():
-        print(f"note: {region.name} differs from the region its key describes; the kernel is verified against the "
-              "key's region, as this package writes it", file=sys.stderr)
+        print(
+            f"note: {region.name} differs from the region its key describes; the kernel is verified against the "
+            "key's region, as this package writes it",
+            file=sys.stderr,
+        )
     kernel_source = _read_candidate(candidate)
     store.require_writable("add a kernel")  # before verifying: a read-only cache could not keep the result
     result = _verify(info, kernel_source, cfg, args.device)
     if not result.accepted:
         raise NegativeResult(f"rejected ({result.reason}): {result.message}")
-    provenance = {"provider": "manual", "model": None, "author": getpass.getuser(), "candidate": candidate.name,
-                  "prompt_hash": None, "tokens": 0, "cost": 0.0, "time": time.time()}
+    provenance = {
+        "provider": "manual",
+        "model": None,
+        "author": getpass.getuser(),
+        "candidate": candidate.name,
+        "prompt_hash": None,
+        "tokens": 0,
+        "cost": 0.0,
+        "time": time.time(),
+    }
     # strict: a write no tier takes (a full disk) raises NotWritable, exit 2 with the cause
     entry, tiers = store.write(_entry_from(result, info, kernel_source, provenance))
-    print(f"added {entry.entry_id} to {', '.join(tiers)}, signed by {entry.signer} ({store.signer().source}); "
-          f"{'served' if store.judge(entry).servable else f'not served here: {store.judge(entry)}'}")
+    print(
+        f"added {entry.entry_id} to {', '.join(tiers)}, signed by {entry.signer} ({store.signer().source}); "
+        f"{'served' if store.judge(entry).servable else f'not served here: {store.judge(entry)}'}"
+    )
     return 0
 
 
@@ -427,7 +485,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         rows = [r for r in rows if r.verdict.fixable]
     # the same kernel for the same key, already verified and signed here: nothing to do
-    done = {(r.entry.key, r.entry.kernel_source): r.entry_id for r in store.listings() if r.entry and r.verdict.servable}
+    done = {
+        (r.entry.key, r.entry.kernel_source): r.entry_id for r in store.listings() if r.entry and r.verdict.servable
+    }
     for r in [r for r in rows if r.entry and (r.entry.key, r.entry.kernel_source) in done and not args.force]:
         print(f"{r.entry_id[:16]}  served already as {done[(r.entry.key, r.entry.kernel_source)]}")
         rows.remove(r)
@@ -440,7 +500,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for r in rows:
         e = r.entry
         if e is None or not (r.verdict.fixable or (args.force and r.verdict.servable)):
-            print(f"{r.entry_id[:16]}  {'served already' if r.verdict.servable else f'cannot be verified: {r.verdict}'}")
+            print(
+                f"{r.entry_id[:16]}  {'served already' if r.verdict.servable else f'cannot be verified: {r.verdict}'}"
+            )
             failed += not r.verdict.servable
             continue
         try:
@@ -455,13 +517,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if not result.accepted:
                 print(f"{e.key16}  rejected ({result.reason}) for region {info.key16}: {result.message}")
                 continue
-            provenance = {**e.provenance, "reverified": {"from": r.entry_id, "signer": e.signer, "was": str(r.verdict),
-                                                         "time": time.time()}}
+            provenance = {
+                **e.provenance,
+                "reverified": {"from": r.entry_id, "signer": e.signer, "was": str(r.verdict), "time": time.time()},
+            }
             stored, tiers = store.write(_entry_from(result, info, e.kernel_source, provenance, speed=e.speed))
             stored_any |= bool(tiers)
-            print(f"{e.key16}  verified ({r.verdict.reason} before); stored {stored.entry_id} in "
-                  f"{', '.join(tiers) or 'no tier'}, signed with {store.signer().source}: "
-                  f"{'served' if store.judge(stored).servable else store.judge(stored)}")
+            print(
+                f"{e.key16}  verified ({r.verdict.reason} before); stored {stored.entry_id} in "
+                f"{', '.join(tiers) or 'no tier'}, signed with {store.signer().source}: "
+                f"{'served' if store.judge(stored).servable else store.judge(stored)}"
+            )
         if stored_any and "local" in r.tiers:
             store.remove([r.entry_id])  # the local copy it replaces; shared and pack copies stay where they are
         failed += not stored_any
@@ -477,8 +543,10 @@ def cmd_salvage(args: argparse.Namespace) -> int:
     sources = [Path(f) for f in args.files] or store.local.moved_aside()
     for path in sources:
         if not path.is_file():
-            raise UsageError(f"No file {path}; give a database moved aside as {store.local.path.name}.corrupt-*, "
-                             "or nothing to salvage every one in the cache directory.")
+            raise UsageError(
+                f"No file {path}; give a database moved aside as {store.local.path.name}.corrupt-*, "
+                "or nothing to salvage every one in the cache directory."
+            )
     if not sources:
         raise NegativeResult(f"nothing to salvage: no damaged database was moved aside in {cfg.cache_path}")
     usable = 0
@@ -490,10 +558,13 @@ def cmd_salvage(args: argparse.Namespace) -> int:
             print(f"warning: {path.name}: unreadable: {line}", file=sys.stderr)
         served = sum(v.servable for _, v in s.restored)
         refused = Counter(reason for _, reason, _ in s.refused)
-        print(f"{path}: restored {len(s.restored)} entr{'y' if len(s.restored) == 1 else 'ies'} ({served} served here, "
-              f"{len(s.restored) - served} not: `llm-inductor cache ls` says why), {s.present} present already, "
-              f"refused {len(s.refused)}{' (' + ', '.join(f'{k} {n}' for k, n in refused.items()) + ')' if refused else ''}, "
-              f"{len(s.lost)} row(s) unreadable, {s.revocations} revocation(s); the file stays: delete it when done")
+        print(
+            f"{path}: restored {len(s.restored)} entr{'y' if len(s.restored) == 1 else 'ies'} ({served} served here, "
+            f"{len(s.restored) - served} not: `llm-inductor cache ls` says why), {s.present} present already, "
+            f"refused {len(s.refused)}"
+            f"{' (' + ', '.join(f'{k} {n}' for k, n in refused.items()) + ')' if refused else ''}, "
+            f"{len(s.lost)} row(s) unreadable, {s.revocations} revocation(s); the file stays: delete it when done"
+        )
         usable += len(s.restored) + s.present
     return 0 if usable else 1
 
@@ -523,8 +594,12 @@ def register(subparsers: Any) -> None:
     q.add_argument("--shared", action="store_true", help="remove them from the shared tier too")
     q.add_argument("--all-matching", action="store_true", help="allow a prefix to match several keys")
     q = cmd("prune", cmd_prune, "remove local entries by age, version, size or servability")
-    q.add_argument("--older-than", type=float, metavar="DAYS",
-                   help="entries added, and compile records last used, more than DAYS ago")
+    q.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="entries added, and compile records last used, more than DAYS ago",
+    )
     q.add_argument("--max-size", type=float, metavar="MB", help="keep the newest entries up to this size")
     q.add_argument("--other-versions", action="store_true", help="made with another torch or triton minor version")
     q.add_argument("--unservable", action="store_true", help="not served here, for any reason")
@@ -547,12 +622,19 @@ def register(subparsers: Any) -> None:
     q.add_argument("dir")
     q.add_argument("--name", default="llm_inductor")
     q.add_argument("--force", action="store_true", help="replace an existing pair")
-    q = cmd("revoke", cmd_revoke, "never serve a key, a content hash (--hash) or a signer's entries (--signer) again, "
-                                  "in every tier; signed with the signing key")
+    q = cmd(
+        "revoke",
+        cmd_revoke,
+        "never serve a key, a content hash (--hash) or a signer's entries (--signer) again, "
+        "in every tier; signed with the signing key",
+    )
     q.add_argument("target", nargs="?", help="key (or prefix); with --hash a content hash")
     q.add_argument("--hash", action="store_true")
-    q.add_argument("--signer", metavar="FINGERPRINT",
-                   help="revoke a signing key: its entries are no longer served, nor its revocations honoured")
+    q.add_argument(
+        "--signer",
+        metavar="FINGERPRINT",
+        help="revoke a signing key: its entries are no longer served, nor its revocations honoured",
+    )
     q.add_argument("--reason")
     q.add_argument("--list", action="store_true", help="list revocations")
     q = cmd("salvage", cmd_salvage, "restore the entries still readable in a damaged database that was moved aside")

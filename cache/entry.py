@@ -45,7 +45,9 @@ _DICT_FIELDS = ("key_fields", "region_meta", "verification", "speed", "envelope"
 _TYPES: dict[str, Any] = {
     **{name: dict for name in _DICT_FIELDS},
     **{name: str for name in ("key", "kernel_source", "region_source", "status")},
-    "created": (int, float), "signature": (str, type(None)), "signer": (str, type(None)),
+    "created": (int, float),
+    "signature": (str, type(None)),
+    "signer": (str, type(None)),
 }
 
 
@@ -111,9 +113,17 @@ class Entry:
         return max(values) if values else None
 
     @classmethod
-    def from_verification(cls, result: Any, *, region_source: str, region_meta: dict[str, Any], kernel_source: str,
-                          provenance: dict[str, Any], versions: dict[str, str],
-                          speed: dict[str, Any] | None = None) -> "Entry":
+    def from_verification(
+        cls,
+        result: Any,
+        *,
+        region_source: str,
+        region_meta: dict[str, Any],
+        kernel_source: str,
+        provenance: dict[str, Any],
+        versions: dict[str, str],
+        speed: dict[str, Any] | None = None,
+    ) -> Entry:
         """An unsigned entry for a kernel the verifier accepted (a ``VerifyResult``) on ``versions["gpu"]``.
 
         Speed records of other GPU models (``speed``) are kept; this GPU's is replaced.
@@ -121,15 +131,25 @@ class Entry:
         timings = dict(getattr(result, "timings", None) or {})  # empty under the CPU interpreter: speed not judged
         us = lambda name: None if timings.get(name) is None else 1e3 * timings[name]  # noqa: E731
         record = {  # the same record as the tuner's (llm_inductor/search/winners.py)
-            "speedup": timings.get("speedup"), "candidate_us": us("candidate_ms"), "inductor_us": us("inductor_ms"),
-            "roofline_pct": timings.get("pct_of_roofline"), "floor_us": us("floor_ms"), "graph_ab": {},
+            "speedup": timings.get("speedup"),
+            "candidate_us": us("candidate_ms"),
+            "inductor_us": us("inductor_ms"),
+            "roofline_pct": timings.get("pct_of_roofline"),
+            "floor_us": us("floor_ms"),
+            "graph_ab": {},
             "timings": timings,
         }
         return cls(
-            key=region_meta["key"], key_fields=region_meta["key_fields"], kernel_source=kernel_source,
-            region_source=region_source, region_meta=region_meta, verification=result.to_dict(),
-            speed={**(speed or {}), versions["gpu"]: record}, envelope=dict(getattr(result, "envelope", None) or {}),
-            provenance=provenance, versions=dict(versions),
+            key=region_meta["key"],
+            key_fields=region_meta["key_fields"],
+            kernel_source=kernel_source,
+            region_source=region_source,
+            region_meta=region_meta,
+            verification=result.to_dict(),
+            speed={**(speed or {}), versions["gpu"]: record},
+            envelope=dict(getattr(result, "envelope", None) or {}),
+            provenance=provenance,
+            versions=dict(versions),
         )
 
     # ------------------------------------------------------------ serialization
@@ -142,7 +162,7 @@ class Entry:
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Entry":
+    def from_dict(cls, d: Any) -> Entry:
         """Build an entry from its dict; raises EntryError (a ValueError) for anything but an intact one."""
         if not isinstance(d, dict):
             raise EntryError("malformed", "entry is not a JSON object")
@@ -170,7 +190,7 @@ class Entry:
         return entry
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Entry":
+    def from_json(cls, text: str | bytes) -> Entry:
         """Parse an entry; raises EntryError (a ValueError) on bad JSON, an unknown schema or a hash mismatch."""
         try:
             d = json.loads(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)

@@ -43,10 +43,15 @@ class TensorSpec:
         return f"{self.dtype}[{', '.join(self.shape)}] stride=({', '.join(self.stride)}){tail}"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
         high = d.get("index_high")
-        return cls(d["dtype"], tuple(d["shape"]), tuple(d["stride"]), bool(d.get("aligned", True)),
-                   None if high is None else str(high))
+        return cls(
+            d["dtype"],
+            tuple(d["shape"]),
+            tuple(d["stride"]),
+            bool(d.get("aligned", True)),
+            None if high is None else str(high),
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class KernelKey:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "KernelKey":
+    def from_dict(cls, d: dict[str, Any]) -> KernelKey:
         key = cls(
             graph=tuple(d["graph"]),
             inputs=tuple(TensorSpec.from_dict(s) for s in d["inputs"]),

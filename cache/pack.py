@@ -19,9 +19,10 @@ import json
 import logging
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor._files import atomic_write
@@ -83,8 +84,10 @@ def read_pack(path: str | Path) -> PackContents:
     if not isinstance(header, dict) or header.get("format") != PACK_FORMAT:
         raise PackError(f"{path} is not an llm_inductor pack (its first line is not a pack header).")
     if header.get("version") != PACK_VERSION:
-        raise PackError(f"{path} is pack version {header.get('version')!r}; this build reads {PACK_VERSION}. "
-                        "Upgrade llm_inductor or export the pack again.")
+        raise PackError(
+            f"{path} is pack version {header.get('version')!r}; this build reads {PACK_VERSION}. "
+            "Upgrade llm_inductor or export the pack again."
+        )
     pack = PackContents(path, header)
     for n, text, why in lines:
         if text is None:
@@ -100,15 +103,17 @@ def read_pack(path: str | Path) -> PackContents:
         if isinstance(rec, dict) and isinstance(rec.get("entry"), dict) and isinstance(rec["entry"].get("key"), str):
             pack.entries.append((n, rec["entry"]))
         elif isinstance(rec, dict) and valid_target(rec.get("revoke", "")):
-            pack.revocations.append(Revocation(rec["revoke"], *(str(rec.get(k) or "") for k in
-                                                                 ("reason", "signer", "signature"))))
+            pack.revocations.append(
+                Revocation(rec["revoke"], *(str(rec.get(k) or "") for k in ("reason", "signer", "signature")))
+            )
         else:
             pack.bad.append((n, "neither an entry nor a revocation record"))
     return pack
 
 
-def write_pack(path: str | Path, entries: Iterable[Entry],
-               revocations: Iterable[Revocation | tuple[str, str]] = ()) -> int:
+def write_pack(
+    path: str | Path, entries: Iterable[Entry], revocations: Iterable[Revocation | tuple[str, str]] = ()
+) -> int:
     """Write a pack atomically; returns the number of entries written.
 
     A revocation is a ``Revocation`` or a tier's (target, stored body) pair.
@@ -118,8 +123,12 @@ def write_pack(path: str | Path, entries: Iterable[Entry],
     records = [json.dumps({"entry": e.to_dict()}, sort_keys=True, default=str) for e in entries]
     for r in revocations:
         rev = r if isinstance(r, Revocation) else Revocation.from_body(*r)
-        records.append(json.dumps({"revoke": rev.target, "reason": rev.reason, "signer": rev.signer,
-                                   "signature": rev.signature}, sort_keys=True))
+        records.append(
+            json.dumps(
+                {"revoke": rev.target, "reason": rev.reason, "signer": rev.signer, "signature": rev.signature},
+                sort_keys=True,
+            )
+        )
     header = {"format": PACK_FORMAT, "version": PACK_VERSION, "created": time.time(), "entries": len(entries)}
     data = ("\n".join([json.dumps(header, sort_keys=True), *records]) + "\n").encode()
     if path.name.endswith(".gz"):

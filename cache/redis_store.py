@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,11 @@ class RedisTier:
     def _off(self, why: str) -> None:
         if self._down is None:
             self._down = why
-            log.warning("llm_inductor: shared cache %s is unusable (%s); using the local cache only in this process",
-                        _redact(self.url), why)
+            log.warning(
+                "llm_inductor: shared cache %s is unusable (%s); using the local cache only in this process",
+                _redact(self.url),
+                why,
+            )
 
     # ------------------------------------------------------------ entries
     def bodies_for_key(self, key: str) -> list[bytes]:
@@ -108,6 +112,7 @@ class RedisTier:
 
     def scan(self) -> Iterator[tuple[str, bytes]]:
         """(entry_id, body) for every entry on the server (for ls and export)."""
+
         def s(r: Any) -> list[tuple[str, bytes]]:
             out = []
             for name in r.scan_iter(match=PREFIX + "entry:*", count=500):
@@ -120,6 +125,7 @@ class RedisTier:
     # ------------------------------------------------------------ revocations
     def revocations(self) -> list[tuple[str, str]]:
         """(target, body) pairs; a value from before revocations were signed is a bare reason."""
+
         def q(r: Any) -> list[tuple[str, str]]:
             items = r.hgetall(PREFIX + "revoked").items()
             return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in items]

@@ -168,8 +168,12 @@ def load_private(path: str | Path) -> SigningKey:
         )
     mode = path.stat().st_mode
     if mode & 0o077:
-        log.warning("llm_inductor: the signing key %s is readable by others (mode %o); run `chmod 600 %s`",
-                    path, stat.S_IMODE(mode), path)
+        log.warning(
+            "llm_inductor: the signing key %s is readable by others (mode %o); run `chmod 600 %s`",
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
     return key
 
 
@@ -234,4 +238,3 @@ def _write_private(path: Path, data: bytes, exclusive: bool) -> None:
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-

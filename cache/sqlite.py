@@ -33,9 +33,10 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from llm_inductor.cache.pack import file_stamp
 
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS entries (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_key ON entries(key);
-CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, body TEXT NOT NULL, seen INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (key TEXT PRIMARY KEY, body TEXT NOT NULL, \
+seen INTEGER NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked (target TEXT PRIMARY KEY, reason TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -104,8 +106,10 @@ def _unwritable(directory: Path) -> str | None:
 def _empty_database() -> sqlite3.Connection:
     """What a read-only directory without a database serves: nothing, under a generation that never changes."""
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-    conn.executescript(_SCHEMA + "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                       "INSERT INTO meta VALUES ('db_id', 'none'), ('version', '0');")
+    conn.executescript(
+        _SCHEMA + "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('db_id', 'none'), ('version', '0');"
+    )
     return conn
 
 
@@ -175,8 +179,13 @@ class SqliteStore:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return _empty_database()
         for flags in ("mode=ro", "immutable=1"):
-            conn = sqlite3.connect(f"{self.path.as_uri()}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S,
-                                   isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                f"{self.path.as_uri()}?{flags}",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             try:
                 self._check(conn)  # mode=ro without a -shm fails here, not at connect
                 break
@@ -187,9 +196,13 @@ class SqliteStore:
         if flags == "immutable=1":
             wal = self._side("-wal")
             if wal.exists() and wal.stat().st_size:
-                self._tell_once("wal-unread", "llm_inductor: local cache %s: its write-ahead log %s cannot be read "
-                                "without its -shm file; entries written since its last checkpoint are not served",
-                                self.path, wal)
+                self._tell_once(
+                    "wal-unread",
+                    "llm_inductor: local cache %s: its write-ahead log %s cannot be read "
+                    "without its -shm file; entries written since its last checkpoint are not served",
+                    self.path,
+                    wal,
+                )
             self._immutable_stamps = self._stamps()
         return conn
 
@@ -236,13 +249,20 @@ class SqliteStore:
         """Serve what is here and drop every write from now on: one warning per directory and process."""
         self.close()
         self.read_only = cause
-        self._tell_once("read-only", "llm_inductor: the local cache %s is read-only (%s); its entries are served, "
-                        "but nothing will be written there (new kernels, hit counts, pending regions). To keep "
-                        "them, point LLM_INDUCTOR_CACHE_DIR at a writable directory.", self.directory, cause)
+        self._tell_once(
+            "read-only",
+            "llm_inductor: the local cache %s is read-only (%s); its entries are served, "
+            "but nothing will be written there (new kernels, hit counts, pending regions). To keep "
+            "them, point LLM_INDUCTOR_CACHE_DIR at a writable directory.",
+            self.directory,
+            cause,
+        )
 
     def _read_only_refusal(self) -> str:
-        return (f"the local cache {self.directory} is read-only ({self.read_only}): mount it read-write, "
-                "or point LLM_INDUCTOR_CACHE_DIR at a writable directory")
+        return (
+            f"the local cache {self.directory} is read-only ({self.read_only}): mount it read-write, "
+            "or point LLM_INDUCTOR_CACHE_DIR at a writable directory"
+        )
 
     def _drop(self, writes: bool, what: str, default: T, problem: str, op: str) -> T:
         """Give up on op: one warning per cause, and for a write, ``refusal`` says why."""
@@ -279,8 +299,13 @@ class SqliteStore:
                             return default
                         continue  # read again through a read-only connection
                     if "full" in text:
-                        return self._drop(writes, "full", default, f"the local cache {self.path} is full ({e}): "
-                                          "free space or run `llm-inductor cache prune`", op)
+                        return self._drop(
+                            writes,
+                            "full",
+                            default,
+                            f"the local cache {self.path} is full ({e}): free space or run `llm-inductor cache prune`",
+                            op,
+                        )
                     if "malformed" not in text and "not a database" not in text:
                         return self._drop(writes, f"op:{text}", default, f"local cache {self.path}: {e}", op)
                     err: sqlite3.DatabaseError = e
@@ -289,10 +314,15 @@ class SqliteStore:
                 except OSError as e:  # the directory cannot be made or read
                     return self._drop(writes, f"os:{e.errno}", default, self._os_problem(e), op)
                 if self.read_only is not None:  # cannot be moved aside from here
-                    return self._drop(writes, "corrupt", default,
-                                      f"the local cache database {self.path} is damaged ({err}) and read-only, so "
-                                      "nothing is served from it; `llm-inductor cache salvage FILE` in a writable "
-                                      "cache directory recovers the entries it can still read", op)
+                    return self._drop(
+                        writes,
+                        "corrupt",
+                        default,
+                        f"the local cache database {self.path} is damaged ({err}) and read-only, so "
+                        "nothing is served from it; `llm-inductor cache salvage FILE` in a writable "
+                        "cache directory recovers the entries it can still read",
+                        op,
+                    )
                 if quarantined:
                     break
                 try:
@@ -300,8 +330,13 @@ class SqliteStore:
                 except OSError as e:
                     return self._drop(writes, f"os:{e.errno}", default, self._os_problem(e), op)
                 quarantined = True
-            return self._drop(writes, f"gave-up:{op}", default,
-                              f"local cache {self.path}: gave up after {RETRIES} tries (locked or damaged)", op)
+            return self._drop(
+                writes,
+                f"gave-up:{op}",
+                default,
+                f"local cache {self.path}: gave up after {RETRIES} tries (locked or damaged)",
+                op,
+            )
 
     def unwritable(self) -> str | None:
         """Why a write here would be dropped, naming the fix; None when nothing is known to stop one."""
@@ -315,7 +350,9 @@ class SqliteStore:
 
     def _os_problem(self, e: OSError) -> str:
         if e.errno in _FULL_ERRNOS:
-            return f"the local cache {self.directory} is full ({e.strerror}): free space or run `llm-inductor cache prune`"
+            return (
+                f"the local cache {self.directory} is full ({e.strerror}): free space or run `llm-inductor cache prune`"
+            )
         return f"the local cache {self.directory} is unusable ({e}): fix LLM_INDUCTOR_CACHE_DIR or the directory"
 
     def _quarantine(self, err: Exception) -> None:
@@ -333,9 +370,14 @@ class SqliteStore:
                         side = self._side(suffix)
                         if side.exists():
                             side.replace(aside.with_name(aside.name + suffix))
-                    log.warning("llm_inductor: the local cache database %s was corrupt (%s); moved it to %s "
-                                "and started an empty one (`llm-inductor cache salvage` restores the entries "
-                                "it can still read)", self.path, err, aside)
+                    log.warning(
+                        "llm_inductor: the local cache database %s was corrupt (%s); moved it to %s "
+                        "and started an empty one (`llm-inductor cache salvage` restores the entries "
+                        "it can still read)",
+                        self.path,
+                        err,
+                        aside,
+                    )
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -369,8 +411,11 @@ class SqliteStore:
 
     # ------------------------------------------------------------ entries
     def bodies_for_key(self, key: str) -> list[str]:
-        return self._run("lookup", [], lambda c: [r[0] for r in c.execute(
-            "SELECT body FROM entries WHERE key=? ORDER BY created DESC", (key,))])
+        return self._run(
+            "lookup",
+            [],
+            lambda c: [r[0] for r in c.execute("SELECT body FROM entries WHERE key=? ORDER BY created DESC", (key,))],
+        )
 
     def body(self, entry_id: str) -> str | None:
         def q(c: sqlite3.Connection) -> str | None:
@@ -406,8 +451,13 @@ class SqliteStore:
     def rows(self) -> list[dict[str, Any]]:
         """Every entry row (body unparsed), newest first."""
         cols = ("entry_id", "key", "content_hash", "created", "added", "size", "hits", "last_hit", "body")
-        return self._run("list", [], lambda c: [dict(zip(cols, r)) for r in c.execute(
-            f"SELECT {', '.join(cols)} FROM entries ORDER BY added DESC")])
+        return self._run(
+            "list",
+            [],
+            lambda c: [
+                dict(zip(cols, r)) for r in c.execute(f"SELECT {', '.join(cols)} FROM entries ORDER BY added DESC")
+            ],
+        )
 
     def record_hits(self, hits: dict[str, int], counters: dict[str, int]) -> None:
         if not hits and not counters:
@@ -419,13 +469,15 @@ class SqliteStore:
                 for entry_id, n in hits.items():
                     c.execute("UPDATE entries SET hits=hits+?, last_hit=? WHERE entry_id=?", (n, now, entry_id))
                 for name, n in counters.items():
-                    c.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=value+?",
-                              (name, n, n))
+                    c.execute(
+                        "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=value+?", (name, n, n)
+                    )
 
         self._run("hit counters", None, w, writes=True)
 
     def compact(self) -> None:
         """Give freed pages back to the filesystem (after prune)."""
+
         def w(c: sqlite3.Connection) -> None:
             c.execute("VACUUM")
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -440,7 +492,7 @@ class SqliteStore:
         return sum(f.stat().st_size for f in files if f.exists())
 
     def generation(self) -> str | None:
-        """"<db id>:<write count>": changes with every write that can change what this tier serves.
+        """ "<db id>:<write count>": changes with every write that can change what this tier serves.
 
         None when the database cannot be read: the caller must then assume anything changed.
         Read-only, it holds too: nothing here writes, and whoever writes elsewhere bumps the count.
@@ -460,8 +512,11 @@ class SqliteStore:
     def add_pending(self, key: str, body: str) -> None:
         def w(c: sqlite3.Connection) -> None:
             with self._write(c):
-                c.execute("INSERT INTO pending VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
-                          "seen=seen+1, updated=excluded.updated", (key, body, time.time()))
+                c.execute(
+                    "INSERT INTO pending VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
+                    "seen=seen+1, updated=excluded.updated",
+                    (key, body, time.time()),
+                )
 
         self._run("pending", None, w, writes=True)
 
@@ -533,8 +588,9 @@ def read_damaged(path: str | Path) -> Damaged:
 def _readable_rows(conn: sqlite3.Connection, table: str, columns: str, lost: list[str]) -> list[Any]:
     quote = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731  names read from a damaged file
     try:
-        indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?",
-                                              (table,))]
+        indexes = [
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?", (table,))
+        ]
     except sqlite3.DatabaseError as e:
         lost.append(f"{table}: unreadable ({e})")
         return []

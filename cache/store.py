@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from llm_inductor.cache.entry import Entry
 
@@ -34,7 +35,7 @@ class PendingRegion:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PendingRegion":
+    def from_dict(cls, d: dict[str, Any]) -> PendingRegion:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -18,9 +18,10 @@ import logging
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from llm_inductor._errors import LLMInductorError, UsageError
 from llm_inductor.cache import sign
@@ -30,8 +31,15 @@ from llm_inductor.cache.redis_store import RedisTier
 from llm_inductor.cache.sqlite import SqliteStore, read_damaged
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.cache.trust import (
-    Revocation, Revocations, Trust, TrustVerdict, bundled_keys_dir, load_trusted, report_miss, report_unreadable,
-)  # fmt: skip
+    Revocation,
+    Revocations,
+    Trust,
+    TrustVerdict,
+    bundled_keys_dir,
+    load_trusted,
+    report_miss,
+    report_unreadable,
+)
 from llm_inductor.config import Config
 
 log = logging.getLogger(__name__)
@@ -177,7 +185,9 @@ class TieredStore:
             self._hits[hit[1]] += 1
             return hit[0]
         except Exception as e:
-            log.warning("llm_inductor: cache lookup for %s failed (%s: %s); treated as a miss", key[:16], type(e).__name__, e)
+            log.warning(
+                "llm_inductor: cache lookup for %s failed (%s: %s); treated as a miss", key[:16], type(e).__name__, e
+            )
             return None
 
     def get(self, entry_id: str) -> Entry | None:
@@ -331,7 +341,9 @@ class TieredStore:
                 verdict = self._unserved.get(key)
             return verdict is not None and verdict.fixable
         except Exception as e:
-            log.info("llm_inductor: could not tell whether %s has fixable entries (%s: %s)", key[:16], type(e).__name__, e)
+            log.info(
+                "llm_inductor: could not tell whether %s has fixable entries (%s: %s)", key[:16], type(e).__name__, e
+            )
             return False
 
     # ------------------------------------------------------------ for the CLI
@@ -426,8 +438,10 @@ class TieredStore:
         try:
             found = read_damaged(path)
         except OSError as e:
-            raise UsageError(f"Cannot copy {path} to a scratch directory to read it ({e.strerror}); "
-                             "set TMPDIR to a directory with room for it.") from None
+            raise UsageError(
+                f"Cannot copy {path} to a scratch directory to read it ({e.strerror}); "
+                "set TMPDIR to a directory with room for it."
+            ) from None
         report = Salvage(Path(path), lost=found.lost)
         for target, body in found.revocations:
             if not self.local.add_revocation(target, body):
@@ -492,7 +506,7 @@ def _key_stamps(cfg: Config) -> list[str]:
     return [file_stamp(f) for f in files]
 
 
-_live: "weakref.WeakSet[TieredStore]" = weakref.WeakSet()
+_live: weakref.WeakSet[TieredStore] = weakref.WeakSet()
 _flush_at_exit: list[bool] = []
 
 

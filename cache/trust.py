@@ -26,10 +26,11 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from llm_inductor._errors import LLMInductorError
 from llm_inductor.cache import sign
@@ -38,8 +39,9 @@ from llm_inductor.cache.key import KEY_SCHEMA
 
 log = logging.getLogger(__name__)
 
-FIXABLE = frozenset({"unsigned", "untrusted_key", "torch_version", "triton_version", "gpu_model", "versions_unknown",
-                     "key_schema"})
+FIXABLE = frozenset(
+    {"unsigned", "untrusted_key", "torch_version", "triton_version", "gpu_model", "versions_unknown", "key_schema"}
+)
 REFUSED = frozenset({"tampered", "policy"})
 
 
@@ -109,16 +111,17 @@ class Revocation:
     def kind(self) -> str:
         return self.target.split(":", 1)[0]
 
-    def signed_with(self, key: sign.SigningKey) -> "Revocation":
-        return dataclasses.replace(self, signer=key.public.fingerprint,
-                                   signature=key.sign_revocation(self.target, self.reason))
+    def signed_with(self, key: sign.SigningKey) -> Revocation:
+        return dataclasses.replace(
+            self, signer=key.public.fingerprint, signature=key.sign_revocation(self.target, self.reason)
+        )
 
     def body(self) -> str:
         """What the SQLite and Redis tiers store against the target."""
         return json.dumps({"reason": self.reason, "signer": self.signer, "signature": self.signature}, sort_keys=True)
 
     @classmethod
-    def from_body(cls, target: str, body: str) -> "Revocation":
+    def from_body(cls, target: str, body: str) -> Revocation:
         """A stored value; a bare reason (written before revocations were signed) reads as unsigned."""
         try:
             d = json.loads(body)
@@ -164,16 +167,23 @@ class Revocations:
         return self._memo[1]
 
     def _resolve(self, keys: dict[str, sign.PublicKey]) -> dict[str, Revocation]:
-        out = {f"signer:{fp}": Revocation(f"signer:{fp}", f"compromised: {why}") for fp, why in sign.COMPROMISED.items()}
+        out = {
+            f"signer:{fp}": Revocation(f"signer:{fp}", f"compromised: {why}") for fp, why in sign.COMPROMISED.items()
+        }
         valid = []
         for held in self._held:
             problem = signature_problem(held.rev, keys, held.local)
             if problem is None:
                 valid.append(held)
             else:
-                _say_once(("revocation", held.rev.target, held.where, problem), logging.WARNING,
-                          "llm_inductor: ignoring a revocation of %s in the %s tier: %s", held.rev.target,
-                          held.where, problem)
+                _say_once(
+                    ("revocation", held.rev.target, held.where, problem),
+                    logging.WARNING,
+                    "llm_inductor: ignoring a revocation of %s in the %s tier: %s",
+                    held.rev.target,
+                    held.where,
+                    problem,
+                )
         for held in valid:
             if held.rev.kind == "signer":
                 out.setdefault(held.rev.target, held.rev)
@@ -182,9 +192,14 @@ class Revocations:
             if held.rev.kind == "signer" or not held.rev.signer or issuer not in out:
                 out.setdefault(held.rev.target, held.rev)
             else:
-                _say_once(("revocation", held.rev.target, held.where, "issuer"), logging.WARNING,
-                          "llm_inductor: ignoring a revocation of %s in the %s tier: its signer %s is revoked",
-                          held.rev.target, held.where, held.rev.signer[:16])
+                _say_once(
+                    ("revocation", held.rev.target, held.where, "issuer"),
+                    logging.WARNING,
+                    "llm_inductor: ignoring a revocation of %s in the %s tier: its signer %s is revoked",
+                    held.rev.target,
+                    held.where,
+                    held.rev.signer[:16],
+                )
         return out
 
     def match(self, entry: Entry, keys: dict[str, sign.PublicKey]) -> Revocation | None:
@@ -200,7 +215,9 @@ def signature_problem(rev: Revocation, keys: dict[str, sign.PublicKey], local: b
     if not rev.signature:
         if local:
             return None
-        return "it is unsigned; only revocations signed by a trusted key are honoured (`llm-inductor cache revoke` signs)"
+        return (
+            "it is unsigned; only revocations signed by a trusted key are honoured (`llm-inductor cache revoke` signs)"
+        )
     if rev.signer in sign.COMPROMISED:
         return f"its signer {rev.signer[:16]} is compromised"
     key = keys.get(rev.signer)
@@ -255,9 +272,13 @@ def _policy() -> Callable[[str], list[Any]] | None:
     try:
         from llm_inductor.verify.policy import check_source
     except ImportError as e:
-        _say_once(("policy-missing",), logging.WARNING,
-                  "llm_inductor: the static policy (llm_inductor.verify.policy) cannot be imported (%s); "
-                  "no cached kernel is served until it can", e)
+        _say_once(
+            ("policy-missing",),
+            logging.WARNING,
+            "llm_inductor: the static policy (llm_inductor.verify.policy) cannot be imported (%s); "
+            "no cached kernel is served until it can",
+            e,
+        )
         return None
     return check_source
 
@@ -294,7 +315,9 @@ class Trust:
         if not entry.signature or not entry.signer:
             return TrustVerdict("unsigned", "no signature")
         if not (re.fullmatch(r"[0-9a-f]{128}", entry.signature) and re.fullmatch(r"[0-9a-f]{32}", entry.signer)):
-            return TrustVerdict("tampered", "the signature is malformed (Ed25519: 128 hex digits, by a 32-digit fingerprint)")
+            return TrustVerdict(
+                "tampered", "the signature is malformed (Ed25519: 128 hex digits, by a 32-digit fingerprint)"
+            )
         if not sign.available():
             return TrustVerdict("no_crypto", "signatures cannot be checked: pip install 'llm-inductor[signing]'")
         key = self.keys.get(entry.signer)
@@ -308,8 +331,11 @@ class Trust:
             return TrustVerdict("tampered", f"the signature of {key.source} does not match the content")
         schema = entry.key_fields.get("schema", KEY_SCHEMA)
         if schema != KEY_SCHEMA:  # schema 1 did not say which values a region returns: one key, several regions
-            return TrustVerdict("key_schema", f"made under key schema {schema}; `llm-inductor cache verify` migrates it "
-                                         f"to schema {KEY_SCHEMA} by verifying it against this machine's regions")
+            return TrustVerdict(
+                "key_schema",
+                f"made under key schema {schema}; `llm-inductor cache verify` migrates it "
+                f"to schema {KEY_SCHEMA} by verifying it against this machine's regions",
+            )
         verdict = self._versions(entry)
         if verdict is not None:
             return verdict
@@ -353,27 +379,57 @@ def _say_once(ident: tuple, level: int, msg: str, *args: Any) -> bool:
 def report_miss(key: str, where: str, verdict: TrustVerdict) -> None:
     """The one log line for a key that has entries but none servable here."""
     if verdict.refused:
-        _say_once(("refused", key, verdict.reason), logging.WARNING,
-                  "llm_inductor: refused kernel %s from the %s tier (%s); it will not be imported",
-                  key[:16], where, verdict)
+        _say_once(
+            ("refused", key, verdict.reason),
+            logging.WARNING,
+            "llm_inductor: refused kernel %s from the %s tier (%s); it will not be imported",
+            key[:16],
+            where,
+            verdict,
+        )
     elif verdict.fixable:
-        _say_once(("miss", key, verdict.reason), logging.WARNING,
-                  "llm_inductor: kernel %s in the %s tier is not served here (%s); run `llm-inductor cache verify` "
-                  "to verify it on this machine and sign it with the local key", key[:16], where, verdict)
+        _say_once(
+            ("miss", key, verdict.reason),
+            logging.WARNING,
+            "llm_inductor: kernel %s in the %s tier is not served here (%s); run `llm-inductor cache verify` "
+            "to verify it on this machine and sign it with the local key",
+            key[:16],
+            where,
+            verdict,
+        )
     elif verdict.reason == "revoked":  # verifying cannot lift a revocation: say so, and where to look
-        _say_once(("miss", key, verdict.reason), logging.INFO,
-                  "llm_inductor: kernel %s in the %s tier is %s; Inductor compiles the region "
-                  "(`llm-inductor cache revoke --list` lists revocations)", key[:16], where, verdict)
+        _say_once(
+            ("miss", key, verdict.reason),
+            logging.INFO,
+            "llm_inductor: kernel %s in the %s tier is %s; Inductor compiles the region "
+            "(`llm-inductor cache revoke --list` lists revocations)",
+            key[:16],
+            where,
+            verdict,
+        )
     else:
-        _say_once(("miss", key, verdict.reason), logging.INFO, "llm_inductor: kernel %s in the %s tier is not served (%s)",
-                  key[:16], where, verdict)
+        _say_once(
+            ("miss", key, verdict.reason),
+            logging.INFO,
+            "llm_inductor: kernel %s in the %s tier is not served (%s)",
+            key[:16],
+            where,
+            verdict,
+        )
 
 
 def report_unreadable(key: str, where: str, reason: str, message: str) -> None:
     level = logging.INFO if reason == "schema" else logging.WARNING
     what = "refused" if reason == "tampered" else "skipped"
-    _say_once(("unreadable", key, where, reason), level, "llm_inductor: %s an entry for key %s in the %s tier: %s",
-              what, key[:16], where, message)
+    _say_once(
+        ("unreadable", key, where, reason),
+        level,
+        "llm_inductor: %s an entry for key %s in the %s tier: %s",
+        what,
+        key[:16],
+        where,
+        message,
+    )
 
 
 def forget_reports() -> None:

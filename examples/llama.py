@@ -1,7 +1,7 @@
 """The main job: torch.compile a Llama-style model with backend="llm" and report what the backend did.
 
-    python examples/llama.py                 # tiny, CPU-friendly
-    python examples/llama.py --large         # Llama-3-8B layer shapes, 2 layers, bf16 (GPU)
+python examples/llama.py                 # tiny, CPU-friendly
+python examples/llama.py --large         # Llama-3-8B layer shapes, 2 layers, bf16 (GPU)
 """
 
 import argparse
@@ -18,12 +18,24 @@ args = ap.parse_args()
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 if args.large:
-    cfg = transformers.LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
-                                   num_attention_heads=32, num_key_value_heads=8, vocab_size=128256)
+    cfg = transformers.LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=2,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    )
     dtype, shape = torch.bfloat16, (4, 2048)
 else:
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=512)
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+    )
     dtype, shape = torch.float32, (2, 32)
 torch.manual_seed(0)
 model = transformers.LlamaForCausalLM(cfg).to(device, dtype)

@@ -1,7 +1,7 @@
 """llm_inductor: a torch.compile backend that serves verified LLM-written Triton kernels.
 
-    torch.compile(model, backend="llm")                        # registered on install
-    torch.compile(model, backend=llm_inductor.backend(mode="discover"))
+torch.compile(model, backend="llm")                        # registered on install
+torch.compile(model, backend=llm_inductor.backend(mode="discover"))
 """
 
 from llm_inductor import _paths
@@ -11,8 +11,9 @@ from llm_inductor import _paths
 # setuptools' path-based mode, those two (and nothing else of the checkout) are found beside this package.
 _paths.find_checkout_packages()
 
-from llm_inductor.compile import backend, reset as reset_stats, stats  # the compile path (registers the op first)
-from llm_inductor._version import __version__
+from llm_inductor._version import __version__ as __version__
+from llm_inductor.compile import backend, stats  # the compile path (registers the op first)
+from llm_inductor.compile import reset as reset_stats
 from llm_inductor.config import Config
 from llm_inductor.search import register as _register  # noqa: F401  (the providers; the tune path, with the region pass)
 

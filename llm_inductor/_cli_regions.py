@@ -14,8 +14,9 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -121,7 +122,9 @@ def folded_dict(r: _state.GraphReport) -> dict[str, Any]:
     return d
 
 
-LEGEND = "×n: occurrences of the region in its graph; share and est µs are summed over them; hot is judged per occurrence"
+LEGEND = (
+    "×n: occurrences of the region in its graph; share and est µs are summed over them; hot is judged per occurrence"
+)
 
 
 def format_reports(reports: list[_state.GraphReport]) -> str:
@@ -130,14 +133,17 @@ def format_reports(reports: list[_state.GraphReport]) -> str:
         groups = fold(r.regions)
         distinct = f", {len(groups)} distinct" if len(groups) != len(r.regions) else ""
         lines.append(f"graph {i} ({r.kind}): {len(r.regions)} region(s){distinct}, {r.substituted} substituted")
-        lines.append(f"  {'key':16}  {'×n':>4}  {'share':>6}  {'est µs':>9}  {'hot':3}  {'status':8}  ops / input shapes")
+        lines.append(
+            f"  {'key':16}  {'×n':>4}  {'share':>6}  {'est µs':>9}  {'hot':3}  {'status':8}  ops / input shapes"
+        )
         for rows in groups:
             row = rows[0]
             ops = ", ".join(row.ops[:8]) + (f", … (+{len(row.ops) - 8})" if len(row.ops) > 8 else "")
             status = row.status.split(":")[0]
             share, est_us = sum(o.share for o in rows), sum(o.est_us for o in rows)
             lines.append(
-                f"  {row.key16:16}  {'×' + str(len(rows)):>4}  {share:6.1%}  {est_us:9.2f}  {'yes' if row.hot else 'no':3}  {status:8}  "
+                f"  {row.key16:16}  {'×' + str(len(rows)):>4}  {share:6.1%}  {est_us:9.2f}  "
+                f"{'yes' if row.hot else 'no':3}  {status:8}  "
                 f"{ops}  <- {' '.join(row.shapes)}"
             )
             if ":" in row.status:
@@ -167,9 +173,13 @@ def misplaced_options(script_args: list[str]) -> list[tuple[int, list[str]]]:
     return found
 
 
-def _warn_misplaced(args: argparse.Namespace, script: str, script_args: list[str], found: list[tuple[int, list[str]]]) -> None:
+def _warn_misplaced(
+    args: argparse.Namespace, script: str, script_args: list[str], found: list[tuple[int, list[str]]]
+) -> None:
     """Options meant for regions but written after the script go to the script; say so, with the fixed command."""
-    moved = (["--export", args.export] if args.export else []) + (["--timeout", f"{args.timeout:g}"] if args.timeout else [])
+    moved = (["--export", args.export] if args.export else []) + (
+        ["--timeout", f"{args.timeout:g}"] if args.timeout else []
+    )
     moved += ["--json"] * args.json
     taken: set[int] = set()
     for i, group in found:
@@ -196,7 +206,9 @@ def _cmd(args: argparse.Namespace) -> int:
     if explicit:
         command.pop(0)
     if not command:
-        raise UsageError("regions needs a script: llm-inductor regions [--export DIR] [--timeout S] [--json] SCRIPT.py [args]")
+        raise UsageError(
+            "regions needs a script: llm-inductor regions [--export DIR] [--timeout S] [--json] SCRIPT.py [args]"
+        )
     script, script_args = command[0], command[1:]
     Config.load()  # a bad LLM_INDUCTOR_* value is a usage error before the script runs
     found = [] if explicit else misplaced_options(script_args)
@@ -208,7 +220,12 @@ def _cmd(args: argparse.Namespace) -> int:
     _state.reset()
     finished = run_script(script, script_args, {"mode": "discover"}, args.timeout)
     if args.json:
-        print(json.dumps({"finished": finished, "graphs": [folded_dict(r) for r in _state.reports], "stats": _state.stats()}, indent=1))
+        print(
+            json.dumps(
+                {"finished": finished, "graphs": [folded_dict(r) for r in _state.reports], "stats": _state.stats()},
+                indent=1,
+            )
+        )
     else:
         print(format_reports(_state.reports) if _state.reports else "no graph was compiled")
         if args.export:
@@ -226,7 +243,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     # One REMAINDER positional, not script + REMAINDER: argparse would drop a "--" among the script's
     # arguments (`regions s.py -- x` gave s.py ["x"]), and a "--" before the script must stay visible.
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="SCRIPT.py [args]", help="the script to run (as __main__) and its arguments")
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="SCRIPT.py [args]",
+        help="the script to run (as __main__) and its arguments",
+    )
     p.add_argument("--export", metavar="DIR", help="write region_<key16>.py and .json for every region")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the script after S seconds")
     p.add_argument("--json", action="store_true", help="print the map as JSON")

@@ -42,5 +42,7 @@ def read_source(path: Path, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{what} {path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
-                         "it must be a Python source file") from None
+        raise UsageError(
+            f"{what} {path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
+            "it must be a Python source file"
+        ) from None

@@ -1,8 +1,9 @@
 """Where the package's data lives, found from this file (never by importing the package, which sits above every layer).
 
 ``packs/`` (bundled read-only packs) and ``keys/`` (bundled trusted public keys) are
-package data beside this file, installed or in a checkout. ``passes/`` and ``cache/`` install as ``llm_inductor.passes`` and
-``llm_inductor.cache``; in a source checkout they sit one level up, beside this package.
+package data beside this file, installed or in a checkout. ``passes/`` and ``cache/`` install as
+``llm_inductor.passes`` and ``llm_inductor.cache``; in a source checkout they sit one level up,
+beside this package.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def keys_dir() -> Path:
 
 
 def checkout_root() -> Path | None:
-    """The repository root when ``passes/`` and ``cache/`` are found beside the package (a source checkout), else None."""
+    """The repository root when ``passes/`` and ``cache/`` sit beside the package (a source checkout), else None."""
     root = PACKAGE_DIR.parent
     if not (PACKAGE_DIR / "cache").is_dir() and (root / "cache" / "key.py").is_file():
         return root
@@ -58,7 +59,9 @@ class _CheckoutPackages(importlib.abc.MetaPathFinder):
         if head != "llm_inductor" or sub not in CHECKOUT_PACKAGES:
             return None
         folder = self.root / sub
-        return importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        return importlib.util.spec_from_file_location(
+            name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
 
 
 def find_checkout_packages() -> None:

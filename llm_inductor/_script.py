@@ -8,8 +8,9 @@ provider and the device are settled (a missing provider fails before the script 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import llm_inductor.compile.state as _state
 from llm_inductor._cli_regions import run_script
@@ -40,7 +41,7 @@ def tune(
     script_timeout: float | None = None,
     **kwargs: Any,
 ) -> _core.TuneReport:
-    """``search.tune.tune``, plus a script's hot regions (``script=``, its ``script_args``, stopped after ``script_timeout`` s)."""
+    """``search.tune.tune`` plus the hot regions of ``script`` run with ``script_args`` (up to ``script_timeout`` s)."""
     if script:
         kwargs["find_regions"] = lambda cfg: script_regions(script, script_args, cfg, script_timeout)
     return _core.tune(regions, **kwargs)

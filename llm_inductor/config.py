@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from llm_inductor._errors import UsageError
 
@@ -38,26 +39,35 @@ class Config:
         "LLM_INDUCTOR_INTERPRET", "serve kernels under the Triton interpreter on CPU (tests, development)", False
     )
     provider: str | None = _env(
-        "LLM_INDUCTOR_PROVIDER", "a registered LLM provider: openai | batch | replay (default: openai if an endpoint is set)"
+        "LLM_INDUCTOR_PROVIDER",
+        "a registered LLM provider: openai | batch | replay (default: openai if an endpoint is set)",
     )
     model: str | None = _env("LLM_INDUCTOR_MODEL", "model name for the provider")
     replay: str | None = _env("LLM_INDUCTOR_REPLAY", "recorded responses file for the replay provider")
     cache_dir: str = _env(
-        "LLM_INDUCTOR_CACHE_DIR", "local cache directory", default_factory=lambda: str(Path.home() / ".cache" / "llm_inductor")
+        "LLM_INDUCTOR_CACHE_DIR",
+        "local cache directory",
+        default_factory=lambda: str(Path.home() / ".cache" / "llm_inductor"),
     )
     redis_url: str | None = _env("LLM_INDUCTOR_REDIS_URL", "shared cache tier, e.g. redis://host:6379/0")
     packs: tuple[str, ...] = _env("LLM_INDUCTOR_PACKS", "extra read-only packs (os.pathsep list)", ())
     signing_key: str | None = _env("LLM_INDUCTOR_SIGNING_KEY", "private Ed25519 key file used to sign new entries")
     trusted_keys: tuple[str, ...] = _env("LLM_INDUCTOR_TRUSTED_KEYS", "trusted public keys (files or a folder)", ())
-    hot_threshold: float = _env("LLM_INDUCTOR_HOT_THRESHOLD", "share of a graph's estimated time that makes a region hot", 0.05)
-    min_region_us: float = _env("LLM_INDUCTOR_MIN_REGION_US", "regions estimated below this time (µs) are never hot", 2.0)
+    hot_threshold: float = _env(
+        "LLM_INDUCTOR_HOT_THRESHOLD", "share of a graph's estimated time that makes a region hot", 0.05
+    )
+    min_region_us: float = _env(
+        "LLM_INDUCTOR_MIN_REGION_US", "regions estimated below this time (µs) are never hot", 2.0
+    )
     speed_margin: float = _env("LLM_INDUCTOR_SPEED_MARGIN", "a candidate must beat Inductor by this fraction", 0.03)
     tune: bool = _env("LLM_INDUCTOR_TUNE", "online mode: tune misses during the compile", False)
     rounds: int = _env("LLM_INDUCTOR_ROUNDS", "search rounds per region", 3)
     candidates: int = _env("LLM_INDUCTOR_CANDIDATES", "candidates drawn per round", 4)
     refine_top_k: int = _env("LLM_INDUCTOR_REFINE_TOP_K", "candidates refined with feedback each round", 2)
     strategy: str = _env("LLM_INDUCTOR_STRATEGY", "search strategy: refine | best_of_n | evolve", "refine")
-    target_speedup: float = _env("LLM_INDUCTOR_TARGET_SPEEDUP", "stop a region's search at this speedup over Inductor", 1.5)
+    target_speedup: float = _env(
+        "LLM_INDUCTOR_TARGET_SPEEDUP", "stop a region's search at this speedup over Inductor", 1.5
+    )
     max_calls: int = _env("LLM_INDUCTOR_MAX_CALLS", "LLM calls per region", 12)
     max_tokens: int = _env("LLM_INDUCTOR_MAX_TOKENS", "tokens per region", 200_000)
     max_dollars: float = _env("LLM_INDUCTOR_MAX_DOLLARS", "dollars per region", 2.0)
@@ -84,7 +94,7 @@ class Config:
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser()
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> list[tuple[str, str, Any]]:
@@ -95,7 +105,7 @@ class Config:
     @classmethod
     def load(
         cls, options: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
-    ) -> tuple["Config", dict[str, Any]]:
+    ) -> tuple[Config, dict[str, Any]]:
         """Return (config, inductor_config_patches); a bad key or value is a UsageError naming where it came from."""
         env = os.environ if env is None else env
         options = dict(options or {})
@@ -136,8 +146,12 @@ def _kind(f: dataclasses.Field) -> str:
     return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
 
 
-_EXPECTED = {"bool": f"Expected one of {sorted((_TRUE | _FALSE) - {''})}", "int": "Expected an integer",
-             "float": "Expected a number", "tuple": f"Expected a list of paths ({os.pathsep!r}-separated in the environment)"}
+_EXPECTED = {
+    "bool": f"Expected one of {sorted((_TRUE | _FALSE) - {''})}",
+    "int": "Expected an integer",
+    "float": "Expected a number",
+    "tuple": f"Expected a list of paths ({os.pathsep!r}-separated in the environment)",
+}
 
 
 def _bad_value(f: dataclasses.Field, source: str, raw: Any, expected: str) -> str:

@@ -29,19 +29,27 @@ from llm_inductor.passes.regionfile import read_sidecar, sidecar_path
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1400px;color:#222;padding:0 16px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}h3{font-size:15px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#777}.bad{color:#a33}.good{color:#282}
+table{border-collapse:collapse;margin:8px 0}\
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+.muted{color:#777}.bad{color:#a33}.good{color:#282}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:12px}pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:8px;
-overflow:auto;max-height:520px;font-size:12px;margin:4px 0}img{max-width:100%;border:1px solid #eee;margin:6px 8px 6px 0;vertical-align:top}"""
+overflow:auto;max-height:520px;font-size:12px;margin:4px 0}\
+img{max-width:100%;border:1px solid #eee;margin:6px 8px 6px 0;vertical-align:top}"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="an HTML report of tuning runs, cache entries and benchmarks",
-                              description="One HTML page from the cache's entries, the search's attempt records "
-                              "(a section per tuning run) and benchmark results.")  # fmt: skip
+    p = subparsers.add_parser(
+        "report",
+        help="an HTML report of tuning runs, cache entries and benchmarks",
+        description="One HTML page from the cache's entries, the search's attempt records "
+        "(a section per tuning run) and benchmark results.",
+    )
     p.add_argument("--cache-dir", help="the cache to read (default: LLM_INDUCTOR_CACHE_DIR)")
     p.add_argument("--attempts", help="attempt records (default: <cache_dir>/search/attempts.jsonl)")
-    p.add_argument("--bench", action="append", default=[], metavar="JSON", help="benchmarks/run.py results (repeatable)")
+    p.add_argument(
+        "--bench", action="append", default=[], metavar="JSON", help="benchmarks/run.py results (repeatable)"
+    )
     p.add_argument("--run", help="only the tuning run whose id starts with this")
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.set_defaults(func=main)
@@ -166,14 +174,21 @@ def summarize_run(attempts: list[dict[str, Any]], by_key16: dict[str, Any], cach
         else:
             reasons = Counter(str(a.get("outcome")) for a in rows)
             outcome = "no winner: " + ", ".join(f"{r} x{n}" for r, n in reasons.most_common(3))
-        out.append(RegionRun(
-            key16, region_ops(cache_dir, key16, entry), outcome,
-            _num(rec.get("speedup")) or (_num(best.get("speedup")) if best else None),
-            _num(rec.get("roofline_pct")) or (_num(best.get("roofline_pct")) if best else None),
-            len(rows), sum(int(_num(a.get("tokens_in")) or 0) + int(_num(a.get("tokens_out")) or 0) for a in rows),
-            any(a.get("tokens_estimated") for a in rows), sum(_num(a.get("cost")) or 0.0 for a in rows),
-            max((int(_num(a.get("round")) or 0) for a in rows), default=0), entry,
-        ))  # fmt: skip
+        out.append(
+            RegionRun(
+                key16,
+                region_ops(cache_dir, key16, entry),
+                outcome,
+                _num(rec.get("speedup")) or (_num(best.get("speedup")) if best else None),
+                _num(rec.get("roofline_pct")) or (_num(best.get("roofline_pct")) if best else None),
+                len(rows),
+                sum(int(_num(a.get("tokens_in")) or 0) + int(_num(a.get("tokens_out")) or 0) for a in rows),
+                any(a.get("tokens_estimated") for a in rows),
+                sum(_num(a.get("cost")) or 0.0 for a in rows),
+                max((int(_num(a.get("round")) or 0) for a in rows), default=0),
+                entry,
+            )
+        )
     return sorted(out, key=lambda r: (r.entry is None, -(r.speedup or 0.0)))
 
 
@@ -190,12 +205,16 @@ def _fmt(x: float | None, fmt: str, suffix: str = "") -> str:
 
 def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:  # type: ignore[assignment]
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def bar_png(labels: list[str], values: list[float], title: str, xlabel: str, ref: float | None = None,
-            counts: bool = False) -> str:  # fmt: skip
+def bar_png(
+    labels: list[str], values: list[float], title: str, xlabel: str, ref: float | None = None, counts: bool = False
+) -> str:
     """A horizontal bar chart as an <img> with an embedded PNG, or a note without matplotlib."""
     try:
         import matplotlib
@@ -245,26 +264,50 @@ def render_run(run_id: str, attempts: list[dict[str, Any]], by_key16: dict[str, 
     tokens, cost = sum(r.tokens for r in regions), sum(r.cost for r in regions)
     est = " (some estimated)" if any(r.estimated for r in regions) else ""
     times = [t for t in (_num(a.get("time")) for a in attempts) if t]
-    parts = [f"<h2>Tuning run <code>{_e(run_id)}</code></h2>",
-             f"<p>{_e(first.get('provider', '?'))} · model {_e(first.get('model', '?'))} · strategy "
-             f"{_e(first.get('strategy', '?'))} · {_when(min(times) if times else None)} – {_when(max(times) if times else None)} · "
-             f"{len(attempts)} calls · {tokens:,} tokens{est} · ${cost:.3f}</p>"]  # fmt: skip
-    rows = [[f'<a href="#k-{r.key16}">{r.key16}</a>' if r.entry is not None else r.key16,
-             _e(", ".join(r.ops[:8]) + (" …" if len(r.ops) > 8 else "")),
-             f'<span class="{"good" if r.outcome == "winner" else "bad"}">{_e(r.outcome)}</span>',
-             _fmt(r.speedup, ".2f", "x"), _fmt(r.roofline_pct, ".0f", "%"), str(r.calls), str(r.rounds),
-             f"{r.tokens:,}{'~' if r.estimated else ''}", f"${r.cost:.3f}"] for r in regions]  # fmt: skip
-    parts.append(_table(["region", "ops", "outcome", "speedup", "% roofline", "calls", "rounds", "tokens", "cost"], rows, {3, 4, 5, 6, 7, 8}))
+    parts = [
+        f"<h2>Tuning run <code>{_e(run_id)}</code></h2>",
+        f"<p>{_e(first.get('provider', '?'))} · model {_e(first.get('model', '?'))} · strategy "
+        f"{_e(first.get('strategy', '?'))} · "
+        f"{_when(min(times) if times else None)} – {_when(max(times) if times else None)} · "
+        f"{len(attempts)} calls · {tokens:,} tokens{est} · ${cost:.3f}</p>",
+    ]
+    rows = [
+        [
+            f'<a href="#k-{r.key16}">{r.key16}</a>' if r.entry is not None else r.key16,
+            _e(", ".join(r.ops[:8]) + (" …" if len(r.ops) > 8 else "")),
+            f'<span class="{"good" if r.outcome == "winner" else "bad"}">{_e(r.outcome)}</span>',
+            _fmt(r.speedup, ".2f", "x"),
+            _fmt(r.roofline_pct, ".0f", "%"),
+            str(r.calls),
+            str(r.rounds),
+            f"{r.tokens:,}{'~' if r.estimated else ''}",
+            f"${r.cost:.3f}",
+        ]
+        for r in regions
+    ]
+    parts.append(
+        _table(
+            ["region", "ops", "outcome", "speedup", "% roofline", "calls", "rounds", "tokens", "cost"],
+            rows,
+            {3, 4, 5, 6, 7, 8},
+        )
+    )
     plots = []
     timed = [r for r in regions if r.speedup]
     if timed:
-        plots.append(bar_png([r.key16 for r in timed], [r.speedup for r in timed], "best speedup over Inductor", "x", 1.0))
+        plots.append(
+            bar_png([r.key16 for r in timed], [r.speedup for r in timed], "best speedup over Inductor", "x", 1.0)
+        )
     reasons = Counter(str(a.get("outcome")) for a in attempts)
     plots.append(bar_png(list(reasons), list(reasons.values()), "attempt outcomes", "attempts", counts=True))
     per_round: dict[int, float] = defaultdict(float)
     for a in attempts:
         per_round[int(_num(a.get("round")) or 0)] += _num(a.get("cost")) or 0.0
-    plots.append(bar_png([f"round {k}" for k in sorted(per_round)], [per_round[k] for k in sorted(per_round)], "cost per round", "$"))
+    plots.append(
+        bar_png(
+            [f"round {k}" for k in sorted(per_round)], [per_round[k] for k in sorted(per_round)], "cost per round", "$"
+        )
+    )
     parts.append("<div>" + "".join(plots) + "</div>")
     return "\n".join(parts)
 
@@ -276,27 +319,61 @@ def render_entries(view: CacheView, cache_dir: Path) -> str:
     for entry, verdict, hits in view.entries:
         gpu, rec = speed_record(entry)
         prov = entry.provenance or {}
-        rows.append([f'<a href="#k-{entry.key[:16]}">{entry.key[:16]}</a>', _e(entry.status), _e(verdict), _e(gpu or "–"),
-                     _fmt(_num(rec.get("speedup")), ".2f", "x"), _fmt(_num(rec.get("roofline_pct")), ".0f", "%"),
-                     _fmt(_num(rec.get("candidate_us")), ".1f"), _fmt(_num(rec.get("inductor_us")), ".1f"),
-                     _e(prov.get("model", "–")), str(prov.get("calls", "–")), _fmt(_num(prov.get("cost")), ".3f"), str(hits)])  # fmt: skip
+        rows.append(
+            [
+                f'<a href="#k-{entry.key[:16]}">{entry.key[:16]}</a>',
+                _e(entry.status),
+                _e(verdict),
+                _e(gpu or "–"),
+                _fmt(_num(rec.get("speedup")), ".2f", "x"),
+                _fmt(_num(rec.get("roofline_pct")), ".0f", "%"),
+                _fmt(_num(rec.get("candidate_us")), ".1f"),
+                _fmt(_num(rec.get("inductor_us")), ".1f"),
+                _e(prov.get("model", "–")),
+                str(prov.get("calls", "–")),
+                _fmt(_num(prov.get("cost")), ".3f"),
+                str(hits),
+            ]
+        )
         code, where = inductor_kernel(cache_dir, entry)
         theirs = f"<pre>{_e(code)}</pre>" if code else f'<p class="muted">{_e(where)}</p>'
         kernels.append(
-            f'<h3 id="k-{entry.key[:16]}">{entry.key[:16]} · {_e(", ".join((entry.region_meta or {}).get("ops", [])[:10]))}</h3>'
-            f'<div class="pair"><div><b>winner</b> <span class="muted">{_e(entry.entry_id)}</span><pre>{_e(entry.kernel_source)}</pre></div>'
+            f'<h3 id="k-{entry.key[:16]}">{entry.key[:16]} · '
+            f"{_e(', '.join((entry.region_meta or {}).get('ops', [])[:10]))}</h3>"
+            f'<div class="pair"><div><b>winner</b> <span class="muted">{_e(entry.entry_id)}</span>'
+            f"<pre>{_e(entry.kernel_source)}</pre></div>"
             f'<div><b>Inductor</b> <span class="muted">{_e(where) if code else ""}</span>{theirs}</div></div>'
             f"<details><summary>region file</summary><pre>{_e(entry.region_source)}</pre></details>"
         )
-    head = ["key", "status", "verdict here", "GPU", "speedup", "% roofline", "kernel µs", "Inductor µs", "model", "calls", "cost $", "hits"]
-    return "<h2>Cache entries</h2>" + _table(head, rows, {4, 5, 6, 7, 9, 10, 11}) + "<h2>Kernels: winner beside Inductor</h2>" + "".join(kernels)
+    head = [
+        "key",
+        "status",
+        "verdict here",
+        "GPU",
+        "speedup",
+        "% roofline",
+        "kernel µs",
+        "Inductor µs",
+        "model",
+        "calls",
+        "cost $",
+        "hits",
+    ]
+    return (
+        "<h2>Cache entries</h2>"
+        + _table(head, rows, {4, 5, 6, 7, 9, 10, 11})
+        + "<h2>Kernels: winner beside Inductor</h2>"
+        + "".join(kernels)
+    )
 
 
 def render_bench(path: Path) -> str:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UsageError(f"--bench {path}: not readable as JSON ({e}); pass a results file of benchmarks/run.py") from None
+        raise UsageError(
+            f"--bench {path}: not readable as JSON ({e}); pass a results file of benchmarks/run.py"
+        ) from None
     runs = doc.get("runs", {}) if isinstance(doc, dict) else {}
     devices = sorted({str(r.get("device_name")) for r in runs.values()})
     by_case: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -309,18 +386,34 @@ def render_bench(path: Path) -> str:
         for m in modes:
             r = ms.get(m)
             ok = r is not None and r.get("status") == "ok" and _num(r.get("median_ms"))
-            cells.append(_fmt(r["median_ms"], ".4g") if ok else f'<span class="bad">{_e(r.get("status"))}</span>' if r else "–")
+            cells.append(
+                _fmt(r["median_ms"], ".4g") if ok else f'<span class="bad">{_e(r.get("status"))}</span>' if r else "–"
+            )
         over = (ms.get("llm") or {}).get("speedup_over", {})
         cells += [_fmt(_num(over.get(b)), ".2f", "x") for b in ("inductor", "max-autotune")]
         llm = ms.get("llm") or {}
-        cells += [_fmt(_num(llm.get("roofline_pct")), ".0f", "%"), f"{llm.get('substituted', '–')} / {llm.get('fallbacks', '–')}"]
+        cells += [
+            _fmt(_num(llm.get("roofline_pct")), ".0f", "%"),
+            f"{llm.get('substituted', '–')} / {llm.get('fallbacks', '–')}",
+        ]
         rows.append(cells)
         if _num(over.get("inductor")):
             labels.append(case)
             speeds.append(over["inductor"])
-    head = ["case", *[f"{m} ms" for m in modes], "llm vs inductor", "llm vs max-autotune", "llm % roofline", "substituted / fallbacks"]
+    head = [
+        "case",
+        *[f"{m} ms" for m in modes],
+        "llm vs inductor",
+        "llm vs max-autotune",
+        "llm % roofline",
+        "substituted / fallbacks",
+    ]
     plot = bar_png(labels, speeds, "llm speedup over Inductor per case", "x", 1.0) if speeds else ""
-    return f"<h2>Benchmarks: {_e(path.name)}</h2><p>{_e(', '.join(devices))} · median ms</p>" + _table(head, rows, set(range(1, len(head)))) + plot
+    return (
+        f"<h2>Benchmarks: {_e(path.name)}</h2><p>{_e(', '.join(devices))} · median ms</p>"
+        + _table(head, rows, set(range(1, len(head))))
+        + plot
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -349,13 +442,19 @@ def main(args: argparse.Namespace) -> int:
     if not attempts:
         notes.append(f"no tuning attempts recorded in {attempts_path}: run `llm-inductor tune`")
     if view.pending:
-        notes.append(f"{len(view.pending)} hot region(s) pending, not tuned yet: " + ", ".join(p.key[:16] for p in view.pending[:12]))
+        notes.append(
+            f"{len(view.pending)} hot region(s) pending, not tuned yet: "
+            + ", ".join(p.key[:16] for p in view.pending[:12])
+        )
     body = [f"<h1>llm_inductor report</h1><p class='muted'>cache {_e(cache_dir)} · written {_when(time.time())}</p>"]
     body += [f"<p class='muted'>{_e(n)}</p>" for n in notes]
     body += [render_run(k, runs[k], by_key16, cache_dir) for k in order]
     body.append(render_entries(view, cache_dir))
     body += [render_bench(Path(b)) for b in args.bench]
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>llm_inductor report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>llm_inductor report</title>"
+        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 import torch.fx as fx
@@ -44,7 +44,14 @@ def device_spec(device: torch.device | str) -> DeviceSpec:
         return H200
     # Unknown GPU: scale the H200's ceilings by SM count, a lead until measured.
     scale = props.multi_processor_count / H200.sm_count
-    return DeviceSpec(props.name, H200.bandwidth * scale, H200.flops * scale, H200.flops_fp32 * scale, props.multi_processor_count, cap)
+    return DeviceSpec(
+        props.name,
+        H200.bandwidth * scale,
+        H200.flops * scale,
+        H200.flops_fp32 * scale,
+        props.multi_processor_count,
+        cap,
+    )
 
 
 def hint(x: object) -> int:

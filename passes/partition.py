@@ -23,23 +23,71 @@ import torch.fx as fx
 aten = torch.ops.aten
 
 _SDPA = (
-    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_cudnn_attention",
-)  # fmt: skip
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_cudnn_attention",
+)
 ANCHORS = {"mm", "addmm", "bmm", "baddbmm", "convolution", *_SDPA, *(f"{n}_backward" for n in _SDPA)}
 VIEWS = {
-    "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze",
-    "squeeze", "slice", "select", "alias", "split", "split_with_sizes", "unbind", "chunk",
-    "cat", "constant_pad_nd", "_reshape_alias", "as_strided", "squeeze_copy", "view_copy",
-    "permute_copy", "slice_scatter", "select_scatter", "diagonal",
-}  # fmt: skip
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "permute",
+    "transpose",
+    "t",
+    "expand",
+    "unsqueeze",
+    "squeeze",
+    "slice",
+    "select",
+    "alias",
+    "split",
+    "split_with_sizes",
+    "unbind",
+    "chunk",
+    "cat",
+    "constant_pad_nd",
+    "_reshape_alias",
+    "as_strided",
+    "squeeze_copy",
+    "view_copy",
+    "permute_copy",
+    "slice_scatter",
+    "select_scatter",
+    "diagonal",
+}
 INDEXING = {"gather", "index", "index_select", "embedding", "embedding_dense_backward"}
 # Ops that are not tagged pointwise but compute elementwise or fill a constant.
 EXTRA_POINTWISE = {
-    "_to_copy", "full", "full_like", "scalar_tensor", "zeros_like", "ones_like", "empty_like",
-    "zeros", "ones", "arange", "iota", "copy",
-}  # fmt: skip
-REDUCTION_NAMES = {"var_mean", "amax", "amin", "sum", "mean", "prod", "argmax", "argmin", "any", "all", "var", "max", "min"}
+    "_to_copy",
+    "full",
+    "full_like",
+    "scalar_tensor",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "zeros",
+    "ones",
+    "arange",
+    "iota",
+    "copy",
+}
+REDUCTION_NAMES = {
+    "var_mean",
+    "amax",
+    "amin",
+    "sum",
+    "mean",
+    "prod",
+    "argmax",
+    "argmin",
+    "any",
+    "all",
+    "var",
+    "max",
+    "min",
+}
 
 
 def op_name(node: fx.Node) -> str:

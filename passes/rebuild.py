@@ -23,8 +23,9 @@ import math
 import operator
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -120,8 +121,12 @@ def _statement(line: str, name: str, defined: set[str]) -> Stmt:
     if isinstance(value, ast.Subscript):
         base = value.value
         index = value.slice
-        if not (isinstance(base, ast.Name) and base.id in defined and isinstance(index, ast.Constant)
-                and type(index.value) is int):  # fmt: skip
+        if not (
+            isinstance(base, ast.Name)
+            and base.id in defined
+            and isinstance(index, ast.Constant)
+            and type(index.value) is int
+        ):
             raise bad("a subscript must be vK[int] of an earlier value")
         return Stmt(name, operator.getitem, (Ref(base.id), index.value), {})
     if not isinstance(value, ast.Call):
@@ -181,9 +186,15 @@ def _constant(node: ast.expr, defined: set[str], bad: Any) -> Any:
         if isinstance(value, _TORCH_CONSTANTS):
             return value
         raise bad(f"torch.{node.attr} is not a dtype, layout or memory format")
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float"
-            and len(node.args) == 1 and not node.keywords and isinstance(node.args[0], ast.Constant)
-            and node.args[0].value in _FLOATS):  # fmt: skip
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "float"
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value in _FLOATS
+    ):
         return _FLOATS[node.args[0].value]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         value = _constant(node.operand, defined, bad)
@@ -306,11 +317,15 @@ def rebuild(key: KernelKey, sizes: Mapping[str, int]) -> RegionInfo:
                 node = values[f"in{i}"] = graph.placeholder(f"in{i}")
                 node.meta["val"] = _fake_input(spec, symvals, device)
             for st in stmts:
-                node = graph.call_function(st.target, _materialize(st.args, values, symvals, device),
-                                           _materialize(st.kwargs, values, symvals, device))
+                node = graph.call_function(
+                    st.target,
+                    _materialize(st.args, values, symvals, device),
+                    _materialize(st.kwargs, values, symvals, device),
+                )
                 meta = {k: v.meta["val"] for k, v in values.items()}
-                node.meta["val"] = st.target(*_materialize(st.args, meta, symvals, device),
-                                             **_materialize(st.kwargs, meta, symvals, device))
+                node.meta["val"] = st.target(
+                    *_materialize(st.args, meta, symvals, device), **_materialize(st.kwargs, meta, symvals, device)
+                )
                 values[st.name] = node
     except KeyGraphError:
         raise
@@ -351,4 +366,3 @@ def sizes_from(symbols: Any) -> dict[str, int]:
     if not isinstance(symbols, dict):
         return {}
     return {k: v for k, v in symbols.items() if isinstance(k, str) and _SYMBOL.match(k) and type(v) is int}
-

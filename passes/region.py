@@ -94,22 +94,24 @@ class RegionInfo:
                 d["index_high"] = self.index_high[i]
             return d
 
-        return Sidecar({
-            "region_schema": REGION_SCHEMA,
-            "key": self.digest,
-            "key16": self.key16,
-            "key_fields": self.key.to_dict(),
-            "legacy_key": self.key.legacy_digest,  # the schema-1 key: `cache verify` migrates entries under it
-            "device": self.key.device,
-            "inputs": [spec(i, s, "input") for i, s in enumerate(self.key.inputs)],
-            "outputs": [spec(i, s, "output") for i, s in enumerate(self.key.outputs)],
-            "symbols": dict(self.symbols),
-            "bindings": {k: list(v) for k, v in self.bindings.items()},
-            "ops": self.ops,
-            "anchor": self.region.anchor,
-            "cost": dict(self.cost),
-            "torch_version": torch.__version__,
-        })
+        return Sidecar(
+            {
+                "region_schema": REGION_SCHEMA,
+                "key": self.digest,
+                "key16": self.key16,
+                "key_fields": self.key.to_dict(),
+                "legacy_key": self.key.legacy_digest,  # the schema-1 key: `cache verify` migrates entries under it
+                "device": self.key.device,
+                "inputs": [spec(i, s, "input") for i, s in enumerate(self.key.inputs)],
+                "outputs": [spec(i, s, "output") for i, s in enumerate(self.key.outputs)],
+                "symbols": dict(self.symbols),
+                "bindings": {k: list(v) for k, v in self.bindings.items()},
+                "ops": self.ops,
+                "anchor": self.region.anchor,
+                "cost": dict(self.cost),
+                "torch_version": torch.__version__,
+            }
+        )
 
     def source(self) -> str:
         return render_source(self.key, self.body, self.returns, self.symbols, self.bindings, self.index_high)
@@ -124,9 +126,18 @@ class RegionInfo:
 # Only when both operands are contiguous: TensorIterator lays the output out after the
 # first operand's strides, so swapping two permuted operands would change the output strides.
 _COMMUTATIVE = {
-    "add.Tensor", "mul.Tensor", "maximum.default", "minimum.default", "eq.Tensor", "ne.Tensor",
-    "logical_and.default", "logical_or.default", "bitwise_and.Tensor", "bitwise_or.Tensor", "bitwise_xor.Tensor",
-}  # fmt: skip
+    "add.Tensor",
+    "mul.Tensor",
+    "maximum.default",
+    "minimum.default",
+    "eq.Tensor",
+    "ne.Tensor",
+    "logical_and.default",
+    "logical_or.default",
+    "bitwise_and.Tensor",
+    "bitwise_or.Tensor",
+    "bitwise_xor.Tensor",
+}
 
 
 def _commutes(n: fx.Node) -> bool:
@@ -166,7 +177,9 @@ class _Canon:
 
         self.leaf = leaf
         for n in self.region.nodes:
-            args = fx.node.map_aggregate((self.args(n), dict(sorted(n.kwargs.items()))), leaf)  # kwarg order is not meaning
+            args = fx.node.map_aggregate(
+                (self.args(n), dict(sorted(n.kwargs.items()))), leaf
+            )  # kwarg order is not meaning
             h[n] = hashlib.sha256(f"{_target_text(n)}{args}".encode()).hexdigest()
         return h
 
@@ -301,8 +314,13 @@ def describe(region: Region, *, device: str | None = None, symbols: SymbolNamer 
     if set(c.syms.hints) - set(bindings):  # spec() of an output met a new symbol
         raise RegionBypass("an output size depends on a symbol no input carries")
     returns = [c.names[o] for o in c.outputs]
-    key = KernelKey(graph=tuple(body), inputs=in_specs, outputs=out_specs, returns=tuple(returns),
-                    device=device or device_class(c.inputs[0].meta["val"].device))
+    key = KernelKey(
+        graph=tuple(body),
+        inputs=in_specs,
+        outputs=out_specs,
+        returns=tuple(returns),
+        device=device or device_class(c.inputs[0].meta["val"].device),
+    )
     return RegionInfo(key, region, c.inputs, c.outputs, body, returns, dict(c.syms.hints), bindings, index_high)
 
 
@@ -364,7 +382,7 @@ SYMBOLS = {symbols!r}  # symbolic dims and the sizes seen
 def forward({params}):
 '''
 
-_MAKE = '''
+_MAKE = """
 
 def _tensor(g, device, dtype, shape, stride, high=None):
     n = 1 + sum((s - 1) * st for s, st in zip(shape, stride)) if all(shape) else 0
@@ -381,7 +399,7 @@ def make_inputs(seed=0, device="cpu", sizes=None):
 {binds}    g = torch.Generator().manual_seed(seed)
     return (
 {calls}    )
-'''
+"""
 
 
 def _tuple(items: tuple[str, ...]) -> str:

@@ -1,4 +1,4 @@
-"""The region file, the hand-off between the compile path and the tune path: its paths, its sidecar, its reads and its write.
+"""The region file, the compile path's hand-off to the tune path: its paths, its sidecar, its reads and its write.
 
 The contract (docs/contracts.md, "Region file"):
 
@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor._files import atomic_write, read_source
@@ -47,8 +48,10 @@ from llm_inductor.cache.key import KernelKey, TensorSpec
 REGION_SCHEMA = 2  # 2: the key names the returned values and index bounds (KEY_SCHEMA 2)
 PREFIX = "region"  # region_<key16>.py; graph files use "graph"
 
-_MADE_BY = ("region files written by a compile (LLM_INDUCTOR_CACHE_DIR/regions) or by `llm-inductor regions "
-            "--export DIR` have one beside them (docs/contracts.md, 'Region file')")  # fmt: skip
+_MADE_BY = (
+    "region files written by a compile (LLM_INDUCTOR_CACHE_DIR/regions) or by `llm-inductor regions "
+    "--export DIR` have one beside them (docs/contracts.md, 'Region file')"
+)
 _FIX = "regenerate it with a compile or `llm-inductor regions --export DIR`"
 
 
@@ -146,7 +149,7 @@ def _texts(name: str, v: Any) -> tuple[str, ...]:
 def _size(name: str, v: Any) -> str:
     """A size or stride: an integer or an expression over canonical symbols, kept as text."""
     if isinstance(v, bool) or not isinstance(v, (str, int)):
-        raise _bad(name, v, "a size (an integer, or an expression such as \"s0*4\")")
+        raise _bad(name, v, 'a size (an integer, or an expression such as "s0*4")')
     return str(v)
 
 
@@ -165,8 +168,13 @@ def _spec(name: str, v: Any) -> TensorSpec:
     if not isinstance(aligned, bool):
         raise _bad(f"{name}.aligned", aligned, "true or false")
     high = v.get("index_high")
-    return TensorSpec(_text(f"{name}.dtype", v["dtype"]), dims["shape"], dims["stride"], aligned,
-                      None if high is None else _size(f"{name}.index_high", high))  # fmt: skip
+    return TensorSpec(
+        _text(f"{name}.dtype", v["dtype"]),
+        dims["shape"],
+        dims["stride"],
+        aligned,
+        None if high is None else _size(f"{name}.index_high", high),
+    )
 
 
 def _specs(name: str, v: Any) -> tuple[TensorSpec, ...]:
@@ -248,14 +256,14 @@ class Sidecar:
             raise _field_error("key16", f"is {self.key16!r}, but the key starts {self.key[:16]!r}")
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Sidecar":
+    def from_dict(cls, d: Any) -> Sidecar:
         return cls(d)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, exactly as read or built (unknown fields included); a copy."""
         return copy.deepcopy(dict(self.raw))
 
-    def with_fields(self, **changes: Any) -> "Sidecar":
+    def with_fields(self, **changes: Any) -> Sidecar:
         return Sidecar({**self.raw, **changes})
 
     @property
@@ -263,7 +271,7 @@ class Sidecar:
         """The fields this build does not know."""
         return {k: v for k, v in self.raw.items() if k not in _FIELDS}
 
-    def require(self, *names: str) -> "Sidecar":
+    def require(self, *names: str) -> Sidecar:
         """Self, if every named field is present (and not null); else a SidecarError naming the missing ones."""
         missing = [n for n in names if self.raw.get(n) is None]
         if missing:
@@ -271,7 +279,7 @@ class Sidecar:
         return self
 
     def kernel_key(self) -> KernelKey:
-        """The key its ``key_fields`` describe (``KernelKey.from_dict``: KeyError/TypeError/ValueError if they do not)."""
+        """The key its ``key_fields`` describe (``KernelKey.from_dict``: KeyError/TypeError/ValueError if invalid)."""
         return KernelKey.from_dict(dict(self.require("key_fields").raw["key_fields"]))
 
 

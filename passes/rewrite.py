@@ -7,6 +7,7 @@ untouched original to Inductor if compiling the rewritten one fails.
 from __future__ import annotations
 
 import operator
+
 import torch
 import torch.fx as fx
 from torch.fx.passes.tools_common import legalize_graph
@@ -53,5 +54,3 @@ def finish(gm: fx.GraphModule) -> fx.GraphModule:
     gm.graph.lint()
     gm.recompile()
     return gm
-
-

@@ -1,4 +1,4 @@
-"""Imports go one way: every module sits in a layer, and no import (module- or function-level) goes up a layer or closes a cycle.
+"""Imports go one way: each module has a layer; no import (module- or function-level) goes up a layer or closes a cycle.
 
 The modules are read, not imported: every ``.py`` under ``llm_inductor/``, ``passes/``
 (``llm_inductor.passes``) and ``cache/`` (``llm_inductor.cache``). ``from P import n``
@@ -17,12 +17,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"llm_inductor": ROOT / "llm_inductor", "llm_inductor.passes": ROOT / "passes", "llm_inductor.cache": ROOT / "cache"}
+FOLDERS = {
+    "llm_inductor": ROOT / "llm_inductor",
+    "llm_inductor.passes": ROOT / "passes",
+    "llm_inductor.cache": ROOT / "cache",
+}
 
 # Lowest first. A module may import its own layer and the layers below it. The first matching
 # pattern wins ("x.*" matches x's submodules, "x" itself only that module).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("llm_inductor._errors", "llm_inductor.config", "llm_inductor._version", "llm_inductor._paths", "llm_inductor._files")),
+    (
+        "base",
+        (
+            "llm_inductor._errors",
+            "llm_inductor.config",
+            "llm_inductor._version",
+            "llm_inductor._paths",
+            "llm_inductor._files",
+        ),
+    ),
     ("key", ("llm_inductor.cache.key",)),
     ("passes", ("llm_inductor.passes", "llm_inductor.passes.*")),
     ("verify", ("llm_inductor.verify", "llm_inductor.verify.*")),
@@ -31,11 +44,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tune", ("llm_inductor.search", "llm_inductor.search.*")),
     ("cli", ("llm_inductor.cli", "llm_inductor._cli_regions", "llm_inductor._script", "llm_inductor.report")),
     ("package", ("llm_inductor",)),
-]  # fmt: skip
+]
 # CLI modules that live in their stage's folder: matched before the folder's layer.
 CLI_IN_FOLDERS = ("llm_inductor.cache.cli", "llm_inductor.search.cli", "llm_inductor.verify.cli")
 # Inside the tune layer: the search uses providers only through the registry (search/register.py loads them).
-CONCRETE_PROVIDERS = ("llm_inductor.search.llm.batch", "llm_inductor.search.llm.openai_provider", "llm_inductor.search.llm.replay")
+CONCRETE_PROVIDERS = (
+    "llm_inductor.search.llm.batch",
+    "llm_inductor.search.llm.openai_provider",
+    "llm_inductor.search.llm.replay",
+)
 
 
 def modules() -> dict[str, Path]:
@@ -108,8 +125,12 @@ def test_every_module_has_a_layer():
 
 
 def test_no_import_goes_up_a_layer():
-    up = [f"{_where(a, b)}: {LAYERS[layer_of(a)][0]} imports {LAYERS[layer_of(b)][0]}"
-          for a, targets in EDGES.items() for b in targets if layer_of(b) > layer_of(a)]  # fmt: skip
+    up = [
+        f"{_where(a, b)}: {LAYERS[layer_of(a)][0]} imports {LAYERS[layer_of(b)][0]}"
+        for a, targets in EDGES.items()
+        for b in targets
+        if layer_of(b) > layer_of(a)
+    ]
     assert not up, "imports that go up a layer:\n  " + "\n  ".join(up)
 
 
@@ -157,8 +178,15 @@ def test_no_import_cycle():
     assert not cycles, "import cycles:\n  " + "\n  ".join(described)
 
 
-@pytest.mark.parametrize("user", ["llm_inductor.search.loop", "llm_inductor.search.tune", "llm_inductor.search.llm.providers",
-                                  "llm_inductor.search.strategies"])  # fmt: skip
+@pytest.mark.parametrize(
+    "user",
+    [
+        "llm_inductor.search.loop",
+        "llm_inductor.search.tune",
+        "llm_inductor.search.llm.providers",
+        "llm_inductor.search.strategies",
+    ],
+)
 def test_the_search_reaches_providers_only_through_the_registry(user):
     concrete = [_where(user, b) for b in EDGES[user] if b in CONCRETE_PROVIDERS]
     assert not concrete, "imports of a concrete provider (use providers.select_provider):\n  " + "\n  ".join(concrete)
@@ -186,9 +214,11 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypa
 def test_only_passes_and_cache_join_the_package_from_a_checkout():
     """From a checkout, the top-level passes/ and cache/ are llm_inductor.passes and llm_inductor.cache;
     no other folder of the repository becomes part of the package."""
-    code = ("import importlib, llm_inductor.cache.key, llm_inductor.passes.rebuild\n"
-            "for name in ('llm_inductor.benchmarks', 'llm_inductor.tests', 'llm_inductor.llm_inductor'):\n"
-            "    try:\n        importlib.import_module(name)\n    except ModuleNotFoundError:\n        continue\n"
-            "    raise SystemExit(name + ' is importable')\n")
+    code = (
+        "import importlib, llm_inductor.cache.key, llm_inductor.passes.rebuild\n"
+        "for name in ('llm_inductor.benchmarks', 'llm_inductor.tests', 'llm_inductor.llm_inductor'):\n"
+        "    try:\n        importlib.import_module(name)\n    except ModuleNotFoundError:\n        continue\n"
+        "    raise SystemExit(name + ' is importable')\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -47,19 +47,34 @@ def rmsnorm(x, w):
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * w
 """
 SCRIPTS = {
-    "rmsnorm_fwd": ("RMSNorm fwd (8192x4096 bf16)", 0.032, 0.041, _RMS + """
+    "rmsnorm_fwd": (
+        "RMSNorm fwd (8192x4096 bf16)",
+        0.032,
+        0.041,
+        _RMS
+        + """
 with torch.no_grad():
     torch.compile(rmsnorm)(x, w)
-"""),
-    "softmax_fp32": ("softmax fwd, fp32 math (4096x32000)", 0.123, 0.296, """
+""",
+    ),
+    "softmax_fp32": (
+        "softmax fwd, fp32 math (4096x32000)",
+        0.123,
+        0.296,
+        """
 import torch
 x = torch.randn({m}, {n}, device="{dev}", dtype=torch.bfloat16)
 def softmax(x):
     return torch.softmax(x.float(), dim=-1).to(x.dtype)
 with torch.no_grad():
     torch.compile(softmax)(x)
-"""),
-    "cross_entropy": ("cross-entropy fwd (4096x128256)", 0.247, 0.695, """
+""",
+    ),
+    "cross_entropy": (
+        "cross-entropy fwd (4096x128256)",
+        0.247,
+        0.695,
+        """
 import torch
 logits = torch.randn({m}, {v}, device="{dev}", dtype=torch.bfloat16)
 target = torch.randint(0, {v}, ({m},), device="{dev}")
@@ -67,11 +82,18 @@ def ce(logits, target):
     return torch.nn.functional.cross_entropy(logits.float(), target)
 with torch.no_grad():
     torch.compile(ce)(logits, target)
-"""),
-    "rmsnorm_fwd_bwd": ("RMSNorm fwd+bwd (8192x4096 bf16)", 0.079, 0.800, _RMS + """
+""",
+    ),
+    "rmsnorm_fwd_bwd": (
+        "RMSNorm fwd+bwd (8192x4096 bf16)",
+        0.079,
+        0.800,
+        _RMS
+        + """
 g = torch.randn({rows}, {dim}, device="{dev}", dtype=torch.bfloat16)
 torch.compile(rmsnorm)(x, w).backward(g)
-"""),
+""",
+    ),
 }
 
 
@@ -83,8 +105,12 @@ def script_source(name: str) -> str:
 def _config(work: Path, **extra: Any) -> Any:
     from llm_inductor.config import Config
 
-    opts = {"cache_dir": str(work / "cache"), "candidates": int(os.environ.get("BATCH_FLOW_CANDIDATES", 2)),
-            "rounds": int(os.environ.get("BATCH_FLOW_ROUNDS", 3)), **extra}  # fmt: skip
+    opts = {
+        "cache_dir": str(work / "cache"),
+        "candidates": int(os.environ.get("BATCH_FLOW_CANDIDATES", 2)),
+        "rounds": int(os.environ.get("BATCH_FLOW_ROUNDS", 3)),
+        **extra,
+    }
     return Config.load(opts)[0]
 
 
@@ -188,18 +214,27 @@ def _rows(work: Path) -> list[dict[str, Any]]:
         side = read_region(s.region_path).sidecar
         best = s.winner() or s.best()
         res = s.result or {}
-        rows.append({
-            "region": s.key16, "ops": sorted(set(side.ops or ())),
-            "inputs": [f"{i.dtype.replace('torch.', '')}[{','.join(i.shape)}]" for i in side.inputs],
-            "rounds": s.round, "attempts": len(s.attempts),
-            "outcomes": [a["outcome"] for a in s.attempts], "stop": s.done or "waiting for answers",
-            "status": res.get("status"), "speedup": best.get("speedup") if best else None,
-            "roofline_pct": best.get("roofline_pct") if best else None,
-            "candidate_ms": best.get("candidate_ms") if best else None,
-            "inductor_ms": best.get("inductor_ms") if best else None,
-            "in_graph": (res.get("gate") or {}).get("note"), "calls": s.spend.calls,
-            "tokens": s.spend.tokens, "tokens_estimated": s.spend.tokens_estimated, "cost": s.spend.dollars,
-        })  # fmt: skip
+        rows.append(
+            {
+                "region": s.key16,
+                "ops": sorted(set(side.ops or ())),
+                "inputs": [f"{i.dtype.replace('torch.', '')}[{','.join(i.shape)}]" for i in side.inputs],
+                "rounds": s.round,
+                "attempts": len(s.attempts),
+                "outcomes": [a["outcome"] for a in s.attempts],
+                "stop": s.done or "waiting for answers",
+                "status": res.get("status"),
+                "speedup": best.get("speedup") if best else None,
+                "roofline_pct": best.get("roofline_pct") if best else None,
+                "candidate_ms": best.get("candidate_ms") if best else None,
+                "inductor_ms": best.get("inductor_ms") if best else None,
+                "in_graph": (res.get("gate") or {}).get("note"),
+                "calls": s.spend.calls,
+                "tokens": s.spend.tokens,
+                "tokens_estimated": s.spend.tokens_estimated,
+                "cost": s.spend.dollars,
+            }
+        )
     return rows
 
 
@@ -212,9 +247,9 @@ def _fmt(x: Any, spec: str) -> str:
 
 
 def step_table(work: Path, results: Path) -> int:
-    from llm_inductor.search.records import read_attempts
-
     import torch
+
+    from llm_inductor.search.records import read_attempts
 
     rows = _rows(work)
     results.mkdir(parents=True, exist_ok=True)
@@ -222,17 +257,25 @@ def step_table(work: Path, results: Path) -> int:
     ran = json.loads(dev.read_text()) if dev.is_file() else {"gpu": "cpu", "torch": torch.__version__}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **ran, "field_table": {k: v[:3] for k, v in SCRIPTS.items()}}
     (results / "batch_flow.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = ["# Batch flow on the H200", "", f"{meta['date']}, {meta['gpu']}, torch {meta['torch']}. "
-          "Answers came from helpers that saw only each prompt. Tokens are estimates (4 chars/token): "
-          "answers were gathered by hand, without `usage`.", "",
-          "| region | ops | inputs | rounds | attempts | outcome | speedup | % roofline | cand ms | inductor ms | in-graph | est. tokens |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    md = [
+        "# Batch flow on the H200",
+        "",
+        f"{meta['date']}, {meta['gpu']}, torch {meta['torch']}. "
+        "Answers came from helpers that saw only each prompt. Tokens are estimates (4 chars/token): "
+        "answers were gathered by hand, without `usage`.",
+        "",
+        "| region | ops | inputs | rounds | attempts | outcome | speedup | % roofline | cand ms | inductor ms "
+        "| in-graph | est. tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         outcome = f"{r['status']} ({r['stop']})" if r["status"] else r["stop"]
         md.append(
-            f"| {r['region']} | {', '.join(r['ops'][:6])} | {' '.join(r['inputs'])} | {r['rounds']} | {r['attempts']} | "
+            f"| {r['region']} | {', '.join(r['ops'][:6])} | {' '.join(r['inputs'])} | "
+            f"{r['rounds']} | {r['attempts']} | "
             f"{outcome} | {_fmt(r['speedup'], '.2f')} | {_fmt(r['roofline_pct'], '.0f')} | "
-            f"{_fmt(r['candidate_ms'], '.4f')} | {_fmt(r['inductor_ms'], '.4f')} | {r['in_graph'] or '-'} | {r['tokens']} |"
+            f"{_fmt(r['candidate_ms'], '.4f')} | {_fmt(r['inductor_ms'], '.4f')} | "
+            f"{r['in_graph'] or '-'} | {r['tokens']} |"
         )
     md += ["", "Outcomes per attempt, in order:", ""] + [f"- {r['region']}: {', '.join(r['outcomes'])}" for r in rows]
     (results / "batch_flow.md").write_text("\n".join(md) + "\n")
@@ -253,8 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    steps = {"export": step_export, "answers": step_answers, "import": step_import,
-             "table": lambda w: step_table(w, _results(w))}  # fmt: skip
+    steps = {
+        "export": step_export,
+        "answers": step_answers,
+        "import": step_import,
+        "table": lambda w: step_table(w, _results(w)),
+    }
     try:
         return steps[args.step](work)
     finally:

@@ -47,9 +47,14 @@ class GRU(nn.Module):
 def build(name: str, device: str = "cpu"):
     torch.manual_seed(0)
     if name == "mlp":
-        model, inputs = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 64), RMSNorm(64)), (torch.randn(32, 64),)
+        model, inputs = (
+            nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 64), RMSNorm(64)),
+            (torch.randn(32, 64),),
+        )
     elif name == "cnn":
-        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.Flatten()).eval()
+        model = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.Flatten()
+        ).eval()
         inputs = (torch.randn(4, 3, 16, 16),)
     elif name == "block":
         model, inputs = Block(), (torch.randn(2, 16, 64),)
@@ -59,9 +64,14 @@ def build(name: str, device: str = "cpu"):
         import transformers
 
         cfg = transformers.LlamaConfig(
-            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=128,
-        )  # fmt: skip
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+        )
         model, inputs = transformers.LlamaForCausalLM(cfg).eval(), (torch.randint(0, 256, (2, 16)),)
     else:
         raise SystemExit(f"unknown model {name!r}; choose from mlp, cnn, block, gru, llama")

@@ -32,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL = ROOT / "tests" / "data" / "cache_data" / "rmsnorm_candidate.py"  # read as a file
@@ -69,12 +70,29 @@ def _synthetic_entries(n: int) -> list[Any]:
     entries = []
     for i in range(n):
         key = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
-        meta = {"key": key, "key16": key[:16], "device": "cpu", "ops": ["pow", "mean", "add", "rsqrt", "mul", "mul"],
-                "inputs": [spec, {**spec, "shape": ["33"], "stride": ["1"]}], "outputs": [spec], "symbols": {}, "bindings": {}}
-        entries.append(Entry(key=key, key_fields={"device": "cpu", "digest": key, "graph": [f"bench-{i}"]},
-                             kernel_source=kernel, region_source=f"# region bench-{i}\n", region_meta=meta,
-                             verification={"accepted": True}, speed={"cpu": {"speedup": 1.25}},
-                             provenance={"provider": "benchmark"}, versions=versions))
+        meta = {
+            "key": key,
+            "key16": key[:16],
+            "device": "cpu",
+            "ops": ["pow", "mean", "add", "rsqrt", "mul", "mul"],
+            "inputs": [spec, {**spec, "shape": ["33"], "stride": ["1"]}],
+            "outputs": [spec],
+            "symbols": {},
+            "bindings": {},
+        }
+        entries.append(
+            Entry(
+                key=key,
+                key_fields={"device": "cpu", "digest": key, "graph": [f"bench-{i}"]},
+                kernel_source=kernel,
+                region_source=f"# region bench-{i}\n",
+                region_meta=meta,
+                verification={"accepted": True},
+                speed={"cpu": {"speedup": 1.25}},
+                provenance={"provider": "benchmark"},
+                versions=versions,
+            )
+        )
     return entries
 
 
@@ -94,8 +112,11 @@ def _start_redis(tmp: Path) -> tuple[str | None, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     return f"redis://127.0.0.1:{port}/0", proc
 
@@ -189,7 +210,9 @@ print(json.dumps({"times_s": times, "max_err": max(errs), "stats": llm_inductor.
 """
 
 
-def _compile_run(backend: str, repeats: int, device: str, shape: tuple[int, int], env: dict[str, str]) -> dict[str, Any]:
+def _compile_run(
+    backend: str, repeats: int, device: str, shape: tuple[int, int], env: dict[str, str]
+) -> dict[str, Any]:
     cmd = [sys.executable, "-c", _COMPILE, backend, str(repeats), device, str(shape[0]), str(shape[1])]
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
@@ -203,8 +226,11 @@ def compile_overhead(device: str, repeats: int, shape: tuple[int, int], interpre
     from llm_inductor.passes.regionfile import read_sidecar, region_scripts
 
     cache = tmp / "compile-cache"
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"), "LLM_INDUCTOR_CACHE_DIR": str(cache),
-           "LLM_INDUCTOR_MIN_REGION_US": "0"}
+    env = {
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor"),
+        "LLM_INDUCTOR_CACHE_DIR": str(cache),
+        "LLM_INDUCTOR_MIN_REGION_US": "0",
+    }
     if interpret:
         env.update(LLM_INDUCTOR_INTERPRET="1", TRITON_INTERPRET="1")
     _compile_run("llm", 1, device, shape, env)  # writes the region file of the model's hot region
@@ -213,16 +239,28 @@ def compile_overhead(device: str, repeats: int, shape: tuple[int, int], interpre
         raise RuntimeError(f"expected one region for the RMSNorm model, found {regions}")
     meta = read_sidecar(regions[0]).to_dict()
     store = _store(cache)
-    store.put(Entry(key=meta["key"], key_fields=meta["key_fields"], kernel_source=KERNEL.read_text(),
-                    region_source=regions[0].read_text(), region_meta=meta,
-                    versions=current_versions(device), provenance={"provider": "benchmark"}))
+    store.put(
+        Entry(
+            key=meta["key"],
+            key_fields=meta["key_fields"],
+            kernel_source=KERNEL.read_text(),
+            region_source=regions[0].read_text(),
+            region_meta=meta,
+            versions=current_versions(device),
+            provenance={"provider": "benchmark"},
+        )
+    )
     store.local.close()
     result: dict[str, Any] = {"shape": list(shape), "repeats": repeats, "interpret": interpret}
     for backend in ("inductor", "llm"):
         run = _compile_run(backend, repeats, device, shape, env)
         warm = run["times_s"][1:] or run["times_s"]
-        result[backend] = {"cold_s": run["times_s"][0], "warm_p50_s": statistics.median(warm),
-                           "warm_s": warm, "max_err": run["max_err"]}
+        result[backend] = {
+            "cold_s": run["times_s"][0],
+            "warm_p50_s": statistics.median(warm),
+            "warm_s": warm,
+            "max_err": run["max_err"],
+        }
         if backend == "llm":
             result[backend]["stats"] = run["stats"]
             ours = run["ours"][1:] or run["ours"]
@@ -233,12 +271,18 @@ def compile_overhead(device: str, repeats: int, shape: tuple[int, int], interpre
 
 
 def environment(device: str) -> dict[str, Any]:
-    import torch
     from importlib import metadata
 
-    info = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": device,
-            "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-            "python": platform.python_version(), "torch": torch.__version__, "triton": metadata.version("triton")}
+    import torch
+
+    info = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": metadata.version("triton"),
+    }
     try:
         sys.path.insert(0, str(ROOT))
         from benchmarks.environment import git_commit
@@ -256,7 +300,9 @@ def main() -> int:
     p.add_argument("--entries", type=int, default=200)
     p.add_argument("--redis-url", help="default: start redis-server on a free port if it is on PATH")
     p.add_argument("--repeats", type=int, default=5, help="compiles per backend (the first is cold)")
-    p.add_argument("--shape", default=None, help="rows,dim of the RMSNorm input (default 8,33 on CPU, 4096,4096 on CUDA)")
+    p.add_argument(
+        "--shape", default=None, help="rows,dim of the RMSNorm input (default 8,33 on CPU, 4096,4096 on CUDA)"
+    )
     p.add_argument("--interpret", action="store_true", help="on a CPU: substitute under the Triton interpreter")
     p.add_argument("--skip-compile", action="store_true")
     args = p.parse_args()
@@ -276,13 +322,21 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
     for tier, q in doc["lookup"].items():
-        shown = f"p50 {q['p50_us']:.1f} us (p20 {q['p20_us']:.1f}, p80 {q['p80_us']:.1f})" if isinstance(q, dict) and "p50_us" in q else q
+        shown = (
+            f"p50 {q['p50_us']:.1f} us (p20 {q['p20_us']:.1f}, p80 {q['p80_us']:.1f})"
+            if isinstance(q, dict) and "p50_us" in q
+            else q
+        )
         print(f"{tier:12} {shown}")
     if "compile" in doc:
         c = doc["compile"]
-        print(f"compile warm p50: inductor {c['inductor']['warm_p50_s'] * 1e3:.1f} ms, llm {c['llm']['warm_p50_s'] * 1e3:.1f} ms "
-              f"(overhead {c['warm_overhead_ms']:.1f} ms, of which the region pass {c['llm']['region_pass_warm_p50_ms']:.2f} ms "
-              f"and cache lookups {c['llm']['lookup_warm_p50_ms']:.3f} ms); llm stats {c['llm']['stats']}")
+        print(
+            f"compile warm p50: inductor {c['inductor']['warm_p50_s'] * 1e3:.1f} ms, "
+            f"llm {c['llm']['warm_p50_s'] * 1e3:.1f} ms "
+            f"(overhead {c['warm_overhead_ms']:.1f} ms, "
+            f"of which the region pass {c['llm']['region_pass_warm_p50_ms']:.2f} ms "
+            f"and cache lookups {c['llm']['lookup_warm_p50_ms']:.3f} ms); llm stats {c['llm']['stats']}"
+        )
     print(f"wrote {out}")
     return 0
 

@@ -45,7 +45,15 @@ if store_mode == "hit":
     for py in region_scripts(os.environ["BENCH_REGIONS"]):
         meta = read_sidecar(py).to_dict()
         src = py.read_text()
-        store.put(Entry(key=meta["key"], key_fields=meta["key_fields"], kernel_source=src, region_source=src, region_meta=meta))
+        store.put(
+            Entry(
+                key=meta["key"],
+                key_fields=meta["key_fields"],
+                kernel_source=src,
+                region_source=src,
+                region_meta=meta,
+            )
+        )
 _state.set_store(store)
 # The clock starts before torch.compile(): backend="inductor" imports Inductor there, the llm
 # backend at its first call, and a user pays both. (Timing only the first call charged ~0.9 s of
@@ -83,7 +91,9 @@ def run_child(name: str, backend: str, store: str, device: str, regions: Path) -
         )
         if device == "cpu":  # hits are served on the CPU only under the Triton interpreter
             env["LLM_INDUCTOR_INTERPRET"] = "1"
-        proc = subprocess.run([sys.executable, "-c", CHILD, name, backend, store, device], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, name, backend, store, device], env=env, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{name}/{backend}/{store}: {proc.stderr[-2000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -107,14 +117,20 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--git-commit", help="the commit under test, where the checkout has no usable git metadata (device copies)")
+    ap.add_argument(
+        "--git-commit", help="the commit under test, where the checkout has no usable git metadata (device copies)"
+    )
     args = ap.parse_args()
     rows: list[dict] = []
     for name in args.models.split(","):
         with tempfile.TemporaryDirectory() as regions:
             export_regions(name, args.device, Path(regions))
             row = {"model": name}
-            for label, backend, store in (("inductor", "inductor", "miss"), ("llm_miss", "llm", "miss"), ("llm_hit", "llm", "hit")):
+            for label, backend, store in (
+                ("inductor", "inductor", "miss"),
+                ("llm_miss", "llm", "miss"),
+                ("llm_hit", "llm", "hit"),
+            ):
                 runs = [run_child(name, backend, store, args.device, Path(regions)) for _ in range(args.reps)]
                 row[label] = statistics.median(r["seconds"] for r in runs)
                 row[f"{label}_pass_s"] = statistics.median(r["pass_s"] for r in runs)
@@ -129,17 +145,24 @@ def main() -> None:
             row["overhead_warm_hit"] = row["llm_hit_warm"] / row["inductor_warm"] - 1
             hit = row["llm_hit_stats"]
             if hit["substituted"] < hit["regions"]:
-                print(f"warning: {name}: the hit compile served {hit['substituted']} of {hit['regions']} regions "
-                      f"({hit['pending']} pending, {hit['fallbacks']} fallbacks), so its column times a partial hit",
-                      file=sys.stderr)
+                print(
+                    f"warning: {name}: the hit compile served {hit['substituted']} of {hit['regions']} regions "
+                    f"({hit['pending']} pending, {hit['fallbacks']} fallbacks), so its column times a partial hit",
+                    file=sys.stderr,
+                )
             rows.append(row)
             write(args, rows)
-            print(f"{name:8} inductor {row['inductor']:.2f}s  llm miss {row['llm_miss']:.2f}s ({row['overhead_miss']:+.1%})"
-                  f"  llm hit {row['llm_hit']:.2f}s ({row['overhead_hit']:+.1%}, {row['llm_hit_stats']['substituted']} substituted)"
-                  f"  pass {row['llm_miss_pass_s']:.3f}s / {row['llm_hit_pass_s']:.3f}s"
-                  f"  | warm: inductor {row['inductor_warm']:.2f}s  llm miss {row['llm_miss_warm']:.2f}s "
-                  f"({row['overhead_warm_miss']:+.1%})  llm hit {row['llm_hit_warm']:.2f}s ({row['overhead_warm_hit']:+.1%})",
-                  flush=True)  # fmt: skip
+            print(
+                f"{name:8} inductor {row['inductor']:.2f}s  "
+                f"llm miss {row['llm_miss']:.2f}s ({row['overhead_miss']:+.1%})"
+                f"  llm hit {row['llm_hit']:.2f}s "
+                f"({row['overhead_hit']:+.1%}, {row['llm_hit_stats']['substituted']} substituted)"
+                f"  pass {row['llm_miss_pass_s']:.3f}s / {row['llm_hit_pass_s']:.3f}s"
+                f"  | warm: inductor {row['inductor_warm']:.2f}s  llm miss {row['llm_miss_warm']:.2f}s "
+                f"({row['overhead_warm_miss']:+.1%})  "
+                f"llm hit {row['llm_hit_warm']:.2f}s ({row['overhead_warm_hit']:+.1%})",
+                flush=True,
+            )
     print(write(args, rows))
 
 
@@ -162,19 +185,33 @@ def write(args: argparse.Namespace, rows: list[dict]) -> str:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    lines = [f"# Compile overhead of backend=\"llm\" ({device_name}, torch {torch.__version__}, {result['date']})", "",
-             "| model | inductor s | llm miss s | overhead | pass s (miss) | llm hit s | overhead | pass s (hit) | substituted |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f'# Compile overhead of backend="llm" ({device_name}, torch {torch.__version__}, {result["date"]})',
+        "",
+        "| model | inductor s | llm miss s | overhead | pass s (miss) "
+        "| llm hit s | overhead | pass s (hit) | substituted |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['inductor']:.2f} | {r['llm_miss']:.2f} | {r['overhead_miss']:+.1%} | "
-                     f"{r['llm_miss_pass_s']:.3f} ({r['pass_share_miss']:.1%}) | {r['llm_hit']:.2f} | {r['overhead_hit']:+.1%} | "
-                     f"{r['llm_hit_pass_s']:.3f} ({r['pass_share_hit']:.1%}) | {r['llm_hit_stats']['substituted']} of "
-                     f"{r['llm_hit_stats']['regions']} |")
-    lines += ["", "Warm recompile (same process, after torch._dynamo.reset(); Inductor's caches warm):", "",
-              "| model | inductor s | llm miss s | overhead | llm hit s | overhead |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['model']} | {r['inductor']:.2f} | {r['llm_miss']:.2f} | {r['overhead_miss']:+.1%} | "
+            f"{r['llm_miss_pass_s']:.3f} ({r['pass_share_miss']:.1%}) | "
+            f"{r['llm_hit']:.2f} | {r['overhead_hit']:+.1%} | "
+            f"{r['llm_hit_pass_s']:.3f} ({r['pass_share_hit']:.1%}) | {r['llm_hit_stats']['substituted']} of "
+            f"{r['llm_hit_stats']['regions']} |"
+        )
+    lines += [
+        "",
+        "Warm recompile (same process, after torch._dynamo.reset(); Inductor's caches warm):",
+        "",
+        "| model | inductor s | llm miss s | overhead | llm hit s | overhead |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['inductor_warm']:.2f} | {r['llm_miss_warm']:.2f} | {r['overhead_warm_miss']:+.1%} | "
-                     f"{r['llm_hit_warm']:.2f} | {r['overhead_warm_hit']:+.1%} |")  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['inductor_warm']:.2f} | {r['llm_miss_warm']:.2f} | {r['overhead_warm_miss']:+.1%} | "
+            f"{r['llm_hit_warm']:.2f} | {r['overhead_warm_hit']:+.1%} |"
+        )
     Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
     return "\n".join(lines)
 

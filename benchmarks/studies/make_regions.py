@@ -71,8 +71,17 @@ class SumSquares(torch.nn.Module):
         return (x * x).sum(-1)
 
 
-NAMES = ("rmsnorm", "rmsnorm_bf16", "softmax", "softmax_bf16_wide", "bias_gelu", "cross_entropy",
-         "cross_entropy_bf16_wide", "rope", "sumsq_dyn")
+NAMES = (
+    "rmsnorm",
+    "rmsnorm_bf16",
+    "softmax",
+    "softmax_bf16_wide",
+    "bias_gelu",
+    "cross_entropy",
+    "cross_entropy_bf16_wide",
+    "rope",
+    "sumsq_dyn",
+)
 
 
 # name → (model, example inputs) at the CPU test shapes, and at FIELD.md's shapes for the H200 benchmark.
@@ -117,8 +126,13 @@ def build(name: str, field: bool, device: str) -> None:
         torch.compile(model, backend="llm")(*inputs)
 
 
-def export(names: list[str], out: Path, field: bool = False, device: str = "cpu", parallel: bool = False,
-           ) -> dict[str, str]:
+def export(
+    names: list[str],
+    out: Path,
+    field: bool = False,
+    device: str = "cpu",
+    parallel: bool = False,
+) -> dict[str, str]:
     """Compile each model in a fresh process and copy its one hot region to out/region_<name>.py (+ .json).
 
     ``parallel`` starts every child at once (the benchmark's GPU host has cores to spare). Returns
@@ -142,7 +156,9 @@ def export(names: list[str], out: Path, field: bool = False, device: str = "cpu"
             found = sorted((tmp / "regions").glob("region_*.py"))
             if proc.returncode != 0 or len(found) != 1:
                 tail = " | ".join((log or "").strip().splitlines()[-3:])
-                errors[name] = f"expected one hot region, found {[p.name for p in found]} (exit {proc.returncode}); {tail}"
+                errors[name] = (
+                    f"expected one hot region, found {[p.name for p in found]} (exit {proc.returncode}); {tail}"
+                )
                 continue
             shutil.copy(found[0], out / f"region_{name}.py")
             shutil.copy(found[0].with_suffix(".json"), out / f"region_{name}.json")

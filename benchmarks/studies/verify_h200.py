@@ -30,8 +30,12 @@ KERNELS = ROOT / "tests" / "data" / "kernels"  # the hand-written kernels, read 
 # kernel file → (region name in make_regions.py, FIELD.md row, shape, FIELD's inductor / max-autotune / floor ms)
 CASES: dict[str, tuple[str, str, str, tuple[float, float, float] | None]] = {
     "softmax": ("softmax_bf16_wide", "softmax fwd, fp32 math", "4096x32000 bf16", (0.296, 0.263, 0.123)),
-    "cross_entropy": ("cross_entropy_bf16_wide", "cross-entropy fwd (per row)", "4096x128256 bf16",
-                      (0.695, 0.637, 0.247)),
+    "cross_entropy": (
+        "cross_entropy_bf16_wide",
+        "cross-entropy fwd (per row)",
+        "4096x128256 bf16",
+        (0.695, 0.637, 0.247),
+    ),
     "rmsnorm": ("rmsnorm_bf16", "RMSNorm fwd", "8192x4096 bf16", (0.041, 0.036, 0.032)),
     "rope": ("rope", "RoPE fwd", "8x32x2048x128 bf16", (0.078, 0.079, 0.063)),
     "bias_gelu": ("bias_gelu", "linear+bias+GELU", "8192x4096x4096 bf16", (0.437, 0.452, 0.405)),
@@ -52,21 +56,33 @@ def export_regions(names: list[str], regions: Path, device: str, tiny: bool) -> 
     return export([CASES[n][0] for n in names], regions, field=not tiny, device=device, parallel=True)
 
 
-def run_case(name: str, regions: Path, timeout: float, device: str = "cuda", tiny: bool = False,
-             export_error: str | None = None) -> dict[str, Any]:
+def run_case(
+    name: str, regions: Path, timeout: float, device: str = "cuda", tiny: bool = False, export_error: str | None = None
+) -> dict[str, Any]:
     from llm_inductor.config import Config
     from llm_inductor.verify.engine import verify
 
     region_name, row, shape, field = CASES[name]
-    out: dict[str, Any] = {"kernel": name, "region": region_name, "field_row": row,
-                           "shape": "test shape (--tiny)" if tiny else shape,
-                           "field_ms": dict(zip(("inductor", "max_autotune", "floor"), field)) if field else None}
+    out: dict[str, Any] = {
+        "kernel": name,
+        "region": region_name,
+        "field_row": row,
+        "shape": "test shape (--tiny)" if tiny else shape,
+        "field_ms": dict(zip(("inductor", "max_autotune", "floor"), field)) if field else None,
+    }
     if export_error:
         return {**out, "status": "failed", "stage": "export", "error": export_error}
     cfg = Config.load()[0].replace(verify_timeout=timeout)
     t1 = time.monotonic()
-    result = verify(regions / f"region_{region_name}.py", (KERNELS / f"{name}.py").read_text(), device=device,
-                    speed=device == "cuda", inductor_mode="default", config=cfg, extra_inductor_modes=(MAX_AUTOTUNE,))
+    result = verify(
+        regions / f"region_{region_name}.py",
+        (KERNELS / f"{name}.py").read_text(),
+        device=device,
+        speed=device == "cuda",
+        inductor_mode="default",
+        config=cfg,
+        extra_inductor_modes=(MAX_AUTOTUNE,),
+    )
     out["verify_s"] = round(time.monotonic() - t1, 1)
     return {**out, "status": "ok" if result.reason in ("ok", "slower") else "rejected", "result": result.to_dict()}
 
@@ -86,8 +102,11 @@ def table(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if env.get("merged_from"):
-        lines.insert(3, f"Rows marked † were kept from an earlier run of this script on the same GPU and versions "
-                        f"({', '.join(env['merged_from'])}). ")
+        lines.insert(
+            3,
+            f"Rows marked † were kept from an earlier run of this script on the same GPU and versions "
+            f"({', '.join(env['merged_from'])}). ",
+        )
     for r in rows:
         res = r.get("result") or {}
         t = res.get("timings") or {}
@@ -101,7 +120,8 @@ def table(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
             return fmt.format(v) if isinstance(v, (int, float)) else "-"
 
         lines.append(
-            f"| {r['kernel']}{' †' if r.get('run') else ''} | {r['shape']} | {verdict} | {f(t.get('candidate_ms'))} | {f(t.get('inductor_ms'))} | "
+            f"| {r['kernel']}{' †' if r.get('run') else ''} | {r['shape']} | {verdict} | "
+            f"{f(t.get('candidate_ms'))} | {f(t.get('inductor_ms'))} | "
             f"{f(t.get('speedup'), '{:.2f}x')} | {f(ma.get('inductor_ms'))} | {f(ma.get('speedup'), '{:.2f}x')} | "
             f"{f(t.get('pct_of_roofline'), '{:.0f}%')} | {f(t.get('inductor_pct_of_roofline'), '{:.0f}%')} | "
             f"{f(field.get('inductor'))} / {f(field.get('max_autotune'))} |"
@@ -121,8 +141,13 @@ def environment() -> dict[str, Any]:
     import torch
     import triton
 
-    env: dict[str, Any] = {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-                           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu": None}
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "gpu": None,
+    }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
     try:
@@ -145,15 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--tiny", action="store_true", help="the CPU test shapes instead of FIELD.md's")
     parser.add_argument("--regions", type=Path, help="where to write the exported region files (default: a temp dir)")
-    parser.add_argument("--merge", type=Path, metavar="JSON",
-                        help="an earlier verify_h200.json: its rows for kernels not run now are kept (marked with its date)")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        metavar="JSON",
+        help="an earlier verify_h200.json: its rows for kernels not run now are kept (marked with its date)",
+    )
     args = parser.parse_args(argv)
 
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("verify_h200: torch sees no GPU; the CPU tests cover the verifier there (tests/test_verify_*.py)",
-              file=sys.stderr)
+        print(
+            "verify_h200: torch sees no GPU; the CPU tests cover the verifier there (tests/test_verify_*.py)",
+            file=sys.stderr,
+        )
         return 2
     names = [n for n in args.kernels.split(",") if n]
     unknown = [n for n in names if n not in CASES]
@@ -173,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         then = earlier.get("environment", {})
         if (then.get("gpu"), then.get("torch")) != (env.get("gpu"), env.get("torch")):
-            print(f"verify_h200: --merge {args.merge} was measured on {then.get('gpu') or 'the CPU'} with torch "
-                  f"{then.get('torch')}; this run is on {env.get('gpu') or 'the CPU'} with torch {env.get('torch')}. "
-                  "Only runs on the same GPU and versions can share a table.", file=sys.stderr)  # fmt: skip
+            print(
+                f"verify_h200: --merge {args.merge} was measured on {then.get('gpu') or 'the CPU'} with torch "
+                f"{then.get('torch')}; this run is on {env.get('gpu') or 'the CPU'} with torch {env.get('torch')}. "
+                "Only runs on the same GPU and versions can share a table.",
+                file=sys.stderr,
+            )
             return 2
         when = then.get("date", "an earlier run")
         rows = [{**r, "run": r.get("run", when)} for r in earlier.get("rows", []) if r["kernel"] not in names]
@@ -187,22 +221,41 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         left = args.budget_s - (time.monotonic() - start)
         if left < ESTIMATE.get(name, DEFAULT_ESTIMATE):
-            rows.append({"kernel": name, "shape": CASES[name][2], "status": "skipped",
-                         "error": f"time budget: {left:.0f} s left"})
+            rows.append(
+                {
+                    "kernel": name,
+                    "shape": CASES[name][2],
+                    "status": "skipped",
+                    "error": f"time budget: {left:.0f} s left",
+                }
+            )
             continue
         print(f"verify_h200: {name} ...", flush=True)
         try:
-            rows.append(run_case(name, regions, args.step_timeout, args.device, args.tiny,
-                                 export_errors.get(CASES[name][0])))
+            rows.append(
+                run_case(name, regions, args.step_timeout, args.device, args.tiny, export_errors.get(CASES[name][0]))
+            )
         except Exception as e:  # one kernel's failure is a row, never the end of the run
-            rows.append({"kernel": name, "shape": CASES[name][2], "status": "failed", "stage": "verify",
-                         "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]})
+            rows.append(
+                {
+                    "kernel": name,
+                    "shape": CASES[name][2],
+                    "status": "failed",
+                    "stage": "verify",
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc()[-2000:],
+                }
+            )
         r = rows[-1]
-        print(f"verify_h200: {name}: {r['status']} {(r.get('result') or {}).get('reason', r.get('error', ''))}",
-              flush=True)
+        print(
+            f"verify_h200: {name}: {r['status']} {(r.get('result') or {}).get('reason', r.get('error', ''))}",
+            flush=True,
+        )
         order = list(CASES)
         rows.sort(key=lambda row: order.index(row["kernel"]) if row["kernel"] in order else len(order))
-        (args.out / "verify_h200.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1, default=str))
+        (args.out / "verify_h200.json").write_text(
+            json.dumps({"environment": env, "rows": rows}, indent=1, default=str)
+        )
         (args.out / "verify_h200.md").write_text(table(rows, env))
     print((args.out / "verify_h200.md").read_text())
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -1,7 +1,9 @@
-"""Verification throughput and memory on one GPU: a fixed set of candidates for four hot regions of the regions suite.
+r"""Verification throughput and memory on one GPU: a fixed set of candidates for four hot regions of the regions suite.
 
-    python benchmarks/studies/verify_throughput.py --phase before --out DIR [--profile] [--regions cross_entropy,softmax]
-    python benchmarks/studies/verify_throughput.py --merge DIR/before.json DIR/after.json -o results.json  # + results.md
+    python benchmarks/studies/verify_throughput.py --phase before --out DIR [--profile] \
+        [--regions cross_entropy,softmax]
+    python benchmarks/studies/verify_throughput.py --merge DIR/before.json DIR/after.json \
+        -o results.json  # + results.md
 
 The regions and candidates are fixed so that two engines can be compared on the same work:
 - regions: the batch flow's region files (``benchmarks/results/batch_flow_state.tgz``, exported by
@@ -36,12 +38,15 @@ import threading
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / "benchmarks" / "results" / "batch_flow_state.tgz"
-KERNELS = next(p for p in (ROOT / "tests" / "data" / "kernels", ROOT / "tests" / "kernels") if p.is_dir())  # read as files
+KERNELS = next(
+    p for p in (ROOT / "tests" / "data" / "kernels", ROOT / "tests" / "kernels") if p.is_dir()
+)  # read as files
 
 # region name -> (key16 in the batch-flow state, hand-written kernels for the same computation)
 REGIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -107,11 +112,18 @@ class GpuMemory:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                text = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                                      capture_output=True, text=True, timeout=5).stdout
+                text = subprocess.run(
+                    ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
                 ours = _tree(os.getpid())
-                used = sum(float(mib) for pid, mib in (line.split(",") for line in text.strip().splitlines() if "," in line)
-                           if int(pid) in ours)
+                used = sum(
+                    float(mib)
+                    for pid, mib in (line.split(",") for line in text.strip().splitlines() if "," in line)
+                    if int(pid) in ours
+                )
                 self.peak_mib = max(self.peak_mib, used)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
@@ -188,33 +200,60 @@ class Profile:
 
 
 # ----------------------------------------------------------------------------- run
-def verify_region(name: str, region_path: Path, cands: list[tuple[str, str]], phase: str,
-                  profile: Profile | None, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def verify_region(
+    name: str,
+    region_path: Path,
+    cands: list[tuple[str, str]],
+    phase: str,
+    profile: Profile | None,
+    save: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
     """Verify every candidate of one region in turn; save(row) after each, so a run cut short keeps its rows."""
     from llm_inductor.config import Config
     from llm_inductor.verify.engine import verify
 
     cfg = Config.load()[0]
-    row: dict[str, Any] = {"region": name, "key16": region_path.stem.removeprefix("region_"), "phase": phase,
-                           "candidates": len(cands), "verdicts": [], "working_set_mib": round(working_set_mib(region_path), 1)}
+    row: dict[str, Any] = {
+        "region": name,
+        "key16": region_path.stem.removeprefix("region_"),
+        "phase": phase,
+        "candidates": len(cands),
+        "verdicts": [],
+        "working_set_mib": round(working_set_mib(region_path), 1),
+    }
     start = time.monotonic()
     with GpuMemory() as mem:
         for label, source in cands:
             t = time.monotonic()
             try:
                 result = verify(region_path, source, device="cuda", speed=True, config=cfg)
-                verdict = {"candidate": label, "reason": result.reason, "accepted": result.accepted,
-                           "message": result.message[:300], "speedup": (result.timings or {}).get("speedup")}
+                verdict = {
+                    "candidate": label,
+                    "reason": result.reason,
+                    "accepted": result.accepted,
+                    "message": result.message[:300],
+                    "speedup": (result.timings or {}).get("speedup"),
+                }
             except Exception as e:  # a harness error: recorded, never a verdict
-                verdict = {"candidate": label, "reason": "harness_error", "accepted": False,
-                           "message": f"{type(e).__name__}: {e}"[:300], "traceback": traceback.format_exc()[-2000:]}
+                verdict = {
+                    "candidate": label,
+                    "reason": "harness_error",
+                    "accepted": False,
+                    "message": f"{type(e).__name__}: {e}"[:300],
+                    "traceback": traceback.format_exc()[-2000:],
+                }
             verdict["seconds"] = round(time.monotonic() - t, 2)
             if profile is not None:
-                verdict["profile_s"] = {k: round(v, 3) for k, v in sorted(profile.take().items(), key=lambda kv: -kv[1])}
+                verdict["profile_s"] = {
+                    k: round(v, 3) for k, v in sorted(profile.take().items(), key=lambda kv: -kv[1])
+                }
                 verdict["profile_s"]["other"] = round(verdict["seconds"] - sum(verdict["profile_s"].values()), 3)
             row["verdicts"].append(verdict)
             print(f"  {name} {label}: {verdict['reason']} in {verdict['seconds']:.1f} s", flush=True)
-            row["partial_seconds"], row["partial_peak_gpu_mib"] = round(time.monotonic() - start, 2), round(mem.peak_mib, 1)
+            row["partial_seconds"], row["partial_peak_gpu_mib"] = (
+                round(time.monotonic() - start, 2),
+                round(mem.peak_mib, 1),
+            )
             save(row)
     del row["partial_seconds"], row["partial_peak_gpu_mib"]
     row["seconds"] = round(time.monotonic() - start, 2)
@@ -231,10 +270,16 @@ def environment(phase: str) -> dict[str, Any]:
 
     import llm_inductor
 
-    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "torch": torch.__version__,
-            "triton": triton.__version__, "python": platform.python_version(), "phase": phase,
-            "engine": str(Path(llm_inductor.__file__).parent), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "commit": os.environ.get("BENCH_COMMIT", "unknown")}
+    return {
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "phase": phase,
+        "engine": str(Path(llm_inductor.__file__).parent),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "commit": os.environ.get("BENCH_COMMIT", "unknown"),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,8 +310,9 @@ def run(args: argparse.Namespace) -> int:
             def save(row: dict[str, Any], done: list[dict[str, Any]] = done) -> None:  # after every candidate
                 out_file.write_text(json.dumps({**result, "rows": [*done, row]}, indent=1))
 
-            result["rows"].append(verify_region(name, work / "cache" / "regions" / f"region_{key16}.py", cands,
-                                                args.phase, profile, save))
+            result["rows"].append(
+                verify_region(name, work / "cache" / "regions" / f"region_{key16}.py", cands, args.phase, profile, save)
+            )
             out_file.write_text(json.dumps(result, indent=1))
     print(f"wrote {out_file}")
     return 0
@@ -286,30 +332,46 @@ def merge(paths: list[Path], out: Path) -> int:
 def table(results: dict[str, Any]) -> str:
     """Markdown: throughput and memory per region and phase, then (when profiled) where the seconds went."""
     runs = results.get("runs") or [results]
-    lines = [f"# Verification throughput on {results.get('gpu')}", "",
-             f"torch {results.get('torch')}, triton {results.get('triton')}; "
-             + "; ".join(f"{r['phase']}: commit {r.get('commit')}, {r.get('date')}" for r in runs) + ".", "",
-             "| region | phase | candidates | seconds | candidates / device-minute | peak GPU MiB | working set MiB | "
-             "peak / working set | verdicts |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Verification throughput on {results.get('gpu')}",
+        "",
+        f"torch {results.get('torch')}, triton {results.get('triton')}; "
+        + "; ".join(f"{r['phase']}: commit {r.get('commit')}, {r.get('date')}" for r in runs)
+        + ".",
+        "",
+        "| region | phase | candidates | seconds | candidates / device-minute | peak GPU MiB | working set MiB | "
+        "peak / working set | verdicts |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in results["rows"]:
         verdicts = ", ".join(v["reason"] for v in row["verdicts"])
         ratio = row["peak_gpu_mib"] / row["working_set_mib"] if row["working_set_mib"] else float("nan")
-        lines.append(f"| {row['region']} | {row['phase']} | {row['candidates']} | {row['seconds']:.1f} | "
-                     f"{row['candidates_per_device_minute']:.2f} | {row['peak_gpu_mib']:.0f} | {row['working_set_mib']:.0f} | "
-                     f"{ratio:.1f}x | {verdicts} |")
+        lines.append(
+            f"| {row['region']} | {row['phase']} | {row['candidates']} | {row['seconds']:.1f} | "
+            f"{row['candidates_per_device_minute']:.2f} | {row['peak_gpu_mib']:.0f} | {row['working_set_mib']:.0f} | "
+            f"{ratio:.1f}x | {verdicts} |"
+        )
     profiled = [(row, v) for row in results["rows"] for v in row["verdicts"] if v.get("profile_s")]
     if profiled:
         stages = sorted({s for _, v in profiled for s in v["profile_s"]})
-        lines += ["", "## Where one verification's seconds go", "",
-                  "Seconds per stage, exclusive (a stage's time leaves out the stages it calls). Candidates the static "
-                  "policy rejected take under 5 s and are left out.", "",
-                  "| region | phase | candidate | verdict | total | " + " | ".join(stages) + " |",
-                  "|---|---|---|---|---|" + "---|" * len(stages)]
+        lines += [
+            "",
+            "## Where one verification's seconds go",
+            "",
+            "Seconds per stage, exclusive (a stage's time leaves out the stages it calls). Candidates the static "
+            "policy rejected take under 5 s and are left out.",
+            "",
+            "| region | phase | candidate | verdict | total | " + " | ".join(stages) + " |",
+            "|---|---|---|---|---|" + "---|" * len(stages),
+        ]
         for row, v in profiled:
             if v["reason"].startswith("policy:"):
                 continue
             cells = " | ".join(f"{v['profile_s'].get(s, 0.0):.1f}" for s in stages)
-            lines.append(f"| {row['region']} | {row['phase']} | {v['candidate']} | {v['reason']} | {v['seconds']:.1f} | {cells} |")
+            lines.append(
+                f"| {row['region']} | {row['phase']} | {v['candidate']} | {v['reason']} | "
+                f"{v['seconds']:.1f} | {cells} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -21,8 +21,9 @@ weight bytes, all bf16.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -32,8 +33,15 @@ BF16 = torch.bfloat16
 SEQ = {False: (4, 2048), True: (2, 24)}
 _NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 _BERT_NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-_TINY = {"hidden_size": 64, "intermediate_size": 112, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "num_hidden_layers": 1, "vocab_size": 512, "max_position_embeddings": 128}  # fmt: skip
+_TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 112,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 1,
+    "vocab_size": 512,
+    "max_position_embeddings": 128,
+}
 
 
 @dataclass(frozen=True)
@@ -48,32 +56,101 @@ class ModelSpec:
 
 
 SPECS = [
-    ModelSpec("llama", "LlamaConfig", "LlamaForCausalLM",
-              {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
-               "num_hidden_layers": 2, "vocab_size": 128256, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5},
-              _TINY, "Llama-3-8B layers x2"),
-    ModelSpec("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
-              {"hidden_size": 3584, "intermediate_size": 18944, "num_attention_heads": 28, "num_key_value_heads": 4,
-               "num_hidden_layers": 2, "vocab_size": 152064, "max_position_embeddings": 8192, "rms_norm_eps": 1e-6},
-              _TINY, "Qwen2-7B layers x2"),
-    ModelSpec("gpt2", "GPT2Config", "GPT2LMHeadModel",
-              {"n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257, "n_positions": 2048, **_NO_DROPOUT},
-              {"n_embd": 64, "n_layer": 1, "n_head": 4, "vocab_size": 512, "n_positions": 128, "bos_token_id": 0,
-               "eos_token_id": 0, **_NO_DROPOUT},
-              "GPT-2 small (124M), positions extended to 2048"),
-    ModelSpec("bert", "BertConfig", "BertForMaskedLM",
-              {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-               "vocab_size": 30522, "max_position_embeddings": 2048, **_BERT_NO_DROPOUT},
-              {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 112,
-               "vocab_size": 512, "max_position_embeddings": 128, **_BERT_NO_DROPOUT},
-              "BERT-base, masked LM head, positions extended to 2048"),
-    ModelSpec("mixtral", "MixtralConfig", "MixtralForCausalLM",
-              {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
-               "num_hidden_layers": 2, "vocab_size": 32000, "max_position_embeddings": 8192,
-               "num_local_experts": 8, "num_experts_per_tok": 2},
-              {**_TINY, "num_local_experts": 4, "num_experts_per_tok": 2},
-              "Mixtral-8x7B layers x2, 8 experts, top-2", {"inductor": 60.0, "llm": 60.0, "max-autotune": 200.0}),
-]  # fmt: skip
+    ModelSpec(
+        "llama",
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        {
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "num_hidden_layers": 2,
+            "vocab_size": 128256,
+            "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5,
+        },
+        _TINY,
+        "Llama-3-8B layers x2",
+    ),
+    ModelSpec(
+        "qwen2",
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "num_hidden_layers": 2,
+            "vocab_size": 152064,
+            "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-6,
+        },
+        _TINY,
+        "Qwen2-7B layers x2",
+    ),
+    ModelSpec(
+        "gpt2",
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        {"n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257, "n_positions": 2048, **_NO_DROPOUT},
+        {
+            "n_embd": 64,
+            "n_layer": 1,
+            "n_head": 4,
+            "vocab_size": 512,
+            "n_positions": 128,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            **_NO_DROPOUT,
+        },
+        "GPT-2 small (124M), positions extended to 2048",
+    ),
+    ModelSpec(
+        "bert",
+        "BertConfig",
+        "BertForMaskedLM",
+        {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "vocab_size": 30522,
+            "max_position_embeddings": 2048,
+            **_BERT_NO_DROPOUT,
+        },
+        {
+            "hidden_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "intermediate_size": 112,
+            "vocab_size": 512,
+            "max_position_embeddings": 128,
+            **_BERT_NO_DROPOUT,
+        },
+        "BERT-base, masked LM head, positions extended to 2048",
+    ),
+    ModelSpec(
+        "mixtral",
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        {
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "num_hidden_layers": 2,
+            "vocab_size": 32000,
+            "max_position_embeddings": 8192,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+        },
+        {**_TINY, "num_local_experts": 4, "num_experts_per_tok": 2},
+        "Mixtral-8x7B layers x2, 8 experts, top-2",
+        {"inductor": 60.0, "llm": 60.0, "max-autotune": 200.0},
+    ),
+]
 
 
 def build_model(spec: ModelSpec, device: str, tiny: bool) -> torch.nn.Module:
@@ -119,7 +196,9 @@ def prefill(spec: ModelSpec) -> Callable[[str, bool], Workload]:
             return out
 
         logits = ids.numel() * model.config.vocab_size * 2
-        return Workload("prefill", make_step, reference, flops=None, bytes=_param_bytes(model) + 8 * ids.numel() + logits)
+        return Workload(
+            "prefill", make_step, reference, flops=None, bytes=_param_bytes(model) + 8 * ids.numel() + logits
+        )
 
     return build
 

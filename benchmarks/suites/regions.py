@@ -11,7 +11,8 @@ max(bytes / 4.25 TB/s, FLOPs / 679 TFLOP/s).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +70,14 @@ def causal_attention(q, k, v):  # (B, H, S, D), written out by hand as in nanoGP
 # ---------------------------------------------------------------------------- workloads
 
 
-def fn_workload(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], grads: Sequence[int],
-                kind: str, flops: float, nbytes: float) -> Workload:  # fmt: skip
+def fn_workload(
+    fn: Callable[..., torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    grads: Sequence[int],
+    kind: str,
+    flops: float,
+    nbytes: float,
+) -> Workload:
     """A function of tensors; ``grads``: inputs whose gradients the fwd+bwd step returns."""
     inputs = [x.requires_grad_(True) if i in grads else x for i, x in enumerate(inputs)]
     gen = torch.Generator(device=inputs[0].device).manual_seed(1)
@@ -94,7 +101,10 @@ def fn_workload(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
         return Step(outputs=step, run=step)
 
     def reference(dtype: torch.dtype) -> list[torch.Tensor]:
-        xs = [x.detach().to(dtype).requires_grad_(i in grads) if x.is_floating_point() else x for i, x in enumerate(inputs)]
+        xs = [
+            x.detach().to(dtype).requires_grad_(i in grads) if x.is_floating_point() else x
+            for i, x in enumerate(inputs)
+        ]
         outs = call(fn, xs, dy.to(dtype) if dy is not None else None)
         return [o.detach().float() for o in outs]
 
@@ -190,8 +200,13 @@ def _shape(table: dict[bool, tuple[int, ...]]) -> Callable[[bool], str]:
     return lambda tiny: "x".join(str(v) for v in table[tiny])
 
 
-def _case(name: str, kind: str, table: dict[bool, tuple[int, ...]], build: Callable[[str, bool], Workload],
-          matmul: bool = False) -> Case:  # fmt: skip
+def _case(
+    name: str,
+    kind: str,
+    table: dict[bool, tuple[int, ...]],
+    build: Callable[[str, bool], Workload],
+    matmul: bool = False,
+) -> Case:
     # Seconds per mode on the H200: compile cold (~1 s, FIELD.md) + warm + check + do_bench, with margin;
     # max-autotune tunes a matmul for 30-40 s.
     est = {"eager": 3.0, "inductor": 6.0, "llm": 6.0, "max-autotune": 60.0 if matmul else 15.0}

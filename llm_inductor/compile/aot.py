@@ -32,8 +32,9 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -46,11 +47,22 @@ log = logging.getLogger(__name__)
 
 ATTR = "_llm_inductor_aot_token"
 # Counters the pass bumps at compile time; kernel_calls and runtime_fallbacks happen at run time.
-COMPILE_COUNTERS = ("graphs", "regions", "hot", "hits", "misses", "pending", "substituted", "fallbacks", "bypassed", "tuned")
+COMPILE_COUNTERS = (
+    "graphs",
+    "regions",
+    "hot",
+    "hits",
+    "misses",
+    "pending",
+    "substituted",
+    "fallbacks",
+    "bypassed",
+    "tuned",
+)
 _MEMORY_RECORDS = 512
 
 
-def start(cfg: Config, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> "Record | None":
+def start(cfg: Config, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Record | None:
     """Key this compile's AOTAutograd cache entry on our token; None: compile with that cache off.
 
     Never raises: anything unexpected here only costs the cache, as before it existed.
@@ -95,8 +107,12 @@ class Record:
         self.path = cfg.cache_path / "compiles" / f"{_graph_id(gm, example_inputs, cfg)}.json"
 
     def add(self, counters: Counter[str], reports: list[_state.GraphReport]) -> None:
-        self.passes.append({"counters": {k: counters[k] for k in COMPILE_COUNTERS if counters[k]},
-                            "reports": [_state.as_dict(r) for r in reports]})  # fmt: skip
+        self.passes.append(
+            {
+                "counters": {k: counters[k] for k in COMPILE_COUNTERS if counters[k]},
+                "reports": [_state.as_dict(r) for r in reports],
+            }
+        )
         _remember(self)
 
     def replay(self) -> bool:
@@ -106,8 +122,11 @@ class Record:
             if data is None or data.get("token") != self.token:
                 raise LookupError("no record of the region pass for this token")
             counts = [(k, int(v)) for p in data["passes"] for k, v in p["counters"].items() if k in COMPILE_COUNTERS]
-            reports = [_state.GraphReport(r["kind"], [_state.RegionRow(**row) for row in r["regions"]], r["substituted"])
-                       for p in data["passes"] for r in p["reports"]]  # fmt: skip
+            reports = [
+                _state.GraphReport(r["kind"], [_state.RegionRow(**row) for row in r["regions"]], r["substituted"])
+                for p in data["passes"]
+                for r in p["reports"]
+            ]
         except (LookupError, TypeError, ValueError, AttributeError) as e:  # a damaged record costs counts only
             log.info("llm_inductor: AOTAutograd cache hit for %s, counters not replayed: %s", self.path.name, e)
             return False

@@ -10,9 +10,10 @@ the reason (or an exception, under ``strict``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -124,7 +125,9 @@ class _GraphPass:
         cfg = self.cfg
         _state.bump("regions")
         _state.bump("hot", hot)
-        row = _state.RegionRow("-", region.ops, [_shape(n) for n in region.inputs], region.anchor, cost.us, share, hot, "cold")
+        row = _state.RegionRow(
+            "-", region.ops, [_shape(n) for n in region.inputs], region.anchor, cost.us, share, hot, "cold"
+        )
         self.report.regions.append(row)
         try:
             info = describe(region)
@@ -192,12 +195,16 @@ _warned_unrecorded: set[str] = set()
 
 
 def _cannot_record(cfg: Config, e: OSError) -> None:
-    """A region file that cannot be written (a full disk, a read-only cache) costs tuning, not the compile: say so once."""
+    """A region file that cannot be written (full disk, read-only cache) costs tuning, not the compile: say so once."""
     if str(cfg.cache_path) not in _warned_unrecorded:
         _warned_unrecorded.add(str(cfg.cache_path))
-        log.warning("llm_inductor: cannot record regions under %s (%s); the compile goes on, but `llm-inductor tune "
-                    "--pending` and `cache verify` will not see them. Free space, or point LLM_INDUCTOR_CACHE_DIR at "
-                    "a writable directory.", cfg.cache_path, e)
+        log.warning(
+            "llm_inductor: cannot record regions under %s (%s); the compile goes on, but `llm-inductor tune "
+            "--pending` and `cache verify` will not see them. Free space, or point LLM_INDUCTOR_CACHE_DIR at "
+            "a writable directory.",
+            cfg.cache_path,
+            e,
+        )
 
 
 def _fixable_miss(store: Any, info: RegionInfo) -> bool:
@@ -269,7 +276,9 @@ class TunePath:
     loads it), so this layer never imports that one.
     """
 
-    record_graph: Callable[[fx.GraphModule, list[RegionInfo], Config], None]  # pending regions: graph files for the gate
+    record_graph: Callable[
+        [fx.GraphModule, list[RegionInfo], Config], None
+    ]  # pending regions: graph files for the gate
     tune_misses: Callable[[list[RegionInfo], Config], int]  # online mode: winners stored as served
     check: Callable[[Config], None]  # online mode: a setting tuning cannot use raises UsageError (backend construction)
 
@@ -295,8 +304,10 @@ def check_tuning(cfg: Config) -> None:
 def _tune_online(misses: list[tuple[RegionInfo, Any]], store: Any, cfg: Config) -> list[tuple[RegionInfo, Any]]:
     """Online mode: tune this graph's hot misses now (within budget), then serve the winners."""
     if _tune_path is None:
-        log.warning("llm_inductor: online tuning is unavailable (llm_inductor.search is not loaded); "
-                    "the regions stay with Inductor")  # fmt: skip
+        log.warning(
+            "llm_inductor: online tuning is unavailable (llm_inductor.search is not loaded); "
+            "the regions stay with Inductor"
+        )
         return []
     if not _tune_path.tune_misses([info for info, _ in misses], cfg):
         return []

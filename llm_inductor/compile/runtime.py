@@ -18,10 +18,11 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -138,8 +139,11 @@ def _warn_unwritable(e: OSError) -> None:
     global _warned_unwritable
     if not _warned_unwritable:
         _warned_unwritable = True
-        log.warning("llm_inductor: cannot write kernel modules under %s (%s); this process loads them from "
-                    "memory instead", kernel_dir(), e)
+        log.warning(
+            "llm_inductor: cannot write kernel modules under %s (%s); this process loads them from memory instead",
+            kernel_dir(),
+            e,
+        )
 
 
 def prepare_interpreter() -> None:
@@ -150,7 +154,10 @@ def prepare_interpreter() -> None:
     """
     if "triton" in sys.modules or os.environ.get("TRITON_INTERPRET"):
         return
-    if os.environ.get("LLM_INDUCTOR_INTERPRET", "").lower() in ("1", "true", "yes", "on") and not torch.cuda.is_available():
+    if (
+        os.environ.get("LLM_INDUCTOR_INTERPRET", "").lower() in ("1", "true", "yes", "on")
+        and not torch.cuda.is_available()
+    ):
         os.environ["TRITON_INTERPRET"] = "1"
 
 
@@ -188,7 +195,10 @@ def kernel(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         k.failed = f"{type(e).__name__}: {e}"
         log.warning(
             "llm_inductor: kernel %s failed at run time (%s); this process runs the region's own ops "
-            "instead. Run `llm-inductor cache verify --force %s` on it.", entry_id[:16], k.failed, entry_id[:16],
+            "instead. Run `llm-inductor cache verify --force %s` on it.",
+            entry_id[:16],
+            k.failed,
+            entry_id[:16],
         )
         _state.bump("runtime_fallbacks")
         k.forward = k.fallback
@@ -204,7 +214,9 @@ def _storage(t: torch.Tensor) -> int | None:
     return st.data_ptr() if st.nbytes() else None
 
 
-def _layouts(k: LoadedKernel, inputs: Sequence[torch.Tensor], side: str = "outputs") -> list[tuple[list[int], list[int]]]:
+def _layouts(
+    k: LoadedKernel, inputs: Sequence[torch.Tensor], side: str = "outputs"
+) -> list[tuple[list[int], list[int]]]:
     """``declared_layouts`` of the kernel's region, cached per input shapes (the op's hot path)."""
     key = (side, *(tuple(i.shape) for i in inputs))
     if key not in k.layouts:
@@ -225,8 +237,10 @@ def _relayout(t: torch.Tensor, shape: Sequence[int], stride: Sequence[int]) -> t
 
 def _conform(k: LoadedKernel, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """The inputs at the strides the region declares (and the kernel was verified at); copies only the others."""
-    return [t if _same_layout(t, shape, stride) else _relayout(t, shape, stride)
-            for t, (shape, stride) in zip(inputs, _layouts(k, inputs, "inputs"))]  # fmt: skip
+    return [
+        t if _same_layout(t, shape, stride) else _relayout(t, shape, stride)
+        for t, (shape, stride) in zip(inputs, _layouts(k, inputs, "inputs"))
+    ]
 
 
 def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -240,8 +254,10 @@ def _as_declared(k: LoadedKernel, outs: list[torch.Tensor], inputs: Sequence[tor
     """
     layouts = _layouts(k, inputs)
     if len(outs) != len(layouts):
-        raise RuntimeError(f"llm_inductor: kernel {k.entry_id[:16]} returned {len(outs)} outputs where its region "
-                           f"declares {len(layouts)}. Run `llm-inductor cache verify` on it.")  # fmt: skip
+        raise RuntimeError(
+            f"llm_inductor: kernel {k.entry_id[:16]} returned {len(outs)} outputs where its region "
+            f"declares {len(layouts)}. Run `llm-inductor cache verify` on it."
+        )
     taken = {s for s in map(_storage, inputs) if s is not None}
     fresh = []
     for o, (shape, stride) in zip(outs, layouts):
@@ -259,7 +275,9 @@ def _(entry_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return empty_outputs(meta, inputs)
 
 
-def declared_layouts(meta: Sidecar, inputs: Sequence[torch.Tensor], side: str = "outputs") -> list[tuple[list[int], list[int]]]:
+def declared_layouts(
+    meta: Sidecar, inputs: Sequence[torch.Tensor], side: str = "outputs"
+) -> list[tuple[list[int], list[int]]]:
     """(shape, stride) of each output (or input) as the sidecar declares them, sizes bound from the inputs."""
     env = {s: inputs[i].shape[d] for s, (i, d) in meta.bindings.items()}
     specs = meta.outputs if side == "outputs" else meta.inputs
@@ -268,6 +286,9 @@ def declared_layouts(meta: Sidecar, inputs: Sequence[torch.Tensor], side: str = 
 
 def empty_outputs(meta: Sidecar, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Outputs with the sidecar's shapes, strides and dtypes, sizes bound from the inputs."""
-    return [torch.empty_strided(shape, stride, dtype=getattr(torch, spec.dtype.replace("torch.", "")),
-                                device=inputs[0].device)
-            for (shape, stride), spec in zip(declared_layouts(meta, inputs), meta.outputs)]  # fmt: skip
+    return [
+        torch.empty_strided(
+            shape, stride, dtype=getattr(torch, spec.dtype.replace("torch.", "")), device=inputs[0].device
+        )
+        for (shape, stride), spec in zip(declared_layouts(meta, inputs), meta.outputs)
+    ]

@@ -102,7 +102,20 @@ def set_store(s: KernelStore | None) -> None:
 
 
 def stats() -> dict[str, int]:
-    keys = ("graphs", "regions", "hot", "hits", "misses", "pending", "substituted", "fallbacks", "bypassed", "kernel_calls", "runtime_fallbacks", "tuned")
+    keys = (
+        "graphs",
+        "regions",
+        "hot",
+        "hits",
+        "misses",
+        "pending",
+        "substituted",
+        "fallbacks",
+        "bypassed",
+        "kernel_calls",
+        "runtime_fallbacks",
+        "tuned",
+    )
     return {k: counters.get(k, 0) for k in keys}
 
 

@@ -1,9 +1,6 @@
-"""The benchmarks' correctness rule: right answers in another rounding order pass, wrong ones fail for the right reason."""
+"""Benchmarks' correctness rule: right answers in another rounding order pass, wrong ones fail for the right reason."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import torch
 

@@ -1,4 +1,4 @@
-"""benchmarks/studies/compile_overhead.py on the CPU: it runs, writes its files, and its "hit" really rewrites the graph.
+"""benchmarks/studies/compile_overhead.py on CPU: it runs, writes its files, and its "hit" really rewrites the graph.
 
 Times measured here mean nothing (no GPU); the test checks what the numbers are of:
 a miss compiles with every region pending and nothing substituted, a hit with the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,20 @@ from support.paths import ROOT
 @pytest.mark.timeout(600)
 def test_mlp_miss_and_hit_on_the_cpu(tmp_path):
     out = tmp_path / "overhead.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "studies" / "compile_overhead.py"), "--device", "cpu", "--models", "mlp",
-           "--reps", "1", "--out", str(out), "--git-commit", "0" * 40]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "studies" / "compile_overhead.py"),
+        "--device",
+        "cpu",
+        "--models",
+        "mlp",
+        "--reps",
+        "1",
+        "--out",
+        str(out),
+        "--git-commit",
+        "0" * 40,
+    ]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=580)
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads(out.read_text())

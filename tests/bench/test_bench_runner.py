@@ -13,17 +13,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from support.paths import ROOT
-
-from benchmarks import common, run as runner  # noqa: E402
+from benchmarks import common  # noqa: E402
+from benchmarks import run as runner
 from benchmarks.common import Case, Step, Workload  # noqa: E402
 from benchmarks.execute import CaseRun, OutOfBudget  # noqa: E402
 from benchmarks.suites import cases as suite_cases  # noqa: E402
+from support.paths import ROOT
 
 
 def _double(t: torch.Tensor) -> torch.Tensor:
@@ -41,8 +40,10 @@ def fake_case(name: str, compiled_behaviour: str, fp64_fails: bool = False) -> C
             if f is _double:  # eager
                 return Step(outputs=lambda: [_double(x)], run=lambda: _double(x))
             if compiled_behaviour == "raise":
+
                 def boom():
                     raise RuntimeError("boom: this op has no lowering")
+
                 return Step(outputs=boom, run=boom)
             return Step(outputs=lambda: [_double(x) + 1], run=lambda: _double(x))  # "wrong"
 
@@ -116,8 +117,15 @@ def test_a_row_left_running_by_a_dead_process_becomes_failed():
 
 def test_merge_keeps_every_run_and_prefers_ok_rows_then_newer_ones():
     def row(mode, status, started, median):
-        return {"suite": "regions", "case": "rope", "mode": mode, "status": status, "started": started,
-                "median_ms": median, "run_id": f"r{started}"}  # fmt: skip
+        return {
+            "suite": "regions",
+            "case": "rope",
+            "mode": mode,
+            "status": status,
+            "started": started,
+            "median_ms": median,
+            "run_id": f"r{started}",
+        }
 
     a = {"schema": 1, "runs": {"r1": {}}, "rows": [row("inductor", "ok", 1, 0.08), row("llm", "failed", 1, None)]}
     b = {"schema": 1, "runs": {"r2": {}}, "rows": [row("inductor", "ok", 2, 0.07), row("llm", "ok", 2, 0.05)]}
@@ -132,7 +140,9 @@ def test_merge_keeps_every_run_and_prefers_ok_rows_then_newer_ones():
 
 
 def test_usage_errors_exit_2_and_name_the_fix(tmp_path, capsys):
-    assert runner.main(["--suite", "regions", "--case", "nope", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        runner.main(["--suite", "regions", "--case", "nope", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 2
+    )
     assert "rmsnorm_fwd" in capsys.readouterr().err  # lists the valid cases
     (tmp_path / "r.json").write_text(json.dumps(common.empty_doc()))
     assert runner.main(["--suite", "regions", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 2
@@ -151,7 +161,13 @@ def test_a_budget_too_small_for_anything_stops_cleanly(tmp_path, capsys):
 @pytest.mark.parametrize("gpus", [1, 2, 4, 8])
 def test_the_h200_shards_cover_every_case_once(gpus, tmp_path):
     env = {**os.environ, "BENCH_DRY": "1", "BENCH_GPUS": str(gpus)}
-    p = subprocess.run(["bash", str(ROOT / "benchmarks" / "h200.sh"), str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "h200.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     shards = [line.split(": ", 1)[1] for line in p.stdout.splitlines()]
     assert len(shards) == gpus
@@ -161,8 +177,14 @@ def test_the_h200_shards_cover_every_case_once(gpus, tmp_path):
 
 def _bench(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": "1"}  # 2 shared cores: no compile worker pool
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=500)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
 
 
 @pytest.mark.timeout(600)
@@ -186,7 +208,9 @@ def test_cpu_smoke_run_then_resume(tmp_path):
     (run_info,) = doc["runs"].values()
     assert run_info["versions"]["torch"] == torch.__version__ and run_info["settings"]["tiny"] is True
 
-    assert train["speedup_over"]["eager"] == pytest.approx(rows["llama_train", "eager"]["median_ms"] / train["median_ms"])
+    assert train["speedup_over"]["eager"] == pytest.approx(
+        rows["llama_train", "eager"]["median_ms"] / train["median_ms"]
+    )
 
     p = _bench([*base, "--case", "rmsnorm_fwd_bwd,llama_train", "--mode", "llm,eager", "--resume"])
     assert p.returncode == 0 and "nothing to run" in p.stderr, p.stderr[-3000:]
@@ -207,8 +231,14 @@ def test_the_plot_says_whose_failure_it_was():
     def row(case, mode, status, stage=None, **extra):
         return {"suite": "models", "case": case, "mode": mode, "status": status, "stage": stage, **extra}
 
-    doc = {"rows": [row("a", "llm", "failed", "reference"), row("b", "llm", "incorrect", "check"),
-                    row("c", "inductor", "ok"), row("d", "llm", "ok", speedup_over={"inductor": 1.5})]}  # fmt: skip
+    doc = {
+        "rows": [
+            row("a", "llm", "failed", "reference"),
+            row("b", "llm", "incorrect", "check"),
+            row("c", "inductor", "ok"),
+            row("d", "llm", "ok", speedup_over={"inductor": 1.5}),
+        ]
+    }
     notes = {label: (speeds, note) for label, speeds, note in series(doc)}
     assert notes["models/a"] == ({}, "case failed at reference")
     assert notes["models/b"] == ({}, "llm incorrect at check")

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
 
 from benchmarks import common, plot, table
 
 
 def _row(case, mode, median=None, status="ok", run_id="r1", **extra):
-    row = {"suite": "regions", "case": case, "mode": mode, "status": status, "run_id": run_id, "shape": "8192x4096",
-           "floor_ms": 0.032, "started": 1.0, **extra}  # fmt: skip
+    row = {
+        "suite": "regions",
+        "case": case,
+        "mode": mode,
+        "status": status,
+        "run_id": run_id,
+        "shape": "8192x4096",
+        "floor_ms": 0.032,
+        "started": 1.0,
+        **extra,
+    }
     if median is not None:
         row.update(median_ms=median, p20_ms=median * 0.98, p80_ms=median * 1.03, roofline_pct=100 * 0.032 / median)
     return row
@@ -22,12 +27,25 @@ def _row(case, mode, median=None, status="ok", run_id="r1", **extra):
 @pytest.fixture
 def doc():
     d = common.empty_doc()
-    d["runs"]["r1"] = {"device_name": "NVIDIA H200", "versions": {"torch": "2.11.0", "triton": "3.6.0"}, "git": {"commit": "abc"}}
+    d["runs"]["r1"] = {
+        "device_name": "NVIDIA H200",
+        "versions": {"torch": "2.11.0", "triton": "3.6.0"},
+        "git": {"commit": "abc"},
+    }
     d["rows"] = [
-        _row("rmsnorm_fwd", "eager", 0.441), _row("rmsnorm_fwd", "inductor", 0.041),
-        _row("rmsnorm_fwd", "max-autotune", 0.036), _row("rmsnorm_fwd", "llm", 0.0328, substituted=1, fallbacks=0),
-        _row("cross_entropy", "eager", 3.498), _row("cross_entropy", "inductor", 0.695),
-        _row("cross_entropy", "llm", status="incorrect", stage="check", error="output 0: RMS error 0.3 (eager 0.001, limit 0.004)"),
+        _row("rmsnorm_fwd", "eager", 0.441),
+        _row("rmsnorm_fwd", "inductor", 0.041),
+        _row("rmsnorm_fwd", "max-autotune", 0.036),
+        _row("rmsnorm_fwd", "llm", 0.0328, substituted=1, fallbacks=0),
+        _row("cross_entropy", "eager", 3.498),
+        _row("cross_entropy", "inductor", 0.695),
+        _row(
+            "cross_entropy",
+            "llm",
+            status="incorrect",
+            stage="check",
+            error="output 0: RMS error 0.3 (eager 0.001, limit 0.004)",
+        ),
         _row("cross_entropy", "max-autotune", 0.637, run_id="r2"),
     ]
     common.annotate(d["rows"])
@@ -43,7 +61,7 @@ def test_markdown_shows_speedups_from_the_medians_and_lists_failures(doc):
     assert "incorrect [1]" in ce
     assert "1. regions/cross_entropy/llm: incorrect at check: output 0: RMS error 0.3" in md
     # headroom ranks cases by what a perfect kernel would save: cross-entropy first
-    head = md[md.index("## Headroom"):].splitlines()
+    head = md[md.index("## Headroom") :].splitlines()
     assert head[4].startswith("| cross_entropy | max-autotune | 0.637")
 
 

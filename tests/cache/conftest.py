@@ -21,8 +21,11 @@ def redis_server(tmp_path):
     if not os.path.exists(exe):
         pytest.skip("redis-server is not installed (apt-get install -y redis-server; .ci/run installs it)")
     port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port, socket_timeout=0.5)
     deadline = time.time() + 10
     while True:

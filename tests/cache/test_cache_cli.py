@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from support.cache_entries import digest, make_entry, open_test_store
 from llm_inductor.cache import sign
 from llm_inductor.cli import main
+from support.cache_entries import digest, make_entry, open_test_store
 
 
 @pytest.fixture
@@ -46,7 +46,12 @@ def test_ls_show_stats(cache, capsys):
     assert rc == 0 and a.entry_id in out and "-- kernel source" in out and "_rmsnorm_fwd" in out
     rc, out, _ = run(capsys, "show", b.key16, "--json")
     (doc,) = json.loads(out)
-    assert rc == 0 and doc["entry_id"] == b.entry_id and doc["verdict"] == "served" and doc["speed"]["cpu"]["speedup"] == 1.8
+    assert (
+        rc == 0
+        and doc["entry_id"] == b.entry_id
+        and doc["verdict"] == "served"
+        and doc["speed"]["cpu"]["speedup"] == 1.8
+    )
     rc, out, _ = run(capsys, "stats", "--json")
     stats = json.loads(out)
     assert rc == 0 and stats["entries"] == 2 and stats["served"] == 2 and stats["size_bytes"] > 0

@@ -9,10 +9,10 @@ import sqlite3
 
 import pytest
 
-from support.cache_entries import digest, make_entry, open_test_store
 from llm_inductor.cache.pack import PackError, read_pack, write_pack
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.cache.trust import forget_reports
+from support.cache_entries import digest, make_entry, open_test_store
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +65,13 @@ def test_full_disk_warns_once_and_the_compile_path_goes_on(tmp_path, caplog, mon
     kept = store.put(make_entry("kept"))
     store.local.close()
     full = open_test_store(tmp_path)
-    monkeypatch.setattr(full.local, "_connect", lambda: sqlite3.connect(
-        full.local.path, timeout=1, isolation_level=None, check_same_thread=False, factory=_FullDisk))
+    monkeypatch.setattr(
+        full.local,
+        "_connect",
+        lambda: sqlite3.connect(
+            full.local.path, timeout=1, isolation_level=None, check_same_thread=False, factory=_FullDisk
+        ),
+    )
     full.local.close()  # reconnect through the full disk
     record = PendingRegion(key=digest("p"), region_path="/r.py", ops=["mul"], est_us=5.0, share=0.5, device="cpu")
     with caplog.at_level(logging.WARNING):
@@ -107,8 +112,11 @@ def test_pack_with_bad_lines_skips_them_with_one_warning(tmp_path, caplog, suffi
     pack.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
     contents = read_pack(pack)
     assert [n for n, _ in contents.bad] == [3, 4] and len(contents.entries) == 3 and len(contents.revocations) == 1
-    consumer = open_test_store(tmp_path / "consumer", LLM_INDUCTOR_PACKS=str(pack),
-                               LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub"))
+    consumer = open_test_store(
+        tmp_path / "consumer",
+        LLM_INDUCTOR_PACKS=str(pack),
+        LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub"),
+    )
     with caplog.at_level(logging.WARNING):
         served = [consumer.lookup(e.key) for e in good]
     tampered_key = tampered["entry"]["key"]

@@ -18,19 +18,24 @@ from pathlib import Path
 
 import pytest
 
-from support.cache_entries import open_test_store
-from support.paths import CACHE_DATA, TESTS
 from llm_inductor.cache import sign
 from llm_inductor.cache.trust import current_versions, forget_reports
 from llm_inductor.cli import main
+from support.cache_entries import open_test_store
+from support.paths import CACHE_DATA, TESTS
 
 pytestmark = pytest.mark.slow
 
 
 def _env(root: Path, cache: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_INDUCTOR_", "OPENAI_", "TRITON_INTERPRET"))}
-    env.update(LLM_INDUCTOR_CACHE_DIR=str(root / cache), TORCHINDUCTOR_CACHE_DIR=str(root / "inductor"),
-               LLM_INDUCTOR_MIN_REGION_US="0", PYTHONPATH=str(TESTS), **extra)
+    env.update(
+        LLM_INDUCTOR_CACHE_DIR=str(root / cache),
+        TORCHINDUCTOR_CACHE_DIR=str(root / "inductor"),
+        LLM_INDUCTOR_MIN_REGION_US="0",
+        PYTHONPATH=str(TESTS),
+        **extra,
+    )
     return env
 
 
@@ -111,7 +116,9 @@ def test_entry_is_a_miss_until_cache_verify_re_verifies_it(machine_a, tmp_path, 
     (original,) = store.entries()
     if why == "torch_version":  # an entry C itself signed, made under another torch
         store.remove([original.entry_id])
-        older = dataclasses.replace(original, versions={**original.versions, "torch": "2.9.1"}, signature=None, signer=None)
+        older = dataclasses.replace(
+            original, versions={**original.versions, "torch": "2.9.1"}, signature=None, signer=None
+        )
         original = store.put(older)
     assert str(store.judge(original)).startswith(why)
     # a compile on C misses, says why, and records the region: `cache verify` verifies at its sizes

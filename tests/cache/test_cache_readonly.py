@@ -21,12 +21,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from support.cache_entries import cache_cli as _cli, make_entry, open_test_store
 from llm_inductor.cache import cli as cache_cli
 from llm_inductor.cache.pack import write_pack
 from llm_inductor.cache.sqlite import SqliteStore
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.cache.trust import forget_reports
+from support.cache_entries import cache_cli as _cli
+from support.cache_entries import make_entry, open_test_store
 
 READ_ONLY_WARNING = "nothing will be written"
 
@@ -145,10 +146,19 @@ def test_read_only_mount_refuses_cli_writes_with_exit_2(read_only_mount, capsys,
     shutil.copy(src / "entries-v1.db", damaged)
     mnt = mount()
     monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(mnt))
-    for argv in (["rm", a.key16], ["prune", "--unservable"], ["prune", "--older-than", "1"], ["revoke", b.key16],
-                 ["import", str(pack)], ["salvage", str(damaged)]):
+    for argv in (
+        ["rm", a.key16],
+        ["prune", "--unservable"],
+        ["prune", "--older-than", "1"],
+        ["revoke", b.key16],
+        ["import", str(pack)],
+        ["salvage", str(damaged)],
+    ):
         rc, _, err = _cli(capsys, *argv)
-        assert rc == 2 and "read-only" in err and "LLM_INDUCTOR_CACHE_DIR" in err and "Traceback" not in err, (argv, err)
+        assert rc == 2 and "read-only" in err and "LLM_INDUCTOR_CACHE_DIR" in err and "Traceback" not in err, (
+            argv,
+            err,
+        )
     assert sorted(r["entry_id"] for r in open_test_store(mnt).local.rows()) == sorted([a.entry_id, b.entry_id])
 
 
@@ -161,8 +171,11 @@ class _ReadOnlyDisk(sqlite3.Connection):
     error = "attempt to write a readonly database"
 
     def execute(self, sql, *args):
-        if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE", "PRAGMA JOURNAL_MODE=",
-                                            "CREATE", "VACUUM")):
+        if (
+            sql.lstrip()
+            .upper()
+            .startswith(("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE", "PRAGMA JOURNAL_MODE=", "CREATE", "VACUUM"))
+        ):
             raise sqlite3.OperationalError(self.error)
         return super().execute(sql, *args)
 
@@ -176,6 +189,7 @@ class _FullDisk(_ReadOnlyDisk):
 
 def _faulty(monkeypatch, factory) -> None:
     """Every SqliteStore connects through factory (the CLI opens its own stores)."""
+
     def connect(self):
         return sqlite3.connect(self.path, timeout=1, isolation_level=None, check_same_thread=False, factory=factory)
 
@@ -223,8 +237,15 @@ def test_read_only_filesystem_error_on_the_directory(tmp_path, caplog, monkeypat
 
 
 def _accepting_verifier(monkeypatch) -> None:
-    result = SimpleNamespace(accepted=True, reason="ok", message="all checks passed", timings={}, envelope={},
-                             device="cpu", to_dict=lambda: {"accepted": True})
+    result = SimpleNamespace(
+        accepted=True,
+        reason="ok",
+        message="all checks passed",
+        timings={},
+        envelope={},
+        device="cpu",
+        to_dict=lambda: {"accepted": True},
+    )
     monkeypatch.setattr(cache_cli, "_verify", lambda *a, **k: result)
 
 
@@ -240,8 +261,10 @@ def _region(tmp_path: Path) -> tuple[Path, Path]:
     return Path(row.region_path), candidate
 
 
-@pytest.mark.parametrize("disk, cause, fix", [(_ReadOnlyDisk, "read-only", "LLM_INDUCTOR_CACHE_DIR"),
-                                              (_FullDisk, "is full", "llm-inductor cache prune")])
+@pytest.mark.parametrize(
+    "disk, cause, fix",
+    [(_ReadOnlyDisk, "read-only", "LLM_INDUCTOR_CACHE_DIR"), (_FullDisk, "is full", "llm-inductor cache prune")],
+)
 def test_cache_add_on_an_unwritable_cache_exits_2_with_the_cause(tmp_path, capsys, monkeypatch, disk, cause, fix):
     cache_dir = tmp_path / "cache"
     open_test_store(cache_dir).put(make_entry("other"))
@@ -268,8 +291,13 @@ def test_writing_commands_on_an_unwritable_cache_exit_2(tmp_path, capsys, monkey
     store.local.close()
     monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(cache_dir))
     _faulty(monkeypatch, disk)
-    for argv in (["rm", a.key16], ["prune", "--unservable", "--other-versions", "--max-size", "0"],
-                 ["revoke", b.key16], ["import", str(pack)], ["salvage", str(damaged)]):
+    for argv in (
+        ["rm", a.key16],
+        ["prune", "--unservable", "--other-versions", "--max-size", "0"],
+        ["revoke", b.key16],
+        ["import", str(pack)],
+        ["salvage", str(damaged)],
+    ):
         rc, _, err = _cli(capsys, *argv)
         assert rc == 2 and cause in err and "internal error" not in err, (argv, rc, err)
     monkeypatch.undo()

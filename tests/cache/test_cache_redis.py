@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+
 import pytest
 
+from llm_inductor.cache.redis_store import PREFIX
 from support.cache_entries import digest, make_entry, open_test_store
 from support.ports import free_port
-from llm_inductor.cache.redis_store import PREFIX
-from llm_inductor.cache.trust import forget_reports
 
 pytestmark = pytest.mark.redis
 

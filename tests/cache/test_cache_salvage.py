@@ -8,9 +8,10 @@ import sqlite3
 
 import pytest
 
-from support.cache_entries import cache_cli as _cli, digest, make_entry, open_test_store
 from llm_inductor.cache.sqlite import read_damaged
 from llm_inductor.cache.trust import forget_reports
+from support.cache_entries import cache_cli as _cli
+from support.cache_entries import digest, make_entry, open_test_store
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from support.cache_entries import digest, make_entry, open_test_store
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.store import KernelStore, PendingRegion
 from llm_inductor.cache.trust import forget_reports
+from support.cache_entries import digest, make_entry, open_test_store
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +65,17 @@ def test_unknown_schema_is_a_miss(tmp_path):
     assert store.lookup(entry.key) is None
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda d: "{not json", "malformed"),
-    (lambda d: json.dumps([d]), "malformed"),
-    (lambda d: json.dumps({**d, "region_meta": "a string"}), "malformed"),
-    (lambda d: json.dumps({k: v for k, v in d.items() if k != "kernel_source"}), "malformed"),
-    (lambda d: json.dumps({**d, "schema": 2}), "schema"),
-    (lambda d: json.dumps({**d, "envelope": {"s0": [1, 10**6]}}), "tampered"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda d: "{not json", "malformed"),
+        (lambda d: json.dumps([d]), "malformed"),
+        (lambda d: json.dumps({**d, "region_meta": "a string"}), "malformed"),
+        (lambda d: json.dumps({k: v for k, v in d.items() if k != "kernel_source"}), "malformed"),
+        (lambda d: json.dumps({**d, "schema": 2}), "schema"),
+        (lambda d: json.dumps({**d, "envelope": {"s0": [1, 10**6]}}), "tampered"),
+    ],
+)
 def test_entry_parse_errors_carry_reason_codes(damage, reason):
     good = json.loads(make_entry().to_json())
     assert Entry.from_json(json.dumps(good)).content_hash == good["content_hash"]
@@ -117,8 +120,12 @@ def test_untrusted_key_other_versions_and_gpu_are_misses_naming_cache_verify(tmp
             assert fresh.lookup(e.key) is None
             assert fresh.lookup(e.key) is None  # a second lookup says nothing more
     reasons = {e.key[:16]: str(fresh.judge(e)).split(":")[0] for e in entries}
-    assert reasons == {entries[0].key[:16]: "untrusted_key", entries[1].key[:16]: "torch_version",
-                       entries[2].key[:16]: "gpu_model", entries[3].key[:16]: "unsigned"}
+    assert reasons == {
+        entries[0].key[:16]: "untrusted_key",
+        entries[1].key[:16]: "torch_version",
+        entries[2].key[:16]: "gpu_model",
+        entries[3].key[:16]: "unsigned",
+    }
     lines = [r.getMessage() for r in caplog.records if "cache verify" in r.getMessage()]
     assert len(lines) == 4 and all(any(e.key[:16] in line for line in lines) for e in entries)
 
@@ -164,8 +171,17 @@ def test_best_servable_entry_wins_and_old_ids_stay_reachable(tmp_path):
 
 def test_pending_records_count_sightings_and_resolve_on_put(tmp_path):
     store = open_test_store(tmp_path)
-    rec = lambda key, us: PendingRegion(key=key, region_path=f"/r/{key[:16]}.py", ops=["mul"], est_us=us,  # noqa: E731
-                                        share=0.5, device="cpu")
+
+    def rec(key, us):
+        return PendingRegion(
+            key=key,
+            region_path=f"/r/{key[:16]}.py",
+            ops=["mul"],
+            est_us=us,
+            share=0.5,
+            device="cpu",
+        )
+
     store.add_pending(rec(digest("x"), 3.0))
     store.add_pending(rec(digest("x"), 3.0))
     store.add_pending(rec(digest("y"), 9.0))
@@ -247,19 +263,27 @@ def test_revocation_in_a_pack_reaches_every_tier(tmp_path):
     withdraw = tmp_path / "withdraw.jsonl"
     from llm_inductor.cache.trust import Revocation
 
-    signed = [Revocation(t, "withdrawn").signed_with(maker.signer())
-              for t in (f"key:{local_one.key}", f"hash:{pack_one.content_hash}")]
+    signed = [
+        Revocation(t, "withdrawn").signed_with(maker.signer())
+        for t in (f"key:{local_one.key}", f"hash:{pack_one.content_hash}")
+    ]
     write_pack(withdraw, [], signed)
     shipped = tmp_path / "shipped.jsonl"
     write_pack(shipped, [pack_one])
     packs = os.pathsep.join([str(shipped), str(withdraw)])
     consumer = open_test_store(tmp_path / "maker", LLM_INDUCTOR_PACKS=packs)
     assert consumer.lookup(local_one.key) is None  # in the local tier, revoked by a pack
-    other = open_test_store(tmp_path / "other", LLM_INDUCTOR_PACKS=packs,
-                            LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub"))
+    other = open_test_store(
+        tmp_path / "other",
+        LLM_INDUCTOR_PACKS=packs,
+        LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub"),
+    )
     assert other.lookup(pack_one.key) is None  # in a pack, revoked by another pack
-    assert open_test_store(tmp_path / "other", LLM_INDUCTOR_PACKS=str(shipped),
-                           LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub")).lookup(pack_one.key)
+    assert open_test_store(
+        tmp_path / "other",
+        LLM_INDUCTOR_PACKS=str(shipped),
+        LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "maker" / "keys" / "local.pub"),
+    ).lookup(pack_one.key)
 
 
 def test_generation_changes_with_what_can_be_served_and_only_then(tmp_path):
@@ -279,7 +303,9 @@ def test_generation_changes_with_what_can_be_served_and_only_then(tmp_path):
     assert not changed()
     entry = store.put(make_entry())  # creates the local signing key too
     assert changed()
-    store.add_pending(PendingRegion(key=digest("other"), region_path="r.py", ops=[], est_us=1.0, share=0.5, device="cpu"))
+    store.add_pending(
+        PendingRegion(key=digest("other"), region_path="r.py", ops=[], est_us=1.0, share=0.5, device="cpu")
+    )
     assert store.lookup(entry.key) is not None
     store.flush()  # hit counts and pending records change nothing a lookup returns
     assert not changed()
@@ -290,7 +316,9 @@ def test_generation_changes_with_what_can_be_served_and_only_then(tmp_path):
     write_pack(pack, [make_entry("shipped")])
     assert changed()
     (tmp_path / "trusted.pub").write_bytes((tmp_path / "c" / "keys" / "local.pub").read_bytes())
-    with_key = open_test_store(tmp_path / "c", LLM_INDUCTOR_PACKS=str(pack), LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "trusted.pub"))
+    with_key = open_test_store(
+        tmp_path / "c", LLM_INDUCTOR_PACKS=str(pack), LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "trusted.pub")
+    )
     assert with_key.generation() not in seen
     assert len(set(seen)) == len(seen) - 2  # exactly the two "not changed" steps repeated a token
 

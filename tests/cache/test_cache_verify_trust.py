@@ -17,19 +17,19 @@ import pytest
 import torch
 
 import llm_inductor
-from support.cache_entries import RMS_KERNEL, open_test_store
-from llm_inductor.compile import state as _state
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.key import KernelKey
 from llm_inductor.cache.pack import write_pack
 from llm_inductor.cache.redis_store import PREFIX
 from llm_inductor.cli import main
+from llm_inductor.compile import state as _state
 from llm_inductor.passes.rebuild import KeyGraphError, parse, rebuild
+from support.cache_entries import RMS_KERNEL, open_test_store
 
 pytestmark = pytest.mark.slow
 
-_ATTACK = '''import pathlib
+_ATTACK = """import pathlib
 pathlib.Path({marker!r}).write_text("the entry's region file ran")
 import torch
 
@@ -41,8 +41,10 @@ def forward(in0, in1):
 def make_inputs(seed=0, device="cpu", sizes=None):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(8, 33, generator=g), torch.randn(33, generator=g)
-'''
-_DOUBLED = RMS_KERNEL.replace("y = x * (1.0 / tl.sqrt(mean_sq + eps)) * w", "y = 2.0 * x * (1.0 / tl.sqrt(mean_sq + eps)) * w")
+"""
+_DOUBLED = RMS_KERNEL.replace(
+    "y = x * (1.0 / tl.sqrt(mean_sq + eps)) * w", "y = 2.0 * x * (1.0 / tl.sqrt(mean_sq + eps)) * w"
+)
 
 
 class _RMSNorm(torch.nn.Module):
@@ -67,10 +69,15 @@ def _compile_here() -> dict:
 
 def _foreign_entry(meta: dict, tmp_path: Path, kernel: str, marker: Path) -> Entry:
     """An entry for the local region's key, signed by a key this machine does not trust."""
-    entry = Entry(key=meta["key"], key_fields=meta["key_fields"], kernel_source=kernel,
-                  region_source=_ATTACK.format(marker=str(marker)),
-                  region_meta={**meta, "outputs": meta["outputs"], "symbols": {"s0": 10**12}},
-                  provenance={"provider": "attacker"}, versions={"torch": torch.__version__, "gpu": "cpu"})
+    entry = Entry(
+        key=meta["key"],
+        key_fields=meta["key_fields"],
+        kernel_source=kernel,
+        region_source=_ATTACK.format(marker=str(marker)),
+        region_meta={**meta, "outputs": meta["outputs"], "symbols": {"s0": 10**12}},
+        provenance={"provider": "attacker"},
+        versions={"torch": torch.__version__, "gpu": "cpu"},
+    )
     return sign.local_key(tmp_path / "attacker").sign(entry)
 
 
@@ -86,9 +93,12 @@ def _verify_output(capsys) -> str:
     return rc, out
 
 
-@pytest.mark.parametrize("kernel, accepted", [(_DOUBLED, False), (RMS_KERNEL, True)], ids=["wrong_kernel", "right_kernel"])
+@pytest.mark.parametrize(
+    "kernel, accepted", [(_DOUBLED, False), (RMS_KERNEL, True)], ids=["wrong_kernel", "right_kernel"]
+)
 def test_a_packs_region_file_is_never_run_and_its_kernel_is_judged_against_the_key(
-        tmp_path, capsys, cpu_cli, kernel, accepted):
+    tmp_path, capsys, cpu_cli, kernel, accepted
+):
     meta = _compile_here()
     marker = tmp_path / "pwned"
     pack = tmp_path / "attack.jsonl"
@@ -140,17 +150,20 @@ def _key_with(meta: dict, line: str) -> dict:
     return dataclasses.replace(key, graph=(line, *key.graph[1:])).to_dict()
 
 
-@pytest.mark.parametrize("line, reason", [
-    ("v0 = __import__('os').system('touch /tmp/pwned')", "grammar"),
-    ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, 2); import os", "grammar"),
-    ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, (lambda: 2)())", "grammar"),
-    ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, 2).__class__", "grammar"),
-    ("v0 = torch.ops.aten.add_.Tensor(in0, 2)", "op"),
-    ("v0 = torch.ops.aten.bernoulli.default(in0)", "op"),
-    ("v0 = torch.ops.aten.no_such_op.default(in0)", "op"),
-    ("v0 = torch.ops.profiler._record_function_enter.default('x')", "grammar"),
-    ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, 2, 3)", "mismatch"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ("v0 = __import__('os').system('touch /tmp/pwned')", "grammar"),
+        ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, 2); import os", "grammar"),
+        ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, (lambda: 2)())", "grammar"),
+        ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, 2).__class__", "grammar"),
+        ("v0 = torch.ops.aten.add_.Tensor(in0, 2)", "op"),
+        ("v0 = torch.ops.aten.bernoulli.default(in0)", "op"),
+        ("v0 = torch.ops.aten.no_such_op.default(in0)", "op"),
+        ("v0 = torch.ops.profiler._record_function_enter.default('x')", "grammar"),
+        ("v0 = torch.ops.aten.pow.Tensor_Scalar(in0, 2, 3)", "mismatch"),
+    ],
+)
 def test_a_key_outside_the_grammar_is_refused_with_its_reason(tmp_path, line, reason):
     meta = _compile_here()
     key = KernelKey.from_dict(_key_with(meta, line))
@@ -191,14 +204,21 @@ def test_cache_add_verifies_against_the_keys_region_not_the_py_file(tmp_path, ca
 
 def test_every_line_the_partitioner_writes_parses():
     """The grammar accepts what ``_Canon.statement`` emits: constants, dtypes, devices, sizes, getitem."""
-    fields = {"graph": ["v0 = torch.ops.aten.full.default([s0, 4], float('-inf'), device=_device, dtype=torch.float32, "
-                        "layout=torch.strided, pin_memory=False)",
-                        "v1 = torch.ops.aten.var_mean.correction(in0, [-1], correction=0, keepdim=True)",
-                        "v2 = v1[1]",
-                        "v3 = torch.ops.aten.view.default(v2, [FloorDiv(s0*4, 2), -1])",
-                        "v4 = torch.ops.aten.clone.default(v3, memory_format=torch.contiguous_format)"],
-              "inputs": [{"dtype": "torch.float32", "shape": ["s0", "4"], "stride": ["4", "1"]}],
-              "outputs": [], "device": "cpu", "returns": ["v4", "v0"], "schema": 2}
+    fields = {
+        "graph": [
+            "v0 = torch.ops.aten.full.default([s0, 4], float('-inf'), device=_device, dtype=torch.float32, "
+            "layout=torch.strided, pin_memory=False)",
+            "v1 = torch.ops.aten.var_mean.correction(in0, [-1], correction=0, keepdim=True)",
+            "v2 = v1[1]",
+            "v3 = torch.ops.aten.view.default(v2, [FloorDiv(s0*4, 2), -1])",
+            "v4 = torch.ops.aten.clone.default(v3, memory_format=torch.contiguous_format)",
+        ],
+        "inputs": [{"dtype": "torch.float32", "shape": ["s0", "4"], "stride": ["4", "1"]}],
+        "outputs": [],
+        "device": "cpu",
+        "returns": ["v4", "v0"],
+        "schema": 2,
+    }
     stmts = parse(KernelKey.from_dict(fields))
     assert [s.name for s in stmts] == ["v0", "v1", "v2", "v3", "v4"]
     assert stmts[0].args[1] == float("-inf") and stmts[0].kwargs["dtype"] is torch.float32
@@ -212,8 +232,16 @@ def test_an_entry_of_key_schema_1_is_migrated_by_cache_verify(tmp_path, capsys, 
     old = dataclasses.replace(new, returns=(), schema=1)
     assert old.digest == meta["legacy_key"] != new.digest
     store = open_test_store(_state.config().cache_path, policy=None)
-    store.put(Entry(key=old.digest, key_fields=old.to_dict(), kernel_source=RMS_KERNEL, region_source="# schema 1\n",
-                    region_meta={"key": old.digest}, versions={"torch": torch.__version__, "gpu": "cpu"}))
+    store.put(
+        Entry(
+            key=old.digest,
+            key_fields=old.to_dict(),
+            kernel_source=RMS_KERNEL,
+            region_source="# schema 1\n",
+            region_meta={"key": old.digest},
+            versions={"torch": torch.__version__, "gpu": "cpu"},
+        )
+    )
     with caplog.at_level("WARNING", logger="llm_inductor"):
         _compile_here()
     assert llm_inductor.stats()["substituted"] == 0

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_inductor.compile import state as _state
 from llm_inductor.cache.key import KernelKey
+from llm_inductor.compile import state as _state
 from llm_inductor.passes.region import device_class
 from support.paths import TESTS
 from support.util import RMSNorm, regions_of
@@ -59,7 +59,9 @@ def test_same_across_processes():
         """
     )
     here = os.path.dirname(__file__)
-    out = subprocess.run([sys.executable, "-c", code, str(TESTS), here], capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(TESTS), here], capture_output=True, text=True, timeout=300, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == key_of(rms, torch.randn(4, 32), torch.randn(32))
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from support.paths import ROOT
-from support.cache_entries import cache_cli as _cli, digest, make_entry, open_test_store
 from llm_inductor.cache import sign
 from llm_inductor.cache.pack import read_pack, write_pack
 from llm_inductor.cache.trust import Revocation, forget_reports
-
+from support.cache_entries import cache_cli as _cli
+from support.cache_entries import digest, make_entry, open_test_store
+from support.paths import ROOT
 
 TARBALL = ROOT / "benchmarks" / "results" / "batch_flow_state.tgz"
 
@@ -40,7 +40,9 @@ def test_a_revocation_signed_by_an_untrusted_key_is_ignored_and_a_trusted_one_ho
     stranger = sign.load_private(sign.generate(tmp_path / "k", "stranger")[0])
     forged = Revocation(f"key:{entry.key}", "x").signed_with(stranger)
     write_pack(tmp_path / "forged.jsonl", [], [forged])
-    write_pack(tmp_path / "good.jsonl", [], [Revocation(f"key:{entry.key}", "bad numerics").signed_with(store.signer())])
+    write_pack(
+        tmp_path / "good.jsonl", [], [Revocation(f"key:{entry.key}", "bad numerics").signed_with(store.signer())]
+    )
     with caplog.at_level(logging.WARNING):
         assert open_test_store(tmp_path / "c", LLM_INDUCTOR_PACKS=str(tmp_path / "forged.jsonl")).lookup(entry.key)
     assert f"signed by {stranger.public.fingerprint[:16]}, not a trusted key" in caplog.text
@@ -61,10 +63,14 @@ def test_an_unsigned_revocation_in_redis_is_ignored_and_a_signed_one_travels(tmp
     a = open_test_store(tmp_path / "a", LLM_INDUCTOR_REDIS_URL=url)
     entry = a.put(make_entry())
     client.hset(PREFIX + "revoked", f"key:{entry.key}", "anyone with write access")
-    b = open_test_store(tmp_path / "b", LLM_INDUCTOR_REDIS_URL=url, LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "a" / "keys"))
+    b = open_test_store(
+        tmp_path / "b", LLM_INDUCTOR_REDIS_URL=url, LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "a" / "keys")
+    )
     assert b.lookup(entry.key) is not None
     a.revoke(f"key:{entry.key}", "withdrawn")  # signed with a's local key, which b trusts
-    b = open_test_store(tmp_path / "b", LLM_INDUCTOR_REDIS_URL=url, LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "a" / "keys"))
+    b = open_test_store(
+        tmp_path / "b", LLM_INDUCTOR_REDIS_URL=url, LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "a" / "keys")
+    )
     assert b.lookup(entry.key) is None and str(b.judge(entry)) == "revoked: key revoked (withdrawn)"
 
 
@@ -79,8 +85,11 @@ def test_local_rows_from_before_signing_still_count_and_are_exported_signed(tmp_
     assert rc == 0
     (rev,) = read_pack(tmp_path / "p.jsonl").revocations
     assert rev.target == f"key:{entry.key}" and rev.reason == "old-style row" and rev.signer == entry.signer
-    other = open_test_store(tmp_path / "o", LLM_INDUCTOR_PACKS=str(tmp_path / "p.jsonl"),
-                            LLM_INDUCTOR_TRUSTED_KEYS=str(cache / "keys" / "local.pub"))
+    other = open_test_store(
+        tmp_path / "o",
+        LLM_INDUCTOR_PACKS=str(tmp_path / "p.jsonl"),
+        LLM_INDUCTOR_TRUSTED_KEYS=str(cache / "keys" / "local.pub"),
+    )
     assert str(other.judge(entry)).startswith("revoked")
 
 
@@ -116,9 +125,14 @@ def test_two_keys_revoking_each_other_are_both_revoked(tmp_path):
     keys = [sign.load_private(sign.generate(tmp_path / "k", n)[0]) for n in ("a", "b")]
     a, b = keys
     pack = tmp_path / "p.jsonl"
-    write_pack(pack, [a.sign(make_entry("a")), b.sign(make_entry("b"))],
-               [Revocation(f"signer:{b.public.fingerprint}").signed_with(a),
-                Revocation(f"signer:{a.public.fingerprint}").signed_with(b)])
+    write_pack(
+        pack,
+        [a.sign(make_entry("a")), b.sign(make_entry("b"))],
+        [
+            Revocation(f"signer:{b.public.fingerprint}").signed_with(a),
+            Revocation(f"signer:{a.public.fingerprint}").signed_with(b),
+        ],
+    )
     store = open_test_store(tmp_path / "c", LLM_INDUCTOR_PACKS=str(pack), LLM_INDUCTOR_TRUSTED_KEYS=str(tmp_path / "k"))
     assert store.lookup(digest("a")) is None and store.lookup(digest("b")) is None
 
@@ -148,8 +162,12 @@ def test_the_key_leaked_in_the_benchmark_tarball_is_gone_and_never_trusted(tmp_p
     victim = store.put(make_entry("victim"))
     rev = Revocation(f"key:{victim.key}", "x", leaked.fingerprint, "00" * 64)
     write_pack(tmp_path / "p.jsonl", [], [rev])
-    assert open_test_store(tmp_path / "c", LLM_INDUCTOR_PACKS=str(tmp_path / "p.jsonl"),
-                           LLM_INDUCTOR_TRUSTED_KEYS=str(pub)).lookup(victim.key) is not None
+    assert (
+        open_test_store(
+            tmp_path / "c", LLM_INDUCTOR_PACKS=str(tmp_path / "p.jsonl"), LLM_INDUCTOR_TRUSTED_KEYS=str(pub)
+        ).lookup(victim.key)
+        is not None
+    )
 
 
 def test_signing_with_a_compromised_key_is_refused(tmp_path, monkeypatch):

@@ -26,7 +26,12 @@ SCRIPT = textwrap.dedent(
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, LLM_INDUCTOR_MIN_REGION_US="0")
     return subprocess.run(
-        [sys.executable, "-m", "llm_inductor.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "llm_inductor.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -74,7 +79,13 @@ def test_timeout_stops_a_long_script_and_reports_what_compiled(tmp_path):
 def test_bad_setting_is_a_usage_error(tmp_path):
     (tmp_path / "ok.py").write_text("print('hi')\n")
     env = dict(os.environ, LLM_INDUCTOR_MODE="fastest")
-    out = subprocess.run([sys.executable, "-m", "llm_inductor.cli", "regions", "ok.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "llm_inductor.cli", "regions", "ok.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "Valid modes" in out.stderr
 
 
@@ -136,14 +147,22 @@ def test_a_repeated_layer_is_one_row_with_its_count_and_summed_share(tmp_path):
 
 
 def test_fold_keeps_first_appearance_and_separates_what_differs():
-    from llm_inductor.compile import state as _state
     from llm_inductor._cli_regions import fold, format_reports
+    from llm_inductor.compile import state as _state
 
     def row(key16, status="miss", hot=True, share=0.1):
         key = None if key16 == "-" else key16 * 4
         return _state.RegionRow(key16, ["add"], ["float32[4]"], "add", 1.0, share, hot, status, key=key)
 
-    rows = [row("b"), row("a"), row("b"), row("a", status="hit"), row("b"), row("-", "bypass: x"), row("-", "bypass: x")]
+    rows = [
+        row("b"),
+        row("a"),
+        row("b"),
+        row("a", status="hit"),
+        row("b"),
+        row("-", "bypass: x"),
+        row("-", "bypass: x"),
+    ]
     groups = fold(rows)
     expected = [("b", "miss", 3), ("a", "miss", 1), ("a", "hit", 1), ("-", "bypass: x", 2)]
     assert [(g[0].key16, g[0].status, len(g)) for g in groups] == expected
@@ -172,7 +191,10 @@ def test_double_dash_marks_the_script_and_the_scripts_own_double_dash_stays(tmp_
     (tmp_path / "echo.py").write_text(ECHO)
     out = cli("regions", "--json", "--", "echo.py", "--export", "out", cwd=tmp_path)
     assert out.returncode == 0 and "llm-inductor: warning" not in out.stderr, out.stderr
-    assert json.loads(out.stdout)["graphs"] == [] and json.loads((tmp_path / "argv.json").read_text()) == ["--export", "out"]
+    assert json.loads(out.stdout)["graphs"] == [] and json.loads((tmp_path / "argv.json").read_text()) == [
+        "--export",
+        "out",
+    ]
     out = cli("regions", "echo.py", "--", "--json", cwd=tmp_path)
     assert out.returncode == 0 and "llm-inductor: warning" not in out.stderr, out.stderr
     assert json.loads((tmp_path / "argv.json").read_text()) == ["--", "--json"]

@@ -30,8 +30,11 @@ def test_a_bad_options_value_surfaces_from_dynamo_as_itself_and_blames_options(m
 
 def test_a_bad_environment_value_names_the_variable(monkeypatch):
     monkeypatch.setenv("LLM_INDUCTOR_ROUNDS", "abc")
-    with pytest.raises(UsageError, match=r"Bad value for LLM_INDUCTOR_ROUNDS: 'abc'\. Expected an integer .*"
-                                         r"Fix or unset LLM_INDUCTOR_ROUNDS\."):
+    with pytest.raises(
+        UsageError,
+        match=r"Bad value for LLM_INDUCTOR_ROUNDS: 'abc'\. Expected an integer .*"
+        r"Fix or unset LLM_INDUCTOR_ROUNDS\.",
+    ):
         _first_call()
 
 

@@ -16,7 +16,7 @@ from llm_inductor.cache.entry import Entry
 from llm_inductor.cli import main
 from llm_inductor.config import Config
 
-KERNEL = '''import torch, triton, triton.language as tl
+KERNEL = """import torch, triton, triton.language as tl
 @triton.jit
 def _rms(x_ptr, w_ptr, y_ptr, N, BLOCK: tl.constexpr):  # read M*N + N, write M*N
     row = tl.program_id(0)
@@ -27,25 +27,54 @@ def forward(x, w):
     y = torch.empty_like(x)
     _rms[(x.shape[0],)](x, w, y, x.shape[1], BLOCK=triton.next_power_of_2(x.shape[1]))
     return y
-'''
-INDUCTOR = "# kernel triton_red_fused_mean_pow_rsqrt_0\n@triton.jit\ndef triton_red_fused_mean_pow_rsqrt_0(in_ptr0, out_ptr0, xnumel, r0_numel):\n    pass\n"
+"""
+INDUCTOR = (
+    "# kernel triton_red_fused_mean_pow_rsqrt_0\n@triton.jit\n"
+    "def triton_red_fused_mean_pow_rsqrt_0(in_ptr0, out_ptr0, xnumel, r0_numel):\n    pass\n"
+)
 
 
 def _entry(name: str, speedup: float, status: str = "served") -> Entry:
     key = hashlib.sha256(name.encode()).hexdigest()
     return Entry(
-        key=key, key_fields={"device": "cuda:sm90"}, kernel_source=KERNEL, region_source=f"# region {name} <&>\n",
+        key=key,
+        key_fields={"device": "cuda:sm90"},
+        kernel_source=KERNEL,
+        region_source=f"# region {name} <&>\n",
         region_meta={"key": key, "key16": key[:16], "ops": ["pow", "mean", "add", "rsqrt", "mul"]},
-        speed={"NVIDIA H200": {"speedup": speedup, "candidate_us": 40.0, "inductor_us": 40.0 * speedup, "roofline_pct": 88.0}},
+        speed={
+            "NVIDIA H200": {
+                "speedup": speedup,
+                "candidate_us": 40.0,
+                "inductor_us": 40.0 * speedup,
+                "roofline_pct": 88.0,
+            }
+        },
         provenance={"provider": "openai", "model": "m-1", "calls": 3, "cost": 0.3},
-        versions={"torch": "2.11", "triton": "3.6", "gpu": "NVIDIA H200"}, status=status,
-    )  # fmt: skip
+        versions={"torch": "2.11", "triton": "3.6", "gpu": "NVIDIA H200"},
+        status=status,
+    )
 
 
 def _attempt(key: str, run_id: str, rnd: int, outcome: str, cost: float, tokens: tuple[int, int], speedup=None, t=0.0):
-    return {"schema": 1, "time": 1.8e9 + t, "run_id": run_id, "key": key, "key16": key[:16], "provider": "openai",
-            "model": "m-1", "strategy": "refine", "round": rnd, "outcome": outcome, "accepted": outcome == "ok",
-            "tokens_in": tokens[0], "tokens_out": tokens[1], "tokens_estimated": False, "cost": cost, "speedup": speedup}  # fmt: skip
+    return {
+        "schema": 1,
+        "time": 1.8e9 + t,
+        "run_id": run_id,
+        "key": key,
+        "key16": key[:16],
+        "provider": "openai",
+        "model": "m-1",
+        "strategy": "refine",
+        "round": rnd,
+        "outcome": outcome,
+        "accepted": outcome == "ok",
+        "tokens_in": tokens[0],
+        "tokens_out": tokens[1],
+        "tokens_estimated": False,
+        "cost": cost,
+        "speedup": speedup,
+    }
 
 
 @pytest.fixture
@@ -56,7 +85,9 @@ def cache(tmp_path: Path) -> tuple[Path, Entry, Entry, list[dict]]:
     gated = store.put(_entry("ce", 1.04, "slows_graph")) or _entry("ce", 1.04, "slows_graph")
     ref = d / "search" / "reference"
     ref.mkdir(parents=True)
-    (ref / f"region_{winner.key[:16]}-NVIDIA_H200-2.11.0.json").write_text(json.dumps({"available": True, "device": "NVIDIA H200", "code": INDUCTOR, "inductor_ms": 0.0524}))
+    (ref / f"region_{winner.key[:16]}-NVIDIA_H200-2.11.0.json").write_text(
+        json.dumps({"available": True, "device": "NVIDIA H200", "code": INDUCTOR, "inductor_ms": 0.0524})
+    )
     lost = "f" * 64
     attempts = [
         _attempt(winner.key, "run-a", 1, "wrong_values", 0.011, (3000, 900), t=1),
@@ -66,14 +97,16 @@ def cache(tmp_path: Path) -> tuple[Path, Entry, Entry, list[dict]]:
         _attempt(gated.key, "run-b", 1, "ok", 0.02, (4000, 1200), speedup=1.04, t=10),
     ]
     path = d / "search" / "attempts.jsonl"
-    path.write_text("\n".join(json.dumps(a) for a in attempts) + '\n{"run_id": "run-a", "key16": "torn')  # a killed writer
+    path.write_text(
+        "\n".join(json.dumps(a) for a in attempts) + '\n{"run_id": "run-a", "key16": "torn'
+    )  # a killed writer
     return d, winner, gated, attempts
 
 
 def _section(page: str, title: str) -> str:
     start = page.index(title)
     end = page.find("<h2>", start + 1)
-    return page[start: end if end > 0 else None]
+    return page[start : end if end > 0 else None]
 
 
 def test_report_shows_runs_outcomes_costs_and_kernels_side_by_side(cache, tmp_path):
@@ -101,8 +134,10 @@ def test_report_shows_runs_outcomes_costs_and_kernels_side_by_side(cache, tmp_pa
 def test_report_run_filter_and_bench_section(cache, tmp_path):
     d, *_ = cache
     bench = tmp_path / "bench.json"
-    rows = [{"suite": "regions", "case": "rope", "mode": m, "status": "ok", "median_ms": ms, "run_id": "r"}
-            for m, ms in (("inductor", 0.078), ("max-autotune", 0.079), ("llm", 0.065))]  # fmt: skip
+    rows = [
+        {"suite": "regions", "case": "rope", "mode": m, "status": "ok", "median_ms": ms, "run_id": "r"}
+        for m, ms in (("inductor", 0.078), ("max-autotune", 0.079), ("llm", 0.065))
+    ]
     rows[2]["speedup_over"] = {"inductor": 0.078 / 0.065, "max-autotune": 0.079 / 0.065}
     bench.write_text(json.dumps({"schema": 1, "runs": {"r": {"device_name": "NVIDIA H200"}}, "rows": rows}))
     out = tmp_path / "r.html"

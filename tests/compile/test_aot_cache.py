@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch._dynamo.utils import counters
-from support.util import RMSNorm, entry_for, regions_of
 
 import llm_inductor
+from llm_inductor.cache.store import MemoryStore
 from llm_inductor.compile import aot as _aot
 from llm_inductor.compile import state as _state
 from support.paths import SUPPORT, TESTS
-from llm_inductor.cache.store import MemoryStore
-
+from support.util import RMSNorm, entry_for, regions_of
 
 
 def _aot_counts() -> tuple[int, int]:
@@ -145,10 +144,22 @@ def test_the_token_changes_aotautograds_key_and_not_inductors(rmsnorm):
 def _child(tmp_path: Path, phase: str, **env: str) -> dict:
     out = tmp_path / f"{phase}.json"
     e = {k: v for k, v in os.environ.items() if not k.startswith("LLM_INDUCTOR_")}
-    e.update(PYTHONPATH=str(TESTS), TRITON_INTERPRET="1", LLM_INDUCTOR_INTERPRET="1", LLM_INDUCTOR_MIN_REGION_US="0",
-             LLM_INDUCTOR_CACHE_DIR=str(tmp_path / "cache"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), **env)  # fmt: skip
-    proc = subprocess.run([sys.executable, str(SUPPORT / "aot_cache_child.py"), phase, str(out)],
-                          env=e, capture_output=True, text=True, timeout=600)  # fmt: skip
+    e.update(
+        PYTHONPATH=str(TESTS),
+        TRITON_INTERPRET="1",
+        LLM_INDUCTOR_INTERPRET="1",
+        LLM_INDUCTOR_MIN_REGION_US="0",
+        LLM_INDUCTOR_CACHE_DIR=str(tmp_path / "cache"),
+        TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),
+        **env,
+    )
+    proc = subprocess.run(
+        [sys.executable, str(SUPPORT / "aot_cache_child.py"), phase, str(out)],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -184,7 +195,11 @@ def test_training_graphs_hit_with_their_kernels_and_the_gradients_stay_right(tmp
     for py in {row.region_path for row in rows if row.region_path}:  # the region's own code serves as its kernel
         meta = json.loads(Path(py).with_suffix(".json").read_text())
         src = Path(py).read_text()
-        store.put(Entry(key=meta["key"], key_fields=meta["key_fields"], kernel_source=src, region_source=src, region_meta=meta))
+        store.put(
+            Entry(
+                key=meta["key"], key_fields=meta["key_fields"], kernel_source=src, region_source=src, region_meta=meta
+            )
+        )
     _state.set_store(store)
     _state.reset()
     eager_out = model(x)

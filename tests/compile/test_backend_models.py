@@ -33,7 +33,9 @@ def check_training(model: nn.Module, *inputs: torch.Tensor, atol: float = 1e-5, 
     out.float().square().mean().backward()
     expected.float().square().mean().backward()
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=atol, rtol=rtol, msg=lambda m, name=name: f"grad of {name}: {m}")
+        torch.testing.assert_close(
+            p.grad, q.grad, atol=atol, rtol=rtol, msg=lambda m, name=name: f"grad of {name}: {m}"
+        )
 
 
 def graph_kinds() -> list[str]:
@@ -50,7 +52,12 @@ def test_mlp_training():
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_cnn_with_batchnorm(train):
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     model.train(train)
     x = torch.randn(2, 3, 9, 9)
@@ -80,9 +87,14 @@ def test_gru_cell_unrolled():
 def test_hf_llama_from_config():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(
-        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     model = transformers.LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 96, (2, 11))
     with torch.no_grad():

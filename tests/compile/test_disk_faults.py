@@ -15,12 +15,11 @@ import pytest
 import torch
 
 import llm_inductor
+from llm_inductor.cache.store import MemoryStore
 from llm_inductor.compile import region_pass as _graph_pass
 from llm_inductor.compile import runtime as _runtime
 from llm_inductor.compile import state as _state
-from llm_inductor.cache.store import MemoryStore
-from support.util import rmsnorm_entry, serve
-from support.util import RMSNorm
+from support.util import RMSNorm, rmsnorm_entry, serve
 
 
 @pytest.fixture
@@ -79,7 +78,9 @@ def test_a_hit_serves_from_memory_when_the_kernel_file_cannot_be_written(tmp_pat
 def test_a_failing_kernel_on_an_unwritable_cache_still_computes_the_region(tmp_path, failing_writes):
     """The runtime fallback writes nothing: it runs the region's ops from the key."""
     model, x, entry = rmsnorm_entry(tmp_path)
-    entry.kernel_source = entry.kernel_source.replace("    m, n = x.shape\n", "    m, n = x.shape\n    raise RuntimeError('boom')\n")
+    entry.kernel_source = entry.kernel_source.replace(
+        "    m, n = x.shape\n", "    m, n = x.shape\n    raise RuntimeError('boom')\n"
+    )
     _state.set_store(MemoryStore([entry]))
     failing_writes(errno.ENOSPC)
     out = serve(model, x, interpret=True)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import llm_inductor
+from llm_inductor.cache.store import MemoryStore
 from llm_inductor.compile import region_pass as _graph_pass
 from llm_inductor.compile import runtime as _runtime
 from llm_inductor.compile import state as _state
-from llm_inductor.cache.store import MemoryStore
 from support.util import RMSNorm, entry_for, regions_of
 
 

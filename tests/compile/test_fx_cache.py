@@ -15,13 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.util import RMSNorm, entry_for, regions_of
-
 import torch
 
 from llm_inductor.compile import state as _state
 from support.paths import SUPPORT, TESTS
-
+from support.util import RMSNorm, entry_for, regions_of
 
 
 def phase(tmp_path: Path, entry: str, name: str) -> dict:
@@ -29,8 +27,11 @@ def phase(tmp_path: Path, entry: str, name: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(TESTS), TRITON_INTERPRET="1")
     proc = subprocess.run(
         [sys.executable, str(SUPPORT / "fx_cache_child.py"), entry, str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import llm_inductor
-from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
+from llm_inductor.compile import state as _state
 from support.util import RMSNorm, entry_for, regions_of
 
 pytestmark = pytest.mark.gpu

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import llm_inductor
+from llm_inductor.cache.store import MemoryStore
 from llm_inductor.compile import region_pass as _graph_pass
 from llm_inductor.compile import state as _state
-from llm_inductor.cache.store import MemoryStore
 from support.util import Block, RMSNorm, entry_for, regions_of, rmsnorm_entry, serve
 
 
@@ -101,8 +101,10 @@ def test_unknown_option_names_the_fix():
 
 @pytest.mark.parametrize(
     "edit, said",
-    [(("    m, n = x.shape\n", "    m, n = x.shape\n    assert m < 5, 'too many rows'\n"), "too many rows"),
-     (("    return out\n", "    return out, out\n"), "returned 2 outputs where its region declares 1")],
+    [
+        (("    m, n = x.shape\n", "    m, n = x.shape\n    assert m < 5, 'too many rows'\n"), "too many rows"),
+        (("    return out\n", "    return out, out\n"), "returned 2 outputs where its region declares 1"),
+    ],
     ids=["raises", "wrong_output_count"],
 )
 def test_kernel_failing_at_run_time_falls_back_to_the_regions_own_ops(tmp_path, caplog, edit, said):
@@ -142,6 +144,7 @@ def test_outputs_that_alias_are_copied_into_the_declared_layout(tmp_path):
     model, x = SplitHeads(), torch.randn(2, 4, 8)
     with _state.overridden(export_dir=str(tmp_path / "regions")):
         rows = regions_of(model, x)
+
     def outputs(row):
         return len(json.loads(Path(row.region_path).with_suffix(".json").read_text())["outputs"])
 
@@ -212,7 +215,9 @@ def test_a_region_compiled_under_max_autotune_is_tuned_against_max_autotune(tmp_
 class ConvFlatten(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU()
+        )
         self.head = torch.nn.Sequential(torch.nn.Conv2d(16, 8, 3), torch.nn.Flatten())
 
     def forward(self, x):
@@ -284,7 +289,9 @@ def test_a_training_step_with_every_region_served_matches_eager(tmp_path):
     expected.square().mean().backward()
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-3)
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"grad of {name}: {m}")
+        torch.testing.assert_close(
+            p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"grad of {name}: {m}"
+        )
     stats = llm_inductor.stats()
     assert [r.kind for r in _state.reports] == ["forward", "backward"]
     assert stats["substituted"] == stats["regions"] == len(rows) == 21
@@ -317,7 +324,11 @@ def test_regions_returning_different_intermediates_get_their_own_kernels(tmp_pat
     torch.manual_seed(0)
     model, x1, x2 = TwoNorms(), torch.randn(8, 32), torch.randn(8, 32)
     with _state.overridden(export_dir=str(tmp_path / "regions")):
-        rows = [r for r in regions_of(model, x1, x2, training=True) if r.ops == ["pow", "mean", "add", "rsqrt", "mul", "mul"]]
+        rows = [
+            r
+            for r in regions_of(model, x1, x2, training=True)
+            if r.ops == ["pow", "mean", "add", "rsqrt", "mul", "mul"]
+        ]
     metas = [json.loads(Path(r.region_path).with_suffix(".json").read_text()) for r in rows]
     assert len(rows) == 2 and rows[0].key != rows[1].key
     assert metas[0]["legacy_key"] == metas[1]["legacy_key"]  # the collision schema 1 had
@@ -325,7 +336,9 @@ def test_regions_returning_different_intermediates_get_their_own_kernels(tmp_pat
     for row in rows:  # each region's kernel stores the statistic its region returns
         entry = entry_for(row.region_path, "rmsnorm_stat.py")
         if _returns_variance(row):
-            entry.kernel_source = entry.kernel_source.replace("tl.store(stat_ptr + row, rstd)", "tl.store(stat_ptr + row, var)")
+            entry.kernel_source = entry.kernel_source.replace(
+                "tl.store(stat_ptr + row, rstd)", "tl.store(stat_ptr + row, var)"
+            )
         entries.append(entry)
     assert sum("stat_ptr + row, var" in e.kernel_source for e in entries) == 1
     _state.set_store(MemoryStore(entries))

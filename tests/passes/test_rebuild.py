@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import llm_inductor
-from llm_inductor.compile import state as _state
 from llm_inductor.cache.key import KernelKey
+from llm_inductor.compile import state as _state
 from llm_inductor.passes.rebuild import KeyGraphError, Program, rebuild
 from support.util import Block
 
@@ -41,6 +41,7 @@ def test_every_region_of_a_training_step_rebuilds_to_its_key_and_source(tmp_path
 
 def test_the_program_computes_what_the_region_file_computes(tmp_path):
     """Program runs the key's ops on real tensors (the runtime fallback), at other sizes too."""
+
     def loss(logits, target):
         return F.cross_entropy(logits.float(), target)
 

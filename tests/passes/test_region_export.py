@@ -60,9 +60,13 @@ def models():
     yield "block", Block().eval(), (torch.randn(2, 6, 32),)
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
         num_key_value_heads=2,
-    )  # fmt: skip
+    )
     yield "llama", transformers.LlamaForCausalLM(cfg).eval(), (torch.randint(0, 64, (2, 9)),)
 
 
@@ -79,7 +83,9 @@ def test_region_files_reproduce_captured_values(name, tmp_path):
         expected = [values[n] for n in info.outputs]
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
-            torch.testing.assert_close(g, e, rtol=0, atol=0, msg=lambda m, info=info: f"region {info.key16} {info.ops}: {m}")
+            torch.testing.assert_close(
+                g, e, rtol=0, atol=0, msg=lambda m, info=info: f"region {info.key16} {info.ops}: {m}"
+            )
             assert g.stride() == e.stride(), f"region {info.key16}: strides {g.stride()} vs {e.stride()}"
         # make_inputs draws inputs of the recorded specs, and forward accepts them.
         meta = json.loads(path.with_suffix(".json").read_text())

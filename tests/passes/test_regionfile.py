@@ -22,7 +22,6 @@ from llm_inductor.passes.regionfile import Sidecar, SidecarError, load, read_sid
 from support.paths import REGIONS, ROOT  # REGIONS: checked-in sidecars of region schema 1
 
 
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     """A region file as the compile writes it today: dynamic sizes and an index input (index_high)."""
@@ -33,8 +32,11 @@ def exported(tmp_path_factory) -> Path:
         _state.set_config(None)
         _state.export_dir = str(out / "regions")
         try:
-            f = torch.compile(lambda w, i: (F.embedding(i, w) * 2).sum(-1), dynamic=True,
-                              backend=llm_inductor.backend(mode="discover", min_region_us=0))  # fmt: skip
+            f = torch.compile(
+                lambda w, i: (F.embedding(i, w) * 2).sum(-1),
+                dynamic=True,
+                backend=llm_inductor.backend(mode="discover", min_region_us=0),
+            )
             with torch.no_grad():
                 f(torch.randn(10, 7), torch.randint(0, 10, (5,)))
         finally:
@@ -110,7 +112,9 @@ def test_unknown_fields_and_later_additions_survive_a_rewrite(exported, tmp_path
 
 
 def test_a_partial_sidecar_is_read_and_a_reader_names_what_it_lacks():
-    side = Sidecar({"outputs": [{"dtype": "torch.float32", "shape": [4, "s0"], "stride": ["s0", 1]}], "legacy_key": None})
+    side = Sidecar(
+        {"outputs": [{"dtype": "torch.float32", "shape": [4, "s0"], "stride": ["s0", 1]}], "legacy_key": None}
+    )
     assert side.outputs == (TensorSpec("torch.float32", ("4", "s0"), ("s0", "1")),)  # integer sizes are read as text
     assert side.to_dict()["outputs"][0]["shape"] == [4, "s0"]  # ... and kept as written
     assert side.key is None and side.ops is None and dict(side.symbols) == {}
@@ -267,8 +271,9 @@ def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary(exported, tmp
 
 
 @pytest.mark.parametrize("writes_that_fit", [0, 1], ids=["sidecar fails", "script fails"])
-def test_a_failed_first_write_leaves_no_script_so_the_next_compile_writes_it_again(exported, tmp_path, monkeypatch,
-                                                                                   writes_that_fit):  # fmt: skip
+def test_a_failed_first_write_leaves_no_script_so_the_next_compile_writes_it_again(
+    exported, tmp_path, monkeypatch, writes_that_fit
+):
     """The sidecar is written first: a script on disk (what writers test) always has its whole sidecar beside it."""
     side = read_sidecar(exported)
     folder = tmp_path / "regions"
@@ -297,10 +302,14 @@ def test_paths(tmp_path):
     py = regionfile.script_path(tmp_path, "0123456789abcdef")
     assert py == tmp_path / "region_0123456789abcdef.py"
     assert regionfile.sidecar_path(tmp_path, "0123456789abcdef") == regionfile.sidecar_of(py) == py.with_suffix(".json")
-    assert regionfile.script_of(regionfile.sidecar_of(py)) == py and regionfile.sidecar_of(py.with_suffix(".json")) == py.with_suffix(".json")
+    assert regionfile.script_of(regionfile.sidecar_of(py)) == py and regionfile.sidecar_of(
+        py.with_suffix(".json")
+    ) == py.with_suffix(".json")
     assert regionfile.script_path(tmp_path, "0123456789abcdef", prefix="graph").name == "graph_0123456789abcdef.py"
     assert regionfile.key16_of(py) == "0123456789abcdef"
-    assert regionfile.region_scripts(tmp_path / "nowhere") == [] and regionfile.region_sidecars(tmp_path / "nowhere") == []
+    assert (
+        regionfile.region_scripts(tmp_path / "nowhere") == [] and regionfile.region_sidecars(tmp_path / "nowhere") == []
+    )
     py.write_text("")
     assert not regionfile.is_region_file(py)  # a script without its sidecar is not a region file
     py.with_suffix(".json").write_text("{}")
@@ -312,6 +321,12 @@ def test_paths(tmp_path):
 def test_no_other_module_reads_or_writes_a_sidecar_by_hand():
     """Only passes/regionfile.py turns a region path into its sidecar's or globs the regions folder."""
     hand = re.compile(r"""with_suffix\(["']\.json["']\)|glob\(f?["']region_\*""")
-    found = [f"{p.relative_to(ROOT)}:{n}" for folder in ("llm_inductor", "passes", "cache") for p in sorted((ROOT / folder).rglob("*.py"))
-             if p.name != "regionfile.py" for n, line in enumerate(p.read_text().splitlines(), 1) if hand.search(line)]  # fmt: skip
+    found = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for folder in ("llm_inductor", "passes", "cache")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        if p.name != "regionfile.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if hand.search(line)
+    ]
     assert not found, "use llm_inductor.passes.regionfile: " + ", ".join(found)
