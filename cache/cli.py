@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from llm_inductor._errors import NegativeResult, UsageError
+from llm_inductor._errors import HarnessError, NegativeResult, UsageError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.key import KEY_SCHEMA, KernelKey
@@ -456,6 +456,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     kernel_source = _read_candidate(candidate)
     store.require_writable("add a kernel")  # before verifying: a read-only cache could not keep the result
     result = _verify(info, kernel_source, cfg, args.device)
+    if result.harness_failure:
+        raise HarnessError(f"the verifier could not run ({result.reason}); nothing was judged", result.message)
     if not result.accepted:
         raise NegativeResult(f"rejected ({result.reason}): {result.message}")
     provenance = {
@@ -496,6 +498,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0
     store.require_writable("store re-verified entries")  # before verifying: a read-only cache could not keep them
     failed = 0
+    harness: list[str] = []  # results that judged nothing
     local = _local_regions(cfg, store)
     for r in rows:
         e = r.entry
@@ -514,6 +517,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         stored_any = False
         for info in regions:
             result = _verify(info, e.kernel_source, cfg, args.device)
+            if result.harness_failure:
+                print(f"{e.key16}  not judged ({result.reason}) for region {info.key16}: {result.message}")
+                harness.append(result.message)
+                continue
             if not result.accepted:
                 print(f"{e.key16}  rejected ({result.reason}) for region {info.key16}: {result.message}")
                 continue
@@ -531,6 +538,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if stored_any and "local" in r.tiers:
             store.remove([r.entry_id])  # the local copy it replaces; shared and pack copies stay where they are
         failed += not stored_any
+    if harness:
+        raise HarnessError(
+            f"the verifier could not run for {len(harness)} region(s); they were not judged", "\n".join(harness)
+        )
     return 1 if failed else 0
 
 

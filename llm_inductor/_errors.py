@@ -19,6 +19,20 @@ class NegativeResult(LLMInductorError):
     exit_code = 1
 
 
+class HarnessError(LLMInductorError):
+    """The verifier itself could not run (a worker that cannot start, a lost device, the parent out of memory)
+    and kept failing when retried: nothing was judged, so no verdict is reported (exit 3, an internal error).
+
+    ``details`` (every try's message) go to the log the CLI names; the message stays one line.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
 class RegionBypass(Exception):
     """A region cannot be keyed, exported or substituted; carries the reason.
 

@@ -16,7 +16,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from llm_inductor._errors import LLMInductorError
+from llm_inductor._errors import HarnessError, LLMInductorError
 
 SUBCOMMANDS = (
     "llm_inductor._cli_regions",
@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except HarnessError as e:  # exit 3 like any internal error: one line, the details in the log
+        path = _log(argv, f"{e}\n{e.details}\n{traceback.format_exc()}")
+        print(
+            f"llm-inductor: internal error: harness failure, not the candidate's: {e} (details in {path})",
+            file=sys.stderr,
+        )
+        return e.exit_code
     except LLMInductorError as e:
         print(f"llm-inductor: {e}", file=sys.stderr)
         return e.exit_code
@@ -64,11 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         print("llm-inductor: interrupted", file=sys.stderr)
         return 3
     except Exception as e:
-        path = log_path()
-        with open(path, "a") as f:
-            f.write(f"--- llm-inductor {' '.join(argv or sys.argv[1:])}\n{traceback.format_exc()}\n")
+        path = _log(argv, traceback.format_exc())
         print(f"llm-inductor: internal error: {type(e).__name__}: {e} (traceback in {path})", file=sys.stderr)
         return 3
+
+
+def _log(argv: list[str] | None, text: str) -> Path:
+    path = log_path()
+    with open(path, "a") as f:
+        f.write(f"--- llm-inductor {' '.join(argv or sys.argv[1:])}\n{text}\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -182,6 +182,7 @@ class Profile:
         from llm_inductor.verify import engine, pool
 
         self.wrap(pool.POOL, "take", "worker start (wait for a ready worker)")
+        self.wrap(pool.Worker, "wait_ready", "worker start (wait for a ready worker)")  # the engine waits on its own
         self.wrap(pool.Worker, "request", lambda self_, req, *a, **k: f"worker: {req.get('op')}")
         self.wrap(engine.policy, "check_source", "static policy")
         self.wrap(engine, "build_inputs", "draws: inputs in the parent")

@@ -2,7 +2,7 @@
 
 Exit codes (docs/contracts.md): 0 a winner was stored (or a batch round was written), 1 no
 winner at all, 2 bad usage (no provider, no GPU without LLM_INDUCTOR_INTERPRET=1,
-a missing file), 3 internal error.
+a missing file), 3 internal error (no winner where the verifier could not run: a harness failure).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from llm_inductor._errors import NegativeResult, UsageError
+from llm_inductor._errors import HarnessError, NegativeResult, UsageError
 from llm_inductor.config import Config
 from llm_inductor.passes.regionfile import is_region_file
 from llm_inductor.search.progress import config_lines, summary_table
@@ -64,6 +64,10 @@ def _cmd(args: argparse.Namespace) -> int:
         }, indent=1, default=str))  # fmt: skip
     if report.winners or report.waiting:
         return 0
+    halted = [r for r in report.rows if r.outcome == "harness failure"]
+    if halted:  # not a negative result: the verifier could not judge (its candidates are kept, unjudged)
+        raise HarnessError(f"no winner, and the verifier could not run for {len(halted)} region(s); their searches "
+                           "halted with candidates unjudged", "\n".join(f"{r.key16}: {r.stop}" for r in halted))
     print("no winner: every region stays with Inductor", file=sys.stderr)
     return 1
 

@@ -7,6 +7,13 @@ the requests in flight); verification runs one candidate at a time in a thread,
 because on the GPU it times kernels and two timings at once would disturb each
 other. Batch files go through the same ``plan``/``consume`` steps, one round per
 export/import.
+
+A harness failure (the verifier could not run, and its own retries failed too) is
+no attempt: the answer goes to ``state.unjudged``, never to the ranked attempts or
+the feedback, and the region's search halts for this run, without a stop reason, so
+a later run goes on with it; answers still arriving for that region are kept
+unverified rather than sent to a broken harness. A verdict on the region
+(``degenerate_region``) stops its search for good.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from llm_inductor.search.llm.prompts import extract_code
 from llm_inductor.search.llm.providers import Completion, Provider, Request, messages_tokens, parse_custom_id
 from llm_inductor.search.search_state import SearchState, save_state
 from llm_inductor.search.strategies import select_strategy
-from llm_inductor.search.verdict import Verifier, default_verifier, verify_candidate
+from llm_inductor.search.verdict import Verifier, default_verifier, is_harness, is_region_verdict, verify_candidate
+from llm_inductor.verify.result import REASONS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ class Searcher:
         select_strategy(self.cfg.strategy)  # an unknown name fails before any call is made
         self._verify_lock: asyncio.Lock | None = None
         self._reserved: dict[str, tuple[int, float]] = {}
+        self.halted: dict[str, str] = {}  # key → the harness failure that halted its search in this run
         self._discount = float(getattr(self.provider, "discount", 1.0))  # the Batch API bills half
 
     # ------------------------------------------------------------------ planning
@@ -56,6 +65,8 @@ class Searcher:
 
     def plan(self, state: SearchState, ctx: RegionContext, meter: Meter) -> list[Request]:
         """The next round's requests that fit both budgets, issued into the state; [] when stopped."""
+        if state.key in self.halted:
+            return []
         if state.outstanding:  # a round still waiting for answers (a re-export, or a resumed run)
             for r in state.requests():
                 self._reserve(r, meter)
@@ -139,6 +150,9 @@ class Searcher:
             if code is None:
                 a.update(outcome="no_code", message="the answer has no ```python block defining forward",
                          answer=(c.text or "")[:ANSWER_KEPT])  # fmt: skip
+            elif state.key in self.halted:
+                a.update(code=code, outcome=self.halted[state.key], message="not verified: the verifier failed on "
+                         "an earlier answer of this run and its retries failed too")  # fmt: skip
             else:
                 a["code"] = code
                 a.update(verify_candidate(self.verifier, str(ctx.path), code, self.cfg, ctx.floor_ms))
@@ -146,11 +160,25 @@ class Searcher:
         if a["outcome"] == "ok" and verification is not None:
             a["verification"] = verification  # kept for the winner's entry only
         state.outstanding.pop(request.custom_id, None)
-        state.attempts.append(a)
+        unjudged = is_harness(a["outcome"])
+        if unjudged:
+            state.unjudged.append(a)
+            if "verify_seconds" in a:  # verified, and the harness failed (not one kept unverified after that)
+                state.harness = f"{a['outcome']}: {a.get('message', '')}"[:300]
+            self.halted.setdefault(state.key, a["outcome"])
+            log.warning("llm_inductor: region %s: candidate r%s c%s not judged (%s): %s; its search halts for this "
+                        "run", state.key16, a["round"], a["slot"], a["outcome"], a.get("message", "")[:300])
+        else:
+            state.attempts.append(a)
+            if "verify_seconds" in a:
+                state.harness = None  # the verifier ran and judged
+            if is_region_verdict(a["outcome"]) and not state.done:
+                state.done = f"{a['outcome']}: {REASONS.get(a['outcome'], a['outcome'])}"
         records.record_attempt(self.cfg, a, run_id=self.run_id, key=state.key, provider=self.provider.name,
                                model=self.provider.model, strategy=state.strategy)  # fmt: skip
         save_state(self.cfg, state)
-        self._report(state, ctx, f"r{a['round']} c{a['slot']}: {a['outcome']}")
+        what = f"not judged, harness failure ({a['outcome']})" if unjudged else a["outcome"]
+        self._report(state, ctx, f"r{a['round']} c{a['slot']}: {what}")
         return a
 
     def _report(self, state: SearchState, ctx: RegionContext, what: str) -> None:

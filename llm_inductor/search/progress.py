@@ -57,7 +57,7 @@ class ProgressLine:
 class SummaryRow:
     region: str  # key16 (ops) <- shapes
     key16: str
-    outcome: str  # winner | slows_graph | ungated | slower | no winner: <best reason> | waiting (batch)
+    outcome: str  # winner | slows_graph | ungated | slower | no winner: <best reason> | waiting | harness failure
     stop: str
     rounds: int
     speedup: float | None
@@ -84,14 +84,17 @@ def summary_row(state: SearchState, ctx: RegionContext) -> SummaryRow:
         outcome = "waiting for answers"
     elif state.best() is not None:
         outcome = "slower than Inductor" if state.winner() is None else "winner (not stored)"
+    elif state.harness:  # the verifier failed where no candidate was at fault: say so, not "no winner"
+        outcome = "harness failure"
     else:
         ranked = state.ranked()
         outcome = f"no winner: best {ranked[0]['outcome']}" if ranked else "no winner: no answer"
         if not ranked and state.attempts:
             outcome = f"no winner: {state.attempts[-1]['outcome']}"
+    stop = state.done or (f"{len(state.unjudged)} unjudged, halted by {state.harness}" if state.harness else "")
     s = state.spend
     return SummaryRow(
-        ctx.summary(), ctx.key16, outcome, state.done or "", state.round,
+        ctx.summary(), ctx.key16, outcome, stop, state.round,
         best.get("speedup") if best else None, best.get("roofline_pct") if best else None,
         s.calls, s.tokens, s.tokens_estimated, s.dollars, res.get("entry_id"), (res.get("gate") or {}).get("note", ""),
     )  # fmt: skip

@@ -3,7 +3,9 @@
 A batch search runs one round per export/import, possibly days and machines
 apart; a live search saves after every answer, so a killed run resumes. The state
 holds every attempt (with its module and feedback, which refinement replays), the
-requests still waiting for an answer, the spend so far and, once it stops, why.
+requests still waiting for an answer, the answers the verifier could not judge (a
+harness failure: kept with their modules, never ranked or fed back), the spend so
+far and, once it stops, why.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from llm_inductor._files import atomic_write
 from llm_inductor.config import Config
 from llm_inductor.search.llm.budget import Spend
 from llm_inductor.search.llm.providers import Request
+from llm_inductor.verify.result import REGION_REASONS
 
 STATE_SCHEMA = 1
 PROVIDER_FAILURES = ("rate_limited", "server_error", "timeout", "connection", "bad_response", "replay_miss",
@@ -31,6 +34,8 @@ def score(a: dict[str, Any]) -> tuple[float, float]:
     if not a.get("code"):
         return (0.5 if a.get("outcome") == "no_code" else -1.0, 0.0)
     reason = str(a.get("outcome", ""))
+    if reason in REGION_REASONS:
+        return (-1.0, 0.0)  # the region's verdict, not this module's: nothing to refine
     close = any(w in reason for w in ("mismatch", "numer", "tolerance", "wrong", "nan"))
     return (2.0 if close else 1.0, 0.0)
 
@@ -43,6 +48,8 @@ class SearchState:
     round: int = 0  # the last round whose requests were issued
     attempts: list[dict[str, Any]] = field(default_factory=list)
     outstanding: dict[str, dict[str, Any]] = field(default_factory=dict)  # custom_id → {messages, parent}
+    unjudged: list[dict[str, Any]] = field(default_factory=list)  # answers a harness failure left unjudged
+    harness: str | None = None  # the last harness failure, until the verifier judges an answer again
     spend: Spend = field(default_factory=Spend)
     done: str | None = None  # the stop reason, once stopped
     result: dict[str, Any] | None = None  # what was stored: entry_id, status, gate

@@ -8,6 +8,12 @@ correct kernel counts, and that is said wherever the result is shown.
 
 The verifier is a parameter (``Verifier``) so that tests can inject timing records
 at this layer; the default imports the real engine lazily.
+
+Two kinds of outcome are no verdict on the candidate, and the loop keeps them out of
+the attempts it ranks and feeds back: a harness failure (``harness:<what>``, the
+verifier's own or ``harness:verifier_error`` when it raised) leaves the candidate
+unjudged; a verdict on the region (``REGION_REASONS``: ``degenerate_region``) ends
+the region's search, since every candidate would get it.
 """
 
 from __future__ import annotations
@@ -19,11 +25,21 @@ from typing import Any, Callable
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.passes.regionfile import read_sidecar
+from llm_inductor.verify.result import REGION_REASONS
 
 Verifier = Callable[[str, str, Config], Any]  # (region_path, candidate_source, cfg) -> VerifyResult
 
 # Verifier reasons that mean "correct but not fast enough" rather than "wrong".
 _SLOWER_REASONS = {"slower", "slower_than_inductor", "not_faster", "slow"}
+HARNESS = "harness:"  # outcomes that judged nothing: the verifier could not run
+
+
+def is_harness(outcome: str) -> bool:
+    return str(outcome).startswith(HARNESS)
+
+
+def is_region_verdict(outcome: str) -> bool:
+    return outcome in REGION_REASONS
 
 
 def baseline_mode(region_path: str) -> str:
@@ -85,7 +101,9 @@ def judge(result: Any, cfg: Config, floor_ms: float | None) -> dict[str, Any]:
     if roof is None and cand and floor_ms:
         roof = 100.0 * floor_ms / cand
     reason = str(d.get("reason", "ok" if d.get("accepted") else "rejected"))
-    correct = bool(d.get("accepted")) or reason in _SLOWER_REASONS
+    if d.get("harness_failure") and not is_harness(reason):
+        reason = HARNESS + reason
+    correct = (bool(d.get("accepted")) or reason in _SLOWER_REASONS) and not is_harness(reason)
     outcome = reason if not correct else "ok"
     if correct and (reason in _SLOWER_REASONS or (speedup is not None and speedup < 1.0 + cfg.speed_margin)):
         outcome = "slower"
@@ -107,8 +125,8 @@ def verify_candidate(verifier: Verifier, region_path: str, source: str, cfg: Con
     try:
         result = verifier(region_path, source, cfg)
         out = judge(result, cfg, floor_ms)
-    except Exception as e:  # a verifier crash is this candidate's failure, not the search's
-        out = {"outcome": "verifier_error", "accepted": False, "message": f"{type(e).__name__}: {e}",
+    except Exception as e:  # the verifier raised: its failure, not the candidate's (nor a reason to stop the run)
+        out = {"outcome": HARNESS + "verifier_error", "accepted": False, "message": f"{type(e).__name__}: {e}",
                "feedback": "", "verification": None}  # fmt: skip
     out["verify_seconds"] = time.monotonic() - start
     out["code_hash"] = code_hash(source)

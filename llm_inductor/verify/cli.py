@@ -1,8 +1,11 @@
 """``llm-inductor verify REGION.py CANDIDATE.py [--device cpu|cuda] [--json] [--no-speed]``.
 
-Exit 0: accepted. Exit 1: rejected, with the reason code and what failed where.
+Exit 0: accepted. Exit 1: rejected, with the reason code and what failed where, or not
+accepted because the region is degenerate (its reference is rounding noise: nothing can be).
 Exit 2: bad input (a missing or non-UTF-8 file, a region without forward/make_inputs,
 a syntax error in the region, a GPU asked for where there is none).
+Exit 3: an internal error, a persistent harness failure included (a worker that cannot
+start, a lost device, this process out of memory): the candidate was not judged.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from llm_inductor._errors import NegativeResult
+from llm_inductor._errors import HarnessError, NegativeResult
+from llm_inductor.verify.result import REGION_REASONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         for key in ("candidate_ms", "inductor_ms", "speedup", "pct_of_roofline"):
             if key in result.timings:
                 print(f"  {key}: {result.timings[key]:.4g}")
-    if not result.accepted:  # stderr only: stdout stays one JSON document under --json
+    if result.harness_failure:  # stderr only: stdout stays one JSON document under --json
+        raise HarnessError(f"the verifier could not run ({result.reason}); nothing was judged", result.message)
+    if result.reason in REGION_REASONS:
+        raise NegativeResult(f"not judged ({result.reason}): the region is not worth tuning, whatever the candidate")
+    if not result.accepted:
         raise NegativeResult(f"candidate rejected ({result.reason})")
     return 0

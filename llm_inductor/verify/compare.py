@@ -44,6 +44,21 @@ bf16 and fp16 floors are one unit roundoff of the output (2^-8, 2^-11 scaled to
 A reference that is nearly constant across draws (its spread is within the
 floor) gets no floor ("exact" mode): a constant kernel would otherwise pass.
 
+A reference that is zero up to rounding is no reference: when its largest finite
+magnitude is no larger than a yardstick's largest error (and that error is not 0),
+every digit of it is rounding noise, as in (x - x.mean(-1, keepdim=True)).sum(-1).
+No tolerance can tell a right kernel from a wrong one there (the relative errors are
+noise over noise), so the verdict is ``degenerate_region``: the region's, not the
+candidate's. It is decided from the references alone, before anything of the
+candidate's is looked at, so no candidate can steer it, and it never accepts. The
+alternative, judging such outputs by their absolute error only, would pass a kernel
+that writes zeros without computing anything, and tuning noise gains nothing.
+An exactly constant reference that the yardsticks match exactly (x - x) is not
+degenerate: it is judged in exact mode. An all-zero reference has no scale of its
+own: S is then the output dtype's smallest normal. S is never so small that
+S*floor_rel falls below float64's smallest normal (only float64 outputs get
+there), so that no relative error is 0/0.
+
 NaN and Inf: the candidate's non-finite positions must match the reference's
 (cast to the output dtype, so true overflow is Inf) exactly; where Inductor or
 eager disagree with the reference, matching them is accepted too.
@@ -51,6 +66,7 @@ eager disagree with the reference, matching them is accepted too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +83,7 @@ FLOORS = {  # dtype → (floor_rel, floor_abs as a fraction of the output's scal
     torch.float16: (2.0**-10, 2.0**-10),
 }
 _FP8_FLOOR = (2.0**-3, 2.0**-3)
+_TINY64 = torch.finfo(torch.float64).tiny
 # Rejected errors below this (mean rel) look like rounding to a lower precision, not a logic bug.
 LOW_PRECISION_BELOW = {torch.float64: 2.0**-20, torch.float32: 2.0**-6, torch.bfloat16: 2.0**-3, torch.float16: 2.0**-5}
 
@@ -99,7 +116,7 @@ class Errors:
 @dataclass
 class Verdict:
     ok: bool
-    reason: str  # ok | nan_mismatch | wrong_values | low_precision
+    reason: str  # ok | nan_mismatch | wrong_values | low_precision | degenerate_region
     detail: str
     cand: Errors | None = None
     yard: dict[str, Errors] | None = None  # the yardsticks' errors: inductor, eager
@@ -139,14 +156,18 @@ def _systematic(e: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> f
     """
     e, cols = e.reshape(-1), [scale.reshape(-1), offset.reshape(-1)]
     energy = float(e @ e)
-    if energy == 0.0:
-        return 0.0
+    if energy == 0.0 or not math.isfinite(energy):
+        return 0.0  # nothing to explain, or errors past float64's range: no rounding does that
     # From dot products only (outputs reach 10^8 elements): R² = bᵀ G⁺ b / eᵀe with G = XᵀX, b = Xᵀe,
     # both columns scaled to unit norm first so that G is well conditioned; pinv when r is constant.
-    norms = [max(float(c @ c) ** 0.5, 1e-300) for c in cols]
-    gram = torch.tensor([[float(a @ b) / (na * nb) for b, nb in zip(cols, norms)] for a, na in zip(cols, norms)],
-                        dtype=torch.float64)
-    proj = torch.tensor([float(c @ e) / n for c, n in zip(cols, norms)], dtype=torch.float64)
+    # A column whose norm is zero or not a normal float64 (r/den of an all-zero reference) explains nothing and
+    # is dropped; entries divide by one norm at a time, because the product of two small norms underflows to 0.
+    squares = [float(c @ c) for c in cols]
+    kept = [(c, sq**0.5) for c, sq in zip(cols, squares) if math.isfinite(sq) and sq >= _TINY64]
+    if not kept:
+        return 0.0
+    gram = torch.tensor([[float(a @ b) / na / nb for b, nb in kept] for a, na in kept], dtype=torch.float64)
+    proj = torch.tensor([float(c @ e) / n for c, n in kept], dtype=torch.float64)
     return min(1.0, max(0.0, float(proj @ torch.linalg.pinv(gram) @ proj) / energy))
 
 
@@ -176,6 +197,15 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
     c, r = cand.double(), ref64.double()
     rc = ref64.to(dtype).double()  # what a correctly rounded kernel stores: overflow shows as Inf
     cls_c, cls_r = _classes(c), _classes(rc)
+    finite_r = cls_r == 0
+    peak = float(r[finite_r].abs().max()) if bool(finite_r.any()) else 0.0
+    # Before anything of the candidate's is looked at: the verdict on a degenerate region is the region's.
+    noise, by = max(((rounding_error(y, r, finite_r), name) for name, y in yardsticks.items()), default=(0.0, ""))
+    if noise > 0.0 and peak <= noise:
+        return Verdict(False, "degenerate_region", f"the float64 reference is zero up to rounding: its largest "
+                       f"magnitude {peak:.3g} is no larger than the error {by} makes in the region's own dtypes "
+                       f"({noise:.3g}), so its values are rounding noise that no kernel can be judged against; "
+                       "the region is not worth tuning (Inductor keeps it)")
     bad = cls_c != cls_r
     for y in yardsticks.values():
         bad &= cls_c != _classes(y.double())
@@ -183,12 +213,12 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
         j = int(bad.reshape(-1).nonzero()[0])
         return Verdict(False, "nan_mismatch", f"{int(bad.sum())} of {bad.numel()} elements differ in NaN/Inf; first at "
                        f"{list(_index(j, c.shape))}: got {c.reshape(-1)[j].item()}, want {rc.reshape(-1)[j].item()}")
-    finite_r = cls_r == 0
-    scale = float(r[finite_r].abs().max()) if bool(finite_r.any()) else 0.0
-    scale = scale if scale > 0 else torch.finfo(dtype).tiny
+    scale = peak if peak > 0 else torch.finfo(dtype).tiny
     floor_rel, floor_abs = floors(dtype)
     if exact:
         floor_rel, floor_abs = unit_roundoff(dtype), 0.0
+    if scale * floor_rel < _TINY64:  # fp64's smallest normal times its roundoff underflows: 0/0 where r is 0
+        scale = _TINY64 / floor_rel
     ce = errors(c, r, finite_r & (cls_c == 0), scale, floor_rel)
     ye = {name: errors(y.double(), r, finite_r & y.double().isfinite(), scale, floor_rel)
           for name, y in yardsticks.items()}
@@ -207,6 +237,14 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
               f"{', exact mode: the reference is nearly constant' if exact else ''}): candidate {ce.text()}; "
               + "; ".join(f"{name} {e.text()}" for name, e in ye.items()))
     return Verdict(False, reason, detail, ce, ye)
+
+
+def rounding_error(y: torch.Tensor, r: torch.Tensor, finite_r: torch.Tensor) -> float:
+    """A yardstick's largest error against the float64 reference, where both are finite: the rounding noise
+    of the region's computation in its own dtypes."""
+    y = y.double()
+    m = finite_r & y.isfinite()
+    return float((y[m] - r[m]).abs().max()) if bool(m.any()) else 0.0
 
 
 def spread(refs: list[torch.Tensor]) -> float:

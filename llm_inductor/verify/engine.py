@@ -6,10 +6,24 @@
 Every step is a named check. The first failure ends the run and is the result's
 reason; the message says which check, which draw, which call, and by how much.
 References are computed here, in the parent; the worker only returns tensors.
+
+Harness failures are never verdicts. A worker that does not start or dies before it
+takes the candidate, an "internal" answer (the worker's own code raised) and the
+parent running out of memory are the harness's: the whole verification is run
+again, alone (no spare worker beside it, caches freed) in a fresh worker, up to
+``HARNESS_RETRIES`` times; if every try fails so, the result is
+``harness_failure`` with reason ``harness:<what>``, which callers tell from a
+rejection. What may be either the candidate's or the machine's, an out-of-memory
+in the worker (``oom``, SIGKILL included) and on a GPU a crash (a CUDA error: the
+candidate's illegal access, or a device that is gone), is run again once alone:
+the same failure again is the candidate's verdict; anything else is the retry's
+verdict. A lost device does not come back, so its retry's worker cannot start,
+which is a harness failure. Timeouts and CPU crashes stay the candidate's at once.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 from pathlib import Path
@@ -24,7 +38,7 @@ from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, 
 from llm_inductor.verify.compare import floors, same_bits, spread
 from llm_inductor.verify.draws import Draw, Plan, build_inputs, plan_draws
 from llm_inductor.verify.loaded_region import LoadedRegion, load_region
-from llm_inductor.verify.pool import POOL, Worker, WorkerFailure
+from llm_inductor.verify.pool import POOL, Worker, WorkerFailure, WorkerStartError
 from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
 from llm_inductor.verify.result import CheckResult, VerifyResult, versions
 
@@ -37,10 +51,21 @@ _SIZE_REASONS = {"wrong_values", "low_precision", "nan_mismatch", "unwritten_out
                  "stride_mismatch", "stale_output"}
 
 
+HARNESS_RETRIES = 2  # runs after the first when the harness fails: three tries in all, each in a fresh worker
+
+
 class _Reject(Exception):
     def __init__(self, finding: Finding) -> None:
         super().__init__(finding.message)
         self.finding = finding
+
+
+class _Harness(Exception):
+    """The verifier could not run this step; ``what`` names the failure (HARNESS_REASONS' ``harness:<what>``)."""
+
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__(message)
+        self.what = what
 
 
 def verify(region_path: str | Path, candidate_source: str, *, device: str = "auto", speed: bool | None = None,
@@ -50,14 +75,48 @@ def verify(region_path: str | Path, candidate_source: str, *, device: str = "aut
 
     ``inductor_mode`` is the Inductor the candidate must beat (the user's). ``extra_inductor_modes``
     are timed too, for reports only (benchmarks/studies/verify_h200.py times default and max-autotune at once).
+    A harness failure is retried and, if it persists, returned as a result with ``harness_failure`` (module doc).
     """
     cfg = config if config is not None else Config.load()[0]
     dev = resolve_device(device)
     region = load_region(region_path)
-    run = _Verification(region, candidate_source, dev, cfg, inductor_mode, static_policy,
-               (dev == "cuda") if speed is None else speed)
-    run.extra_modes = [m for m in extra_inductor_modes if m != inductor_mode]
-    return run.execute()
+    earlier: list[VerifyResult] = []  # tries that judged nothing
+    for attempt in range(1 + HARNESS_RETRIES):
+        alone = attempt > 0
+        if alone:
+            gc.collect()  # what the failed try held: its references and tensors
+            if dev == "cuda":
+                torch.cuda.empty_cache()
+        run = _Verification(region, candidate_source, dev, cfg, inductor_mode, static_policy,
+                            (dev == "cuda") if speed is None else speed, alone)
+        run.extra_modes = [m for m in extra_inductor_modes if m != inductor_mode]
+        result = run.execute()
+        if not result.harness_failure and (alone or not _either(result)):
+            break
+        earlier.append(result)
+        log.warning("llm_inductor: %s on verification try %d (%s)%s",
+                    "harness failure" if result.harness_failure else result.reason, attempt + 1, result.message[:300],
+                    "; running it again alone in a fresh worker" if attempt < HARNESS_RETRIES else "; giving up")
+    else:
+        result.message = (f"the verifier failed on all {len(earlier)} tries, run alone in fresh workers after the "
+                          f"first; the candidate was not judged: {_tries(earlier)}")
+        result.checks = [CheckResult("harness", False, result.message)]
+        return result
+    if earlier:
+        if earlier[0].reason == result.reason:
+            result.message += " (the same again when run alone in a fresh worker: the candidate's)"
+        result.checks.append(CheckResult("harness", True, f"not judged on {len(earlier)} earlier tr"
+                                         f"{'y' if len(earlier) == 1 else 'ies'}: {_tries(earlier)}"))
+    return result
+
+
+def _tries(results: list[VerifyResult]) -> str:
+    return "; ".join(f"try {n}: {r.reason}: {r.message}" for n, r in enumerate(results, 1))
+
+
+def _either(result: VerifyResult) -> bool:
+    """A failure that may be the candidate's or the machine's: out of memory, and on a GPU a crash."""
+    return result.reason == "oom" or (result.reason == "crash" and result.device == "cuda")
 
 
 def resolve_device(device: str) -> str:
@@ -72,9 +131,10 @@ def resolve_device(device: str) -> str:
 
 class _Verification:
     def __init__(self, region: LoadedRegion, source: str, device: str, cfg: Config, inductor_mode: str,
-                 static_policy: bool, speed: bool) -> None:
+                 static_policy: bool, speed: bool, alone: bool = False) -> None:
         self.region, self.source, self.device, self.cfg = region, source, device, cfg
         self.mode, self.static_policy, self.speed = inductor_mode, static_policy, speed
+        self.alone = alone  # a retry: a fresh worker and no spare beside it
         self.checks: dict[str, CheckResult] = {}
         self.timings: dict[str, Any] = {}
         self.envelope: dict[str, Any] = {}
@@ -90,10 +150,13 @@ class _Verification:
 
     # ------------------------------------------------------------------ driver
     def execute(self) -> VerifyResult:
-        gpu = torch.cuda.get_device_name() if self.device == "cuda" else None
+        gpu = None
+        harness = False
         try:
+            gpu = torch.cuda.get_device_name() if self.device == "cuda" else None
             self.static()
-            self.worker = POOL.take(self.device)
+            self.worker = self.take()
+            self.worker.wait_ready()  # WorkerStartError: before any candidate code, so never the candidate's
             self.load()
             plan = self.plan()
             self.first = plan.base[0]
@@ -112,11 +175,30 @@ class _Verification:
         except WorkerFailure as e:
             self.checks["worker"] = CheckResult("worker", False, str(e))
             reason, message, accepted = e.reason, f"worker: {e}", False
+        except (_Harness, WorkerStartError, MemoryError, torch.OutOfMemoryError, torch.AcceleratorError) as e:
+            # Everything here runs in the parent, which never runs candidate code: its out-of-memory and its
+            # device errors are the harness's (the worker's come back as answers, or as its death).
+            what = (e.what if isinstance(e, _Harness) else "worker_start" if isinstance(e, WorkerStartError)
+                    else "parent_oom" if isinstance(e, (MemoryError, torch.OutOfMemoryError)) else "device")
+            self.checks["harness"] = CheckResult("harness", False, f"{type(e).__name__}: {e}")
+            reason, message, accepted, harness = f"harness:{what}", f"harness: {type(e).__name__}: {e}", False, True
         finally:
             if self.worker is not None:
                 self.worker.close()
         return VerifyResult(accepted, reason, message, list(self.checks.values()), self.timings, self.envelope,
-                            versions(self.device, gpu), self.device)
+                            versions(self.device, gpu), self.device, harness)
+
+    def take(self) -> Worker:
+        try:
+            return POOL.take(self.device, alone=self.alone)
+        except OSError as e:  # no process to be had (fork: out of memory or of process slots)
+            raise _Harness("worker_start", f"no verification worker could be started: {e}") from None
+
+    def failed(self, check: str, resp: dict[str, Any], where: str = "") -> None:
+        """A worker's "not ok" answer: the candidate's failure, or ("internal") the worker's own code raising."""
+        if resp["reason"] == "internal":
+            raise _Harness("internal", f"the worker's harness raised at '{check}' {where}: {resp['message']}")
+        self.reject(check, resp["reason"], where + resp["message"])
 
     def passed(self, name: str, detail: str) -> None:
         self.checks[name] = CheckResult(name, True, detail)
@@ -145,7 +227,7 @@ class _Verification:
         resp = self.worker.request({"op": "load", "region": str(self.region.path.resolve()), "candidate": str(path)},
                                    self.timeout)
         if not resp["ok"]:
-            self.reject("import", resp["reason"], resp["message"])
+            self.failed("import", resp)
         found = isolation({**resp, "violations": resp.get("import_violations")}, "at import")
         if found:
             self.reject(found.check, found.reason, found.message)
@@ -206,7 +288,7 @@ class _Verification:
                                    self.timeout)
         self.calls += len(poisons)
         if not resp["ok"]:
-            self.reject("run", resp["reason"], f"{draw.label()}: {resp['message']}")
+            self.failed("run", resp, f"{draw.label()}: ")
         return resp["calls"], self.fetch(out)
 
     def fetch(self, path: Path) -> dict[str, Any]:
@@ -317,7 +399,7 @@ class _Verification:
                                     "extra_modes": self.extra_modes, "measure_bandwidth": True,
                                     "out": str(out)}, 3 * self.timeout)
         if not resp["ok"]:
-            self.reject("speed", resp["reason"], resp["message"])
+            self.failed("speed", resp)
         found = isolation(resp, "while timing")
         if found:
             self.reject(found.check, found.reason, found.message)

@@ -9,7 +9,9 @@ trusted key files before it takes a request; a region file is copied into its
 scratch directory for it. Each request has a wall-clock
 limit; past it the worker is killed and the candidate rejected with
 ``timeout``. A worker that dies (segfault, abort, ``os._exit``, the OOM killer)
-rejects its candidate with ``crash`` or ``oom``; the parent carries on.
+while it runs candidate code fails with ``crash`` or ``oom``; the parent carries on.
+One that never becomes ready, or dies before it takes its first request, raises
+``WorkerStartError``: no candidate code ran in it (engine.verify retries those).
 
 One worker serves one candidate (its imports and patches die with it). After
 the first verification in a process, a spare is started ahead so the next
@@ -115,6 +117,7 @@ class Worker:
         )
         self._buf = b""
         self.ready: dict[str, Any] | None = None
+        self.sent = 0  # requests taken: before the first, nothing of a candidate's has run here
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         if self.ready is None:
@@ -140,7 +143,11 @@ class Worker:
             self.proc.stdin.write((json.dumps(msg) + "\n").encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise self._died("sending a request") from None
+            died = self._died("sending a request")
+            if not self.sent:
+                raise WorkerStartError(f"the verification worker died before its first request: {died}") from None
+            raise died from None
+        self.sent += 1
         return self._read(timeout, f"step '{msg.get('op')}'")
 
     def _stage(self, region: str) -> str:
@@ -240,16 +247,18 @@ class Pool:
         self._spare: dict[str, Worker] = {}
         self._taken: dict[str, int] = {}
 
-    def take(self, device: str) -> Worker:
+    def take(self, device: str, alone: bool = False) -> Worker:
+        """A fresh worker. ``alone``, for a retry after a harness failure or an out-of-memory: a new process even
+        where a spare is ready (it was started beside the failure), and no spare started beside it."""
         with self._lock:
             w = self._spare.pop(device, None)
             self._taken[device] = self._taken.get(device, 0) + 1
             # a spare confined before the cache or key settings changed would keep the new ones in reach
-            if w is None or w.proc.poll() is not None or w.protect != protected_paths():
+            if alone or w is None or w.proc.poll() is not None or w.protect != protected_paths():
                 if w is not None:
                     w.close()
                 w = Worker(device)
-            if self._taken[device] > 1:
+            if self._taken[device] > 1 and not alone:
                 self._spare[device] = Worker(device)
         return w
 

@@ -99,6 +99,8 @@ def inductor_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor], mod
             # One compile at a time: the tuner may verify from several threads, and a first call compiles.
             with _run_lock, torch.no_grad(), torch._dynamo.config.patch(**{limit: 64}):  # extra sizes recompile
                 return [o.detach() for o in as_list(fn(*inputs))], f"inductor ({mode})"
+        except (MemoryError, torch.OutOfMemoryError, torch.AcceleratorError):
+            raise  # this machine's trouble, not Inductor's: a harness failure (engine.verify retries it)
         except Exception as e:  # no compiler on this machine, an Inductor bug: judge against eager instead
             with _lock:
                 _failed[(region.digest, mode)] = f"{type(e).__name__}: {e}"

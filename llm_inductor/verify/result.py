@@ -4,6 +4,14 @@
 cache's verification record (``to_dict()``) and the reports. ``reason`` is a
 stable code (the list below); ``message`` says which check failed, on which
 input draw, and by how much.
+
+Three kinds of outcome, which callers must keep apart:
+
+* a verdict on the candidate: ``ok`` or one of ``REASONS`` but ``degenerate_region``;
+* a verdict on the region (``REGION_REASONS``): the same for every candidate, so it is
+  no candidate's fault and never feedback; the tuner stops searching the region;
+* a harness failure (``harness_failure``, reason ``harness:<what>``, ``HARNESS_REASONS``):
+  the verifier itself could not run, and kept failing when retried; nothing was judged.
 """
 
 from __future__ import annotations
@@ -43,9 +51,25 @@ REASONS = {
     "nondeterministic": "two calls on the same inputs disagree bit for bit",
     "uninitialized_read": "the outputs follow what fresh allocations held: the kernel reads memory it never wrote",
     "wrong_at_size": "right at the region's sizes, wrong at another size of a symbolic dim",
+    # the region (compare.judge): the same verdict for every candidate
+    "degenerate_region": "the region's float64 reference is zero up to rounding: its outputs are rounding noise, "
+                         "which no kernel can be judged against; the region is not worth tuning",
     # speed (GPU only)
     "slower": "not faster than Inductor by the speed margin in both measurements",
     "suspicious_speed": "faster than the roofline floor allows",
+}
+
+
+# Verdicts on the region, not on the candidate: every candidate gets the same one.
+REGION_REASONS = {"degenerate_region"}
+
+# Harness failures (engine.verify retries them; these are what is left when every retry failed too).
+HARNESS_REASONS = {
+    "harness:worker_start": "a verification worker did not start, or died before it took the candidate",
+    "harness:internal": "the worker's own code raised outside the candidate's calls (a verifier bug)",
+    "harness:parent_oom": "the verifying process ran out of memory computing the references or comparing",
+    "harness:device": "the verifying process's device failed (a CUDA error outside any candidate code)",
+    "harness:verifier_error": "the verifier raised instead of returning a result (the tuner's name: search/verdict.py)",
 }
 
 
@@ -66,6 +90,7 @@ class VerifyResult:
     envelope: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    harness_failure: bool = False  # nothing was judged: the verifier could not run (reason "harness:<what>")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +109,8 @@ class VerifyResult:
             speed = self.timings.get("speedup")
             tail = f", {speed:.2f}x over Inductor" if isinstance(speed, (int, float)) else ""
             return f"accepted on {self.device}{tail}"
+        if self.harness_failure or self.reason in REGION_REASONS:
+            return f"not judged ({self.reason}): {self.message}"
         return f"rejected ({self.reason}): {self.message}"
 
     def feedback(self) -> str:
@@ -91,6 +118,8 @@ class VerifyResult:
         lines = [self.summary()]
         if not self.accepted and self.reason in REASONS:
             lines.append(f"meaning: {REASONS[self.reason]}")
+        elif self.reason in HARNESS_REASONS:
+            lines.append(f"meaning: {HARNESS_REASONS[self.reason]}; not the candidate's doing")
         elif self.reason.startswith("policy:"):
             lines.append(
                 "The candidate may import only torch, triton, triton.language and math; the wrapper may only "

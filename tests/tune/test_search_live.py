@@ -193,3 +193,24 @@ def test_failed_search_leaves_the_region_on_inductor(region, endpoint):
         y = torch.compile(f, backend=llm_inductor.backend(interpret=True, min_region_us=0))(x)
     torch.testing.assert_close(y, f(x))
     assert _state.stats()["misses"] == 1 and _state.stats()["substituted"] == 0
+
+
+def test_a_verifier_that_cannot_run_halts_the_search_and_tune_exits_3(region, endpoint, monkeypatch, capsys):
+    """Every verification worker dies before it is ready: the answer is kept unjudged, not fed back as a
+    rejection, no second round is asked for, and `tune` says so with exit 3 rather than "no winner" (exit 1)."""
+    from llm_inductor.cli import main
+    from llm_inductor.verify import engine, pool
+
+    monkeypatch.setattr(engine, "POOL", pool.Pool())
+    monkeypatch.setattr(pool.sys, "executable", "/bin/false")
+    monkeypatch.setattr("llm_inductor.cli.log_path", lambda: region.parent / "cli.log")
+    llm = endpoint(Reply.text(answer(GOOD)))
+    monkeypatch.setenv("LLM_INDUCTOR_MODEL", "loopback-model")
+    monkeypatch.setenv("LLM_INDUCTOR_CANDIDATES", "1")
+    monkeypatch.setenv("LLM_INDUCTOR_ROUNDS", "3")
+    assert main(["tune", str(region)]) == 3
+    out, err = capsys.readouterr()
+    assert "harness failure" in out and "internal error: harness failure" in err and "no winner:" not in err
+    state = load_state(Config.load()[0], region.stem.removeprefix("region_"))
+    assert len(llm.seen) == 1 and state.attempts == [] and [a["code"] for a in state.unjudged] == [GOOD]
+    assert state.unjudged[0]["outcome"] == "harness:worker_start" and state.done is None

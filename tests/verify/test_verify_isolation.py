@@ -53,6 +53,8 @@ def test_wild_store_is_rejected_whatever_the_mechanism():
 def test_out_of_memory_is_its_own_reason():
     result = verify(SOFTMAX, cheat("oom"), device="cpu")
     assert result.reason == "oom" and "line 13" in result.message
+    # An out-of-memory may be the machine's: it became the candidate's by happening again when run alone.
+    assert "the same again when run alone" in result.message and "try 1: oom" in result.check("harness").detail
 
 
 def test_the_parent_keeps_going_after_a_crash():
@@ -86,8 +88,10 @@ def test_a_worker_that_cannot_start_is_a_harness_error_not_a_rejection(monkeypat
 
     monkeypatch.setattr(engine, "POOL", pool.Pool())
     monkeypatch.setattr(pool.sys, "executable", "/bin/false")  # the worker dies before it is ready
-    with pytest.raises(pool.WorkerStartError, match="did not start"):
-        verify(SOFTMAX, (KERNELS / "softmax.py").read_text(), device="cpu")
+    result = verify(SOFTMAX, (KERNELS / "softmax.py").read_text(), device="cpu")
+    assert result.harness_failure and not result.accepted and result.reason == "harness:worker_start"
+    assert "did not start" in result.message and f"all {1 + engine.HARNESS_RETRIES} tries" in result.message
+    assert [c.name for c in result.checks] == ["harness"]  # no check of the candidate's ran, none failed
 
 
 @pytest.mark.parametrize("native", [False, True])
