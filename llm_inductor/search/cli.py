@@ -42,11 +42,20 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.import_batch and args.fresh:
         raise UsageError("--fresh starts searches over; it cannot be combined with --import-batch.")
     report = tune(
-        regions, script=script, script_args=script_args, pending=args.pending, export_batch=args.export_batch,
-        import_batch=args.import_batch, config=cfg, fresh=args.fresh, script_timeout=args.timeout,
-    )  # fmt: skip
+        regions,
+        script=script,
+        script_args=script_args,
+        pending=args.pending,
+        export_batch=args.export_batch,
+        import_batch=args.import_batch,
+        config=cfg,
+        fresh=args.fresh,
+        script_timeout=args.timeout,
+    )
     if not report.rows:
-        raise NegativeResult("nothing to tune: no pending hot regions. Compile with backend='llm' first, or pass SCRIPT.py.")
+        raise NegativeResult(
+            "nothing to tune: no pending hot regions. Compile with backend='llm' first, or pass SCRIPT.py."
+        )
     print(summary_table(report.rows))
     print(f"\nprovider {report.provider}, target {report.device}; config:\n{config_lines(cfg)}")
     if report.answered:
@@ -57,17 +66,30 @@ def _cmd(args: argparse.Namespace) -> int:
         print("  llm-inductor tune --import-batch OUTPUT.jsonl")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "provider": report.provider, "device": report.device, "next_batch": report.next_batch,
-            "exported": report.exported, "answered": report.answered, "rows": [r.to_dict() for r in report.rows],
-            "config": {name: value for name, _, value in cfg.describe()},
-        }, indent=1, default=str))  # fmt: skip
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "provider": report.provider,
+                    "device": report.device,
+                    "next_batch": report.next_batch,
+                    "exported": report.exported,
+                    "answered": report.answered,
+                    "rows": [r.to_dict() for r in report.rows],
+                    "config": {name: value for name, _, value in cfg.describe()},
+                },
+                indent=1,
+                default=str,
+            )
+        )
     if report.winners or report.waiting:
         return 0
     halted = [r for r in report.rows if r.outcome == "harness failure"]
     if halted:  # not a negative result: the verifier could not judge (its candidates are kept, unjudged)
-        raise HarnessError(f"no winner, and the verifier could not run for {len(halted)} region(s); their searches "
-                           "halted with candidates unjudged", "\n".join(f"{r.key16}: {r.stop}" for r in halted))
+        raise HarnessError(
+            f"no winner, and the verifier could not run for {len(halted)} region(s); their searches "
+            "halted with candidates unjudged",
+            "\n".join(f"{r.key16}: {r.stop}" for r in halted),
+        )
     print("no winner: every region stays with Inductor", file=sys.stderr)
     return 1
 
@@ -75,7 +97,9 @@ def _cmd(args: argparse.Namespace) -> int:
 def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pending", action="store_true", help="tune the regions recorded as pending in the cache")
     p.add_argument("--export-batch", metavar="REQUESTS.jsonl", help="write this round's prompts as Batch API requests")
-    p.add_argument("--import-batch", metavar="OUTPUT.jsonl", help="read Batch API answers; verify, store, plan the next round")
+    p.add_argument(
+        "--import-batch", metavar="OUTPUT.jsonl", help="read Batch API answers; verify, store, plan the next round"
+    )
     p.add_argument("--fresh", action="store_true", help="discard earlier search state of these regions")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the script after S seconds")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
@@ -83,9 +107,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "tune", help="search LLM-written Triton kernels for hot regions and store the winners",
+        "tune",
+        help="search LLM-written Triton kernels for hot regions and store the winners",
         description="Options go before SCRIPT.py: everything after it is the script's own arguments.",
-    )  # fmt: skip
+    )
     p.add_argument("target", nargs="?", help="a script to run (its hot regions are tuned) or region_<key16>.py files")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the script's arguments, or more region files")
     _add_options(p)

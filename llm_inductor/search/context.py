@@ -64,8 +64,10 @@ def read_region(path: str | Path) -> RegionFile:
     """The region file's text and its sidecar; UsageError (exit 2) if either is missing or malformed."""
     region = regionfile.load(path, require=_SIDECAR_FIELDS)
     if "def forward(" not in region.source or "def make_inputs(" not in region.source:
-        raise UsageError(f"malformed region {region.path}: no forward() or make_inputs(). "
-                         "Region files follow the contract in docs/contracts.md.")
+        raise UsageError(
+            f"malformed region {region.path}: no forward() or make_inputs(). "
+            "Region files follow the contract in docs/contracts.md."
+        )
     return region
 
 
@@ -91,7 +93,9 @@ def spec_lines(side: Sidecar) -> list[str]:
             name = f"in{i}" if kind == "inputs" else f"out{i}"
             extra = f", integer values in [0, {s.index_high})" if s.index_high else ""
             tail = "" if s.aligned else ", storage offset not 16-byte aligned"
-            lines.append(f"- {name}: {s.dtype} shape [{', '.join(s.shape)}] stride ({', '.join(s.stride)}){extra}{tail}")
+            lines.append(
+                f"- {name}: {s.dtype} shape [{', '.join(s.shape)}] stride ({', '.join(s.stride)}){extra}{tail}"
+            )
     if side.symbols:
         seen = ", ".join(f"{k} = {v}" for k, v in side.symbols.items())
         lines.append(f"- symbolic dims (seen: {seen}) vary at run time; read them from the inputs.")

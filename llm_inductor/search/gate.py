@@ -57,8 +57,13 @@ def in_graph_gate(key16: str, entry: Any, cfg: Config, device: str, timeout: flo
         return {**r, "measured": False, "passed": False, "note": "not measured (the region was not found in its graph)"}
     passed = r["with_ms"] <= r["without_ms"] * (1.0 + GATE_NOISE)
     verdict = "no slower" if passed else "slower"
-    return {**r, "measured": True, "passed": passed, "graph": graph.name,
-            "note": f"graph {r['without_ms']:.4f} ms -> {r['with_ms']:.4f} ms with the kernel ({verdict})"}  # fmt: skip
+    return {
+        **r,
+        "measured": True,
+        "passed": passed,
+        "graph": graph.name,
+        "note": f"graph {r['without_ms']:.4f} ms -> {r['with_ms']:.4f} ms with the kernel ({verdict})",
+    }
 
 
 def _bench(fn: Any, device: str) -> float:

@@ -55,8 +55,15 @@ def gpu_facts(device: str | torch.device = "cuda") -> GpuFacts:
     if is_gpu and not spec.capability:  # the H200 constant carries it; others are read from the device
         major, minor = torch.cuda.get_device_capability(torch.device(device))
         spec = DeviceSpec(spec.name, spec.bandwidth, spec.flops, spec.flops_fp32, spec.sm_count, f"sm{major}{minor}")
-    return GpuFacts(spec.name, spec.sm_count, spec.capability, spec.bandwidth / 1e12, spec.flops / 1e12,
-                    spec.flops_fp32 / 1e12, is_gpu)  # fmt: skip
+    return GpuFacts(
+        spec.name,
+        spec.sm_count,
+        spec.capability,
+        spec.bandwidth / 1e12,
+        spec.flops / 1e12,
+        spec.flops_fp32 / 1e12,
+        is_gpu,
+    )
 
 
 def floor_ms(side: Sidecar, device: str | torch.device = "cuda") -> float | None:

@@ -11,8 +11,9 @@ region file (``forward`` + ``make_inputs``, sidecar beside it) by ``passes.regio
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.fx as fx

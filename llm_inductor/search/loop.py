@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from llm_inductor.config import Config
 from llm_inductor.search import records
-from llm_inductor.search.llm.budget import Limits, Meter, call_estimate
 from llm_inductor.search.context import RegionContext
+from llm_inductor.search.llm.budget import Limits, Meter, call_estimate
 from llm_inductor.search.llm.prompts import extract_code
 from llm_inductor.search.llm.providers import Completion, Provider, Request, messages_tokens, parse_custom_id
 from llm_inductor.search.search_state import SearchState, save_state
@@ -137,22 +138,39 @@ class Searcher:
         """Turn one answer into a recorded attempt: extract the module, verify it, judge it."""
         cid = parse_custom_id(request.custom_id)
         a: dict[str, Any] = {
-            "custom_id": request.custom_id, "round": cid.round, "slot": cid.slot, "parent": request.parent,
-            "prompt_hash": request.prompt_hash, "tokens_in": c.tokens_in, "tokens_out": c.tokens_out,
-            "tokens_estimated": c.tokens_estimated, "cost": c.cost, "llm_seconds": c.seconds,
-            "http_attempts": c.http_attempts, "accepted": False, "code": None, "floor_ms": ctx.floor_ms,
-        }  # fmt: skip
+            "custom_id": request.custom_id,
+            "round": cid.round,
+            "slot": cid.slot,
+            "parent": request.parent,
+            "prompt_hash": request.prompt_hash,
+            "tokens_in": c.tokens_in,
+            "tokens_out": c.tokens_out,
+            "tokens_estimated": c.tokens_estimated,
+            "cost": c.cost,
+            "llm_seconds": c.seconds,
+            "http_attempts": c.http_attempts,
+            "accepted": False,
+            "code": None,
+            "floor_ms": ctx.floor_ms,
+        }
         if not c.ok:
             a.update(outcome=c.error or "bad_response", message=c.message)
         else:
             records.record_response(self.cfg, records.response_line(request, c))
             code = extract_code(c.text)
             if code is None:
-                a.update(outcome="no_code", message="the answer has no ```python block defining forward",
-                         answer=(c.text or "")[:ANSWER_KEPT])  # fmt: skip
+                a.update(
+                    outcome="no_code",
+                    message="the answer has no ```python block defining forward",
+                    answer=(c.text or "")[:ANSWER_KEPT],
+                )
             elif state.key in self.halted:
-                a.update(code=code, outcome=self.halted[state.key], message="not verified: the verifier failed on "
-                         "an earlier answer of this run and its retries failed too")  # fmt: skip
+                a.update(
+                    code=code,
+                    outcome=self.halted[state.key],
+                    message="not verified: the verifier failed on "
+                    "an earlier answer of this run and its retries failed too",
+                )
             else:
                 a["code"] = code
                 a.update(verify_candidate(self.verifier, str(ctx.path), code, self.cfg, ctx.floor_ms))
@@ -166,16 +184,29 @@ class Searcher:
             if "verify_seconds" in a:  # verified, and the harness failed (not one kept unverified after that)
                 state.harness = f"{a['outcome']}: {a.get('message', '')}"[:300]
             self.halted.setdefault(state.key, a["outcome"])
-            log.warning("llm_inductor: region %s: candidate r%s c%s not judged (%s): %s; its search halts for this "
-                        "run", state.key16, a["round"], a["slot"], a["outcome"], a.get("message", "")[:300])
+            log.warning(
+                "llm_inductor: region %s: candidate r%s c%s not judged (%s): %s; its search halts for this run",
+                state.key16,
+                a["round"],
+                a["slot"],
+                a["outcome"],
+                a.get("message", "")[:300],
+            )
         else:
             state.attempts.append(a)
             if "verify_seconds" in a:
                 state.harness = None  # the verifier ran and judged
             if is_region_verdict(a["outcome"]) and not state.done:
                 state.done = f"{a['outcome']}: {REASONS.get(a['outcome'], a['outcome'])}"
-        records.record_attempt(self.cfg, a, run_id=self.run_id, key=state.key, provider=self.provider.name,
-                               model=self.provider.model, strategy=state.strategy)  # fmt: skip
+        records.record_attempt(
+            self.cfg,
+            a,
+            run_id=self.run_id,
+            key=state.key,
+            provider=self.provider.name,
+            model=self.provider.model,
+            strategy=state.strategy,
+        )
         save_state(self.cfg, state)
         what = f"not judged, harness failure ({a['outcome']})" if unjudged else a["outcome"]
         self._report(state, ctx, f"r{a['round']} c{a['slot']}: {what}")

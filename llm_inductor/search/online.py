@@ -24,8 +24,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -36,8 +37,9 @@ from llm_inductor.config import Config
 log = logging.getLogger(__name__)
 
 
-def tune_misses(infos: Sequence[Any], cfg: Config, *, verifier: Any = None, store: Any = None,
-                in_process: bool = False) -> int:  # fmt: skip
+def tune_misses(
+    infos: Sequence[Any], cfg: Config, *, verifier: Any = None, store: Any = None, in_process: bool = False
+) -> int:
     """Tune these hot misses (RegionInfo) now; returns how many winners were stored as served.
 
     ``in_process`` runs the search here (tests that inject a verifier, callers outside
@@ -78,8 +80,16 @@ def _in_child(paths: list[Path], cfg: Config, store: Any) -> int:
         env = dict(os.environ)
         if cfg.interpret and not torch.cuda.is_available():
             env["TRITON_INTERPRET"] = "1"  # the child's kernels run under the interpreter
-        cmd = [sys.executable, "-m", "llm_inductor.search.online", "--config", str(cfg_path), "--out", str(out),
-               *map(str, paths)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "llm_inductor.search.online",
+            "--config",
+            str(cfg_path),
+            "--out",
+            str(out),
+            *map(str, paths),
+        ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=cfg.run_max_seconds + 300)
         for line in proc.stdout.splitlines():
             log.info("llm_inductor: online tune: %s", line)

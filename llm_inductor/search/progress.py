@@ -94,10 +94,20 @@ def summary_row(state: SearchState, ctx: RegionContext) -> SummaryRow:
     stop = state.done or (f"{len(state.unjudged)} unjudged, halted by {state.harness}" if state.harness else "")
     s = state.spend
     return SummaryRow(
-        ctx.summary(), ctx.key16, outcome, stop, state.round,
-        best.get("speedup") if best else None, best.get("roofline_pct") if best else None,
-        s.calls, s.tokens, s.tokens_estimated, s.dollars, res.get("entry_id"), (res.get("gate") or {}).get("note", ""),
-    )  # fmt: skip
+        ctx.summary(),
+        ctx.key16,
+        outcome,
+        stop,
+        state.round,
+        best.get("speedup") if best else None,
+        best.get("roofline_pct") if best else None,
+        s.calls,
+        s.tokens,
+        s.tokens_estimated,
+        s.dollars,
+        res.get("entry_id"),
+        (res.get("gate") or {}).get("note", ""),
+    )
 
 
 def _num(x: float | None, fmt: str) -> str:

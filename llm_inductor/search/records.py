@@ -25,10 +25,28 @@ _lock = threading.Lock()
 
 # Fields of an attempt dict that go into its record (the code and feedback stay in the search state).
 _RECORDED = (
-    "custom_id", "round", "slot", "parent", "prompt_hash", "outcome", "accepted", "message",
-    "tokens_in", "tokens_out", "tokens_estimated", "cost", "llm_seconds", "verify_seconds",
-    "http_attempts", "candidate_ms", "inductor_ms", "speedup", "roofline_pct", "floor_ms", "code_hash",
-)  # fmt: skip
+    "custom_id",
+    "round",
+    "slot",
+    "parent",
+    "prompt_hash",
+    "outcome",
+    "accepted",
+    "message",
+    "tokens_in",
+    "tokens_out",
+    "tokens_estimated",
+    "cost",
+    "llm_seconds",
+    "verify_seconds",
+    "http_attempts",
+    "candidate_ms",
+    "inductor_ms",
+    "speedup",
+    "roofline_pct",
+    "floor_ms",
+    "code_hash",
+)
 
 
 def search_dir(cfg: Config) -> Path:
@@ -51,8 +69,9 @@ def _append(path: Path, line: str) -> None:
         os.fsync(f.fileno())  # records outlive a killed run; they are what `report` reads
 
 
-def record_attempt(cfg: Config, attempt: dict[str, Any], *, run_id: str, key: str, provider: str, model: str,
-                   strategy: str) -> dict[str, Any]:  # fmt: skip
+def record_attempt(
+    cfg: Config, attempt: dict[str, Any], *, run_id: str, key: str, provider: str, model: str, strategy: str
+) -> dict[str, Any]:
     row = {
         "schema": ATTEMPT_SCHEMA,
         "time": time.time(),
@@ -74,8 +93,9 @@ def response_line(request: Request, completion: Completion) -> str:
     usage = None
     if not completion.tokens_estimated:
         usage = {"prompt_tokens": completion.tokens_in, "completion_tokens": completion.tokens_out}
-    return json.dumps({"prompt_hash": request.prompt_hash, "custom_id": request.custom_id,
-                       "content": completion.text, "usage": usage})  # fmt: skip
+    return json.dumps(
+        {"prompt_hash": request.prompt_hash, "custom_id": request.custom_id, "content": completion.text, "usage": usage}
+    )
 
 
 def record_response(cfg: Config, line: str) -> None:

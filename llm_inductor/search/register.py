@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import llm_inductor.compile.region_pass as _graph_pass
-from llm_inductor.search.llm import batch, openai_provider, replay  # noqa: F401  (they register themselves)
 from llm_inductor.search.graphs import record_new
-from llm_inductor.search.online import tune_misses
+from llm_inductor.search.llm import batch, openai_provider, replay  # noqa: F401  (they register themselves)
 from llm_inductor.search.llm.providers import check_provider
+from llm_inductor.search.online import tune_misses
 
-_graph_pass.register_tune_path(_graph_pass.TunePath(record_graph=record_new, tune_misses=tune_misses, check=check_provider))
+_graph_pass.register_tune_path(
+    _graph_pass.TunePath(record_graph=record_new, tune_misses=tune_misses, check=check_provider)
+)

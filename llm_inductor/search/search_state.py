@@ -23,8 +23,16 @@ from llm_inductor.search.llm.providers import Request
 from llm_inductor.verify.result import REGION_REASONS
 
 STATE_SCHEMA = 1
-PROVIDER_FAILURES = ("rate_limited", "server_error", "timeout", "connection", "bad_response", "replay_miss",
-                     "batch_error", "cancelled")  # fmt: skip
+PROVIDER_FAILURES = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection",
+    "bad_response",
+    "replay_miss",
+    "batch_error",
+    "cancelled",
+)
 
 
 def score(a: dict[str, Any]) -> tuple[float, float]:
@@ -97,7 +105,7 @@ class SearchState:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SearchState":
+    def from_dict(cls, d: dict[str, Any]) -> SearchState:
         if d.get("schema") != STATE_SCHEMA:
             raise ValueError(f"search state schema {d.get('schema')!r} (this build reads {STATE_SCHEMA})")
         d = dict(d)

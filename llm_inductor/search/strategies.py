@@ -12,13 +12,13 @@ Unknown names fail loudly with the registered ones, as providers do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
-from llm_inductor.search.llm import prompts
 from llm_inductor.search.context import RegionContext
+from llm_inductor.search.llm import prompts
 from llm_inductor.search.llm.providers import Request, custom_id
 from llm_inductor.search.search_state import SearchState
 
@@ -52,8 +52,11 @@ def refine(state: SearchState, ctx: RegionContext, cfg: Config) -> list[Request]
     reqs = []
     for slot in range(cfg.candidates):
         parent = parents[slot % len(parents)]
-        reqs.append(Request(custom_id(ctx.key16, state.round + 1, slot), _parent_messages(state, ctx, parent),
-                            parent["custom_id"]))  # fmt: skip
+        reqs.append(
+            Request(
+                custom_id(ctx.key16, state.round + 1, slot), _parent_messages(state, ctx, parent), parent["custom_id"]
+            )
+        )
     return reqs
 
 
@@ -62,8 +65,10 @@ def evolve(state: SearchState, ctx: RegionContext, cfg: Config) -> list[Request]
     if state.round == 0 or not parents:
         return _fresh(state, ctx, cfg)
     msgs = prompts.evolve_messages(ctx, parents)
-    return [Request(custom_id(ctx.key16, state.round + 1, slot), msgs, parents[0]["custom_id"])
-            for slot in range(cfg.candidates)]  # fmt: skip
+    return [
+        Request(custom_id(ctx.key16, state.round + 1, slot), msgs, parents[0]["custom_id"])
+        for slot in range(cfg.candidates)
+    ]
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Sequence
+from typing import Any
 
 import torch
 
@@ -23,9 +24,9 @@ from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.search.context import RegionContext, load_context, read_region
+from llm_inductor.search.llm.providers import Provider, select_provider
 from llm_inductor.search.loop import Searcher
 from llm_inductor.search.progress import ProgressLine, SummaryRow, summary_row
-from llm_inductor.search.llm.providers import Provider, select_provider
 from llm_inductor.search.search_state import SearchState, load_state, save_state
 from llm_inductor.search.verdict import Verifier, default_verifier
 from llm_inductor.search.winners import store_winner
@@ -53,7 +54,7 @@ class TuneReport:
 
 
 def target_device(cfg: Config) -> str:
-    """"cuda", or "cpu" under interpret mode; refuses otherwise (speed cannot be judged without a GPU)."""
+    """ "cuda", or "cpu" under interpret mode; refuses otherwise (speed cannot be judged without a GPU)."""
     if torch.cuda.is_available():
         return "cuda"
     if cfg.interpret:
@@ -98,8 +99,9 @@ def pending_regions(cfg: Config, store: Any) -> list[Path]:
 
 
 class _TuneRun:
-    def __init__(self, cfg: Config, provider: Provider, device: str, store: Any, verifier: Verifier,
-                 progress: bool, fresh: bool) -> None:  # fmt: skip
+    def __init__(
+        self, cfg: Config, provider: Provider, device: str, store: Any, verifier: Verifier, progress: bool, fresh: bool
+    ) -> None:
         self.cfg, self.provider, self.device, self.store = cfg, provider, device, store
         self.line = ProgressLine() if progress else None
         self.searcher = Searcher(cfg, provider, device, verifier, self.line)
@@ -122,8 +124,9 @@ class _TuneRun:
 
     def finish(self, state: SearchState, ctx: RegionContext) -> SummaryRow:
         if state.done and state.result is None and state.winner() is not None:
-            state.result = store_winner(ctx, state, self.store, self.cfg, self.provider.name, self.provider.model,
-                                        self.device)  # fmt: skip
+            state.result = store_winner(
+                ctx, state, self.store, self.cfg, self.provider.name, self.provider.model, self.device
+            )
             save_state(self.cfg, state)
         if self.line is not None:
             self.line.end()
@@ -191,8 +194,11 @@ def _import(run: _TuneRun, path: Path, report: TuneReport) -> list[Path]:
     answers = run.provider.read_answers(path, requests)  # type: ignore[attr-defined]
     unknown = sorted(cid for cid in answers if cid not in requests)
     if unknown:
-        log.warning("llm_inductor: %d answer(s) match no outstanding request (already imported?): %s",
-                    len(unknown), ", ".join(unknown[:5]))  # fmt: skip
+        log.warning(
+            "llm_inductor: %d answer(s) match no outstanding request (already imported?): %s",
+            len(unknown),
+            ", ".join(unknown[:5]),
+        )
     touched = []
     for key16, state in waiting.items():
         mine = {cid: c for cid, c in answers.items() if cid.startswith(key16 + "-")}
@@ -203,17 +209,23 @@ def _import(run: _TuneRun, path: Path, report: TuneReport) -> list[Path]:
         touched.append(Path(state.region_path))
     # Searches whose round is fully answered but whose next round was never planned: an earlier
     # import was cut short between consuming answers and exporting. They go on with this one.
-    stranded = [Path(s.region_path) for s in all_states(run.cfg)
-                if not s.done and not s.outstanding and Path(s.region_path) not in touched]  # fmt: skip
+    stranded = [
+        Path(s.region_path)
+        for s in all_states(run.cfg)
+        if not s.done and not s.outstanding and Path(s.region_path) not in touched
+    ]
     if not touched and not stranded:
         raise UsageError(f"{path}: no answer matches an outstanding request under {run.cfg.cache_path / 'search'}.")
     if stranded:
-        log.warning("llm_inductor: planning the next round of %d search(es) an earlier import left unplanned",
-                    len(stranded))  # fmt: skip
+        log.warning(
+            "llm_inductor: planning the next round of %d search(es) an earlier import left unplanned", len(stranded)
+        )
     return touched + stranded
 
 
-def _export(run: _TuneRun, paths: list[Path], report: TuneReport, export: str | Path | None, imported: str | Path | None) -> None:
+def _export(
+    run: _TuneRun, paths: list[Path], report: TuneReport, export: str | Path | None, imported: str | Path | None
+) -> None:
     requests = []
     for path in paths:
         state, ctx = run.open(path)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
@@ -55,8 +56,7 @@ def baseline_mode(region_path: str) -> str:
 def default_verifier(region_path: str, source: str, cfg: Config) -> Any:
     from llm_inductor.verify.engine import verify
 
-    return verify(region_path, source, device="auto", speed=None, config=cfg,
-                  inductor_mode=baseline_mode(region_path))  # fmt: skip
+    return verify(region_path, source, device="auto", speed=None, config=cfg, inductor_mode=baseline_mode(region_path))
 
 
 def code_hash(source: str) -> str:
@@ -120,14 +120,21 @@ def judge(result: Any, cfg: Config, floor_ms: float | None) -> dict[str, Any]:
     }
 
 
-def verify_candidate(verifier: Verifier, region_path: str, source: str, cfg: Config, floor_ms: float | None) -> dict[str, Any]:
+def verify_candidate(
+    verifier: Verifier, region_path: str, source: str, cfg: Config, floor_ms: float | None
+) -> dict[str, Any]:
     start = time.monotonic()
     try:
         result = verifier(region_path, source, cfg)
         out = judge(result, cfg, floor_ms)
     except Exception as e:  # the verifier raised: its failure, not the candidate's (nor a reason to stop the run)
-        out = {"outcome": HARNESS + "verifier_error", "accepted": False, "message": f"{type(e).__name__}: {e}",
-               "feedback": "", "verification": None}  # fmt: skip
+        out = {
+            "outcome": HARNESS + "verifier_error",
+            "accepted": False,
+            "message": f"{type(e).__name__}: {e}",
+            "feedback": "",
+            "verification": None,
+        }
     out["verify_seconds"] = time.monotonic() - start
     out["code_hash"] = code_hash(source)
     return out

@@ -33,8 +33,15 @@ def _us(ms: float | None) -> float | None:
     return None if ms is None else 1e3 * ms
 
 
-def build_entry(ctx: RegionContext, state: SearchState, w: dict[str, Any], provider: str, model: str,
-                device: str, gate: dict[str, Any] | None = None) -> Entry:  # fmt: skip
+def build_entry(
+    ctx: RegionContext,
+    state: SearchState,
+    w: dict[str, Any],
+    provider: str,
+    model: str,
+    device: str,
+    gate: dict[str, Any] | None = None,
+) -> Entry:
     ver = w.get("verification") or {}
     v = versions(device)
     speed = {  # cache/entry.py's speed record, per GPU model
@@ -59,18 +66,28 @@ def build_entry(ctx: RegionContext, state: SearchState, w: dict[str, Any], provi
         speed={v["gpu"]: speed},
         envelope=dict(ver.get("envelope") or {}),
         provenance={
-            "provider": provider, "model": model, "prompt_hash": w["prompt_hash"],
-            "prompt_version": PROMPT_VERSION, "strategy": state.strategy, "custom_id": w["custom_id"],
-            "tokens_in": s.tokens_in, "tokens_out": s.tokens_out, "tokens_estimated": s.tokens_estimated,
-            "cost": round(s.dollars, 6), "seconds": round(s.seconds, 3), "calls": s.calls, "rounds": state.round,
-        },  # fmt: skip
+            "provider": provider,
+            "model": model,
+            "prompt_hash": w["prompt_hash"],
+            "prompt_version": PROMPT_VERSION,
+            "strategy": state.strategy,
+            "custom_id": w["custom_id"],
+            "tokens_in": s.tokens_in,
+            "tokens_out": s.tokens_out,
+            "tokens_estimated": s.tokens_estimated,
+            "cost": round(s.dollars, 6),
+            "seconds": round(s.seconds, 3),
+            "calls": s.calls,
+            "rounds": state.round,
+        },
         versions=v,
         status="served",
     )
 
 
-def store_winner(ctx: RegionContext, state: SearchState, store: Any, cfg: Config, provider: str, model: str,
-                 device: str) -> dict[str, Any] | None:  # fmt: skip
+def store_winner(
+    ctx: RegionContext, state: SearchState, store: Any, cfg: Config, provider: str, model: str, device: str
+) -> dict[str, Any] | None:
     """Gate and store the region's winner; returns {entry_id, status, gate} or None without a winner."""
     w = state.winner()
     if w is None:

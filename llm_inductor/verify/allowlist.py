@@ -15,51 +15,194 @@ ALLOWED_MODULES = {"torch", "triton", "triton.language", "math", "__future__"}
 ALLOWED_PREFIXES = ("triton.language.extra",)  # libdevice lives here, per backend
 # Named reasons for imports people (and LLMs) reach for.
 IMPORT_REASONS = {
-    "os": "process", "sys": "process", "subprocess": "process", "multiprocessing": "process", "signal": "process",
-    "shutil": "file", "pathlib": "file", "io": "file", "tempfile": "file", "glob": "file", "pickle": "file",
-    "socket": "network", "http": "network", "urllib": "network", "requests": "network", "ssl": "network",
-    "threading": "thread", "_thread": "thread", "concurrent": "thread", "asyncio": "thread",
-    "ctypes": "native_code", "cffi": "native_code",
-    "importlib": "exec", "builtins": "exec", "inspect": "reflection", "gc": "reflection",
+    "os": "process",
+    "sys": "process",
+    "subprocess": "process",
+    "multiprocessing": "process",
+    "signal": "process",
+    "shutil": "file",
+    "pathlib": "file",
+    "io": "file",
+    "tempfile": "file",
+    "glob": "file",
+    "pickle": "file",
+    "socket": "network",
+    "http": "network",
+    "urllib": "network",
+    "requests": "network",
+    "ssl": "network",
+    "threading": "thread",
+    "_thread": "thread",
+    "concurrent": "thread",
+    "asyncio": "thread",
+    "ctypes": "native_code",
+    "cffi": "native_code",
+    "importlib": "exec",
+    "builtins": "exec",
+    "inspect": "reflection",
+    "gc": "reflection",
 }
 
 # Builtins a wrapper may call; other builtins get named reasons or policy:builtin.
 ALLOWED_BUILTINS = {
-    "len", "range", "min", "max", "int", "float", "bool", "tuple", "list", "dict", "abs", "divmod",
-    "enumerate", "zip", "isinstance", "all", "any", "sum", "round", "reversed", "sorted", "str", "print",
-    "ValueError", "TypeError", "RuntimeError", "AssertionError", "NotImplementedError", "True", "False", "None",
+    "len",
+    "range",
+    "min",
+    "max",
+    "int",
+    "float",
+    "bool",
+    "tuple",
+    "list",
+    "dict",
+    "abs",
+    "divmod",
+    "enumerate",
+    "zip",
+    "isinstance",
+    "all",
+    "any",
+    "sum",
+    "round",
+    "reversed",
+    "sorted",
+    "str",
+    "print",
+    "ValueError",
+    "TypeError",
+    "RuntimeError",
+    "AssertionError",
+    "NotImplementedError",
+    "True",
+    "False",
+    "None",
 }
 BUILTIN_REASONS = {
-    "open": "file", "exec": "exec", "eval": "exec", "compile": "exec", "__import__": "exec",
-    "getattr": "reflection", "setattr": "monkeypatch", "delattr": "monkeypatch", "vars": "reflection",
-    "globals": "reflection", "locals": "reflection", "dir": "reflection", "type": "reflection",
-    "object": "reflection", "super": "reflection", "breakpoint": "process", "input": "process",
-    "memoryview": "reflection", "id": "reflection", "exit": "process", "quit": "process",
+    "open": "file",
+    "exec": "exec",
+    "eval": "exec",
+    "compile": "exec",
+    "__import__": "exec",
+    "getattr": "reflection",
+    "setattr": "monkeypatch",
+    "delattr": "monkeypatch",
+    "vars": "reflection",
+    "globals": "reflection",
+    "locals": "reflection",
+    "dir": "reflection",
+    "type": "reflection",
+    "object": "reflection",
+    "super": "reflection",
+    "breakpoint": "process",
+    "input": "process",
+    "memoryview": "reflection",
+    "id": "reflection",
+    "exit": "process",
+    "quit": "process",
 }
 
 # torch.<name> a wrapper may use: allocation, devices, sizes. dtypes are added below.
 TORCH_ALLOWED = {
-    "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
-    "device", "Size", "Tensor", "dtype", "finfo", "iinfo", "strided", "contiguous_format", "preserve_format",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "zeros",
+    "zeros_like",
+    "ones",
+    "ones_like",
+    "full",
+    "full_like",
+    "device",
+    "Size",
+    "Tensor",
+    "dtype",
+    "finfo",
+    "iinfo",
+    "strided",
+    "contiguous_format",
+    "preserve_format",
 }
 TORCH_CUDA_ALLOWED = {"device", "current_device", "get_device_capability", "get_device_properties", "is_available"}
 TORCH_REASONS = {
-    "Stream": "stream", "Event": "stream", "stream": "stream", "current_stream": "stream", "set_stream": "stream",
-    "default_stream": "stream", "synchronize": "stream", "ExternalStream": "stream", "graph": "stream",
-    "CUDAGraph": "stream", "load_inline": "native_code", "load": "native_code", "cpp_extension": "native_code",
-    "utils": "native_code", "ops": "torch_compute", "_C": "native_code", "compile": "exec", "jit": "exec",
-    "testing": "monkeypatch", "multiprocessing": "process",
+    "Stream": "stream",
+    "Event": "stream",
+    "stream": "stream",
+    "current_stream": "stream",
+    "set_stream": "stream",
+    "default_stream": "stream",
+    "synchronize": "stream",
+    "ExternalStream": "stream",
+    "graph": "stream",
+    "CUDAGraph": "stream",
+    "load_inline": "native_code",
+    "load": "native_code",
+    "cpp_extension": "native_code",
+    "utils": "native_code",
+    "ops": "torch_compute",
+    "_C": "native_code",
+    "compile": "exec",
+    "jit": "exec",
+    "testing": "monkeypatch",
+    "multiprocessing": "process",
 }
 TRITON_ALLOWED = {"jit", "autotune", "heuristics", "Config", "cdiv", "next_power_of_2", "language"}
 # Methods and properties a wrapper may use on tensors (and ints, dicts of meta-parameters).
 WRAPPER_ATTRS = {
-    "view", "reshape", "permute", "transpose", "contiguous", "stride", "size", "numel", "dim", "ndim",
-    "is_contiguous", "expand", "expand_as", "unsqueeze", "squeeze", "flatten", "unflatten", "as_strided", "t",
-    "narrow", "select", "view_as", "element_size", "data_ptr", "new_empty", "new_zeros", "new_ones", "new_full",
-    "new_empty_strided", "to", "clone", "copy_", "storage_offset", "dtype", "device", "shape", "is_cuda",
-    "unbind", "split", "chunk", "movedim", "zero_", "fill_", "itemsize", "T", "mT", "type",
-    "is_floating_point", "float", "half", "bfloat16", "bit_length", "multi_processor_count",
-    "append", "extend",  # list building in the wrapper; no tensor has these, module-level lists are caught apart
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "contiguous",
+    "stride",
+    "size",
+    "numel",
+    "dim",
+    "ndim",
+    "is_contiguous",
+    "expand",
+    "expand_as",
+    "unsqueeze",
+    "squeeze",
+    "flatten",
+    "unflatten",
+    "as_strided",
+    "t",
+    "narrow",
+    "select",
+    "view_as",
+    "element_size",
+    "data_ptr",
+    "new_empty",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty_strided",
+    "to",
+    "clone",
+    "copy_",
+    "storage_offset",
+    "dtype",
+    "device",
+    "shape",
+    "is_cuda",
+    "unbind",
+    "split",
+    "chunk",
+    "movedim",
+    "zero_",
+    "fill_",
+    "itemsize",
+    "T",
+    "mT",
+    "type",
+    "is_floating_point",
+    "float",
+    "half",
+    "bfloat16",
+    "bit_length",
+    "multi_processor_count",
+    "append",
+    "extend",  # list building in the wrapper; no tensor has these, module-level lists are caught apart
 }
 # triton.language objects refused under any name that reaches them (tl.core.X is tl.X): paths are resolved
 # to objects and judged by identity (triton_path_verdict). Both put device code the verifier cannot read into a
@@ -68,12 +211,45 @@ TL_FORBIDDEN = {"inline_asm_elementwise": "inline_asm", "extern_elementwise": "i
 DECORATORS = {"jit", "autotune", "heuristics"}
 # What decorator arguments may call at import: Triton's constructors and builtins that build plain values. A
 # call to the candidate's own code there could return closures over objects that outlive every call.
-IMPORT_TIME_CALLS = {"triton.Config", "triton.language.constexpr", "triton.language.core.constexpr", "triton.cdiv",
-                     "triton.next_power_of_2"}
-IMPORT_TIME_BUILTINS = {"dict", "tuple", "range", "min", "max", "int", "float", "bool", "str", "abs", "len", "round",
-                        "sorted", "zip", "enumerate", "reversed"}
-MUTATING_METHODS = {"append", "extend", "insert", "pop", "popitem", "clear", "update", "setdefault", "add",
-                     "remove", "discard", "__setitem__"}
+IMPORT_TIME_CALLS = {
+    "triton.Config",
+    "triton.language.constexpr",
+    "triton.language.core.constexpr",
+    "triton.cdiv",
+    "triton.next_power_of_2",
+}
+IMPORT_TIME_BUILTINS = {
+    "dict",
+    "tuple",
+    "range",
+    "min",
+    "max",
+    "int",
+    "float",
+    "bool",
+    "str",
+    "abs",
+    "len",
+    "round",
+    "sorted",
+    "zip",
+    "enumerate",
+    "reversed",
+}
+MUTATING_METHODS = {
+    "append",
+    "extend",
+    "insert",
+    "pop",
+    "popitem",
+    "clear",
+    "update",
+    "setdefault",
+    "add",
+    "remove",
+    "discard",
+    "__setitem__",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,14 +265,27 @@ def kernel_attrs() -> frozenset[str]:
     import triton.language as tl
 
     # Instance attributes set in __init__ (dir() of the class misses them); never .handle, the IR/interpreter object.
-    names = {"dtype", "shape", "numel", "type", "element_ty", "primitive_bitwidth", "fp_mantissa_width",
-             "exponent_bias", "name", "value", "address_space", "int_bitwidth", "int_signedness"}
+    names = {
+        "dtype",
+        "shape",
+        "numel",
+        "type",
+        "element_ty",
+        "primitive_bitwidth",
+        "fp_mantissa_width",
+        "exponent_bias",
+        "name",
+        "value",
+        "address_space",
+        "int_bitwidth",
+        "int_signedness",
+    }
     for cls in (tl.tensor, tl.dtype, tl.pointer_type, tl.block_type, tl.constexpr):
         names |= {n for n in dir(cls) if not n.startswith("_")}
     return frozenset(names)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_path_verdict(path: tuple[str, ...]) -> tuple[str, str] | None:
     """(reason, message) when a dotted path under triton.language reaches something a candidate may not use.
 
@@ -127,8 +316,10 @@ def triton_path_verdict(path: tuple[str, ...]) -> tuple[str, str] | None:
         root = owner.split(".")[0]
         return IMPORT_REASONS.get(root, "import"), f"'{dotted}' reaches {owner or type(obj).__name__!r}, outside triton"
     if extra and not isinstance(obj, types.ModuleType) and "libdevice" not in path:
-        return "inline_asm", (f"'{dotted}' ({owner}) is not libdevice math: under triton.language.extra only "
-                              "libdevice is allowed; the rest is inline assembly and device intrinsics")
+        return "inline_asm", (
+            f"'{dotted}' ({owner}) is not libdevice math: under triton.language.extra only "
+            "libdevice is allowed; the rest is inline assembly and device intrinsics"
+        )
     return None
 
 

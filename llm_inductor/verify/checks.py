@@ -8,8 +8,9 @@ even though its values may also be wrong; an unwritten element is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -47,8 +48,10 @@ class Expected:
 
     def verdicts(self, outs: list[torch.Tensor]) -> list[Verdict]:
         exact = self.exact or [False] * len(outs)
-        return [judge(o, r, {"inductor": i, "eager": e}, exact=x)
-                for o, r, i, e, x in zip(outs, self.ref64, self.ind, self.eager, exact)]
+        return [
+            judge(o, r, {"inductor": i, "eager": e}, exact=x)
+            for o, r, i, e, x in zip(outs, self.ref64, self.ind, self.eager, exact)
+        ]
 
 
 def isolation(rec: dict[str, Any], where: str) -> Finding | None:
@@ -57,18 +60,29 @@ def isolation(rec: dict[str, Any], where: str) -> Finding | None:
         return Finding("isolation", "tamper", f"{where}: the candidate replaced {', '.join(rec['tamper'][:5])}")
     if rec.get("new_threads"):
         names = f" ({', '.join(rec['thread_names'])})" if rec.get("thread_names") else ""
-        return Finding("isolation", "thread", f"{where}: {rec['new_threads']} new thread(s) alive after the call{names}")
+        return Finding(
+            "isolation", "thread", f"{where}: {rec['new_threads']} new thread(s) alive after the call{names}"
+        )
     if rec.get("foreign_streams"):
-        return Finding("isolation", "stream", f"{where}: {rec['foreign_streams']} launch(es) on a stream other than "
-                       "the caller's; work must be ordered on the current stream")
+        return Finding(
+            "isolation",
+            "stream",
+            f"{where}: {rec['foreign_streams']} launch(es) on a stream other than "
+            "the caller's; work must be ordered on the current stream",
+        )
     if rec.get("violations"):
-        return Finding("guard", "torch_compute", f"{where}: torch ops ran outside Triton launches: "
-                       f"{', '.join(rec['violations'])}; only allocation, views and copies may run in the wrapper")
+        return Finding(
+            "guard",
+            "torch_compute",
+            f"{where}: torch ops ran outside Triton launches: "
+            f"{', '.join(rec['violations'])}; only allocation, views and copies may run in the wrapper",
+        )
     return None
 
 
-def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any],
-              deterministic: bool = True) -> tuple[Finding | None, list[Verdict]]:
+def judge_run(
+    exp: Expected, records: list[dict[str, Any]], data: dict[str, Any], deterministic: bool = True
+) -> tuple[Finding | None, list[Verdict]]:
     """First failing check for one draw (all its calls), and the last call's verdicts."""
     outs_by_call: list[list[torch.Tensor]] = data["outputs"]
     label = exp.draw.label()
@@ -81,11 +95,16 @@ def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]
         if rec["launches"] == 0:
             return Finding("launch", "no_launch", f"{where}: no Triton kernel was launched"), []
         if "bad_outputs" in rec:
-            return Finding("outputs", "output_mismatch", f"{where}: forward returned {rec['bad_outputs']}, "
-                           "not tensors"), []
+            return Finding(
+                "outputs", "output_mismatch", f"{where}: forward returned {rec['bad_outputs']}, not tensors"
+            ), []
         if rec.get("reused_output"):
-            return Finding("outputs", "cached_output", f"{where}: an output shares storage with an output handed "
-                           "out earlier; allocate outputs afresh in every call"), []
+            return Finding(
+                "outputs",
+                "cached_output",
+                f"{where}: an output shares storage with an output handed "
+                "out earlier; allocate outputs afresh in every call",
+            ), []
         found = structure(rec["outputs"], exp.specs, where)
         if found:
             return found, []
@@ -95,17 +114,29 @@ def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]
         if hole:
             count, idx = hole
             total = outs_by_call[0][j].numel()
-            return Finding("written", "unwritten_output", f"{label}, output {j}: {count} of {total} elements "
-                           f"were never written (poison left, first at {list(idx)})"), []
+            return Finding(
+                "written",
+                "unwritten_output",
+                f"{label}, output {j}: {count} of {total} elements "
+                f"were never written (poison left, first at {list(idx)})",
+            ), []
     for k, rec in enumerate(records):
         if rec.get("inputs_changed"):
-            return Finding("inputs_unchanged", "input_mutated", f"{label}, call {k + 1}: input(s) "
-                           f"{rec['inputs_changed']} changed during the call; a kernel must not write its inputs"), []
+            return Finding(
+                "inputs_unchanged",
+                "input_mutated",
+                f"{label}, call {k + 1}: input(s) "
+                f"{rec['inputs_changed']} changed during the call; a kernel must not write its inputs",
+            ), []
     for was, now, j in zip(exp.inputs, data["inputs_after"][-1], range(len(exp.inputs))):
         if not same_bits(was, now.to(was.device)):  # the parent's own check of the last call
             diff = _first_diff(was, now.to(was.device))
-            return Finding("inputs_unchanged", "input_mutated", f"{label}, call {n}: input {j} changed "
-                           f"during the call (first at {diff}); a kernel must not write its inputs"), []
+            return Finding(
+                "inputs_unchanged",
+                "input_mutated",
+                f"{label}, call {n}: input {j} changed "
+                f"during the call (first at {diff}); a kernel must not write its inputs",
+            ), []
     per_call = [exp.verdicts(outs) for outs in outs_by_call]
     good = [all(v.ok for v in verdicts) for verdicts in per_call]
     if not all(good):
@@ -113,16 +144,24 @@ def judge_run(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]
         j, bad = next((j, v) for j, v in enumerate(per_call[k]) if not v.ok)
         if any(good):
             right = [i + 1 for i, g in enumerate(good) if g]
-            return Finding("stateful", "stateful", f"{label}: calls {right} were right but call {k + 1} of {n} "
-                           f"was wrong on the same inputs (output {j}: {bad.detail})"), per_call[k]
+            return Finding(
+                "stateful",
+                "stateful",
+                f"{label}: calls {right} were right but call {k + 1} of {n} "
+                f"was wrong on the same inputs (output {j}: {bad.detail})",
+            ), per_call[k]
         check = "nan_inf" if bad.reason == "nan_mismatch" else "values"
         return Finding(check, bad.reason, f"{label}, output {j}: {bad.detail}"), per_call[k]
     if deterministic:
         for k in range(1, n):
             for j, (a, b) in enumerate(zip(outs_by_call[0], outs_by_call[k])):
                 if not same_bits(a, b):
-                    return Finding("deterministic", "nondeterministic", f"{label}: calls 1 and {k + 1} on the same "
-                                   f"inputs differ in output {j} (first at {_first_diff(a, b)})"), per_call[-1]
+                    return Finding(
+                        "deterministic",
+                        "nondeterministic",
+                        f"{label}: calls 1 and {k + 1} on the same "
+                        f"inputs differ in output {j} (first at {_first_diff(a, b)})",
+                    ), per_call[-1]
     return None, per_call[-1]
 
 
@@ -145,10 +184,14 @@ def poison_split(exp: Expected, records: list[dict[str, Any]], data: dict[str, A
         return None
     seen = "right" if ok[kinds.index(True)] else "wrong"
     other = "right" if ok[kinds.index(False)] else "wrong"
-    return Finding("uninitialized", "uninitialized_read", f"{exp.draw.label()}: the outputs follow what fresh "
-                   f"allocations held: {seen} on every call that found the verifier's poison in them, {other} and "
-                   "different on every call that found data-like noise; the kernel reads memory it never wrote "
-                   "(a scratch buffer from torch.empty, or an output before storing it)")
+    return Finding(
+        "uninitialized",
+        "uninitialized_read",
+        f"{exp.draw.label()}: the outputs follow what fresh "
+        f"allocations held: {seen} on every call that found the verifier's poison in them, {other} and "
+        "different on every call that found data-like noise; the kernel reads memory it never wrote "
+        "(a scratch buffer from torch.empty, or an output before storing it)",
+    )
 
 
 def structure(outs: list[dict[str, Any]], specs: list[TensorMeta], where: str) -> Finding | None:
@@ -159,8 +202,11 @@ def structure(outs: list[dict[str, Any]], specs: list[TensorMeta], where: str) -
         if o["dtype"] != str(s.dtype) or tuple(o["shape"]) != s.shape:
             return Finding("outputs", "output_mismatch", f"{where}: output {j} is {got}, want {s.line()}")
         if not strides_match(s.shape, tuple(o["stride"]), s.stride):
-            return Finding("outputs", "stride_mismatch", f"{where}: output {j} is {got}, want {s.line()}; "
-                           "the graph downstream depends on the strides")
+            return Finding(
+                "outputs",
+                "stride_mismatch",
+                f"{where}: output {j} is {got}, want {s.line()}; the graph downstream depends on the strides",
+            )
     return None
 
 

@@ -26,12 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("region", help="region_<key16>.py (its .json sidecar is read when present)")
     p.add_argument("candidate", help="candidate .py defining forward(*inputs) and @triton.jit kernels")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="cuda times against Inductor; cpu checks correctness under the Triton interpreter")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="cuda times against Inductor; cpu checks correctness under the Triton interpreter",
+    )
     p.add_argument("--json", action="store_true", help="print the full result record as JSON")
     p.add_argument("--no-speed", action="store_true", help="check correctness only (the default on cpu)")
-    p.add_argument("--inductor-mode", default="default",
-                   help="the Inductor mode to compare against: default | max-autotune | ...")
+    p.add_argument(
+        "--inductor-mode", default="default", help="the Inductor mode to compare against: default | max-autotune | ..."
+    )
     p.set_defaults(func=run)
 
 

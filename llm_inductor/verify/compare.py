@@ -109,8 +109,10 @@ class Errors:
     systematic: float = 0.0  # share of the error's energy a scale or offset error explains (see _systematic)
 
     def text(self) -> str:
-        return (f"max abs {self.max_abs:.3g} at {list(self.abs_index)}, max rel {self.max_rel:.3g} at "
-                f"{list(self.rel_index)} (got {self.value:.6g}, want {self.expected:.6g}), mean rel {self.mean_rel:.3g}")
+        return (
+            f"max abs {self.max_abs:.3g} at {list(self.abs_index)}, max rel {self.max_rel:.3g} at "
+            f"{list(self.rel_index)} (got {self.value:.6g}, want {self.expected:.6g}), mean rel {self.mean_rel:.3g}"
+        )
 
 
 @dataclass
@@ -138,8 +140,13 @@ def errors(x: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, scale: float, f
     n = int(mask.sum())
     a, ra = int(diff.reshape(-1).argmax()), int(rel.reshape(-1).argmax())
     return Errors(
-        float(diff.reshape(-1)[a]), float(rel.reshape(-1)[ra]), float((diff / den).sum()) / n,
-        _index(a, r.shape), _index(ra, r.shape), float(x.reshape(-1)[ra]), float(r.reshape(-1)[ra]),
+        float(diff.reshape(-1)[a]),
+        float(rel.reshape(-1)[ra]),
+        float((diff / den).sum()) / n,
+        _index(a, r.shape),
+        _index(ra, r.shape),
+        float(x.reshape(-1)[ra]),
+        float(r.reshape(-1)[ra]),
         float((signed * rr.sign() / den).sum()) / n,  # signed relative to |r|: a scale error shows as a bias
         _systematic(signed / den, rr / den, mask / den),
     )
@@ -180,8 +187,9 @@ def _classes(x: torch.Tensor) -> torch.Tensor:
     return c
 
 
-def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.Tensor], *,
-          exact: bool = False) -> Verdict:
+def judge(
+    cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.Tensor], *, exact: bool = False
+) -> Verdict:
     """Compare one output (all on one device). cand and the yardsticks have the output dtype; ref64 is float64."""
     dtype = cand.dtype
     if not dtype.is_floating_point:
@@ -191,8 +199,12 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
             bad &= cand != y.to(dtype)
         if bool(bad.any()):
             j = int(bad.reshape(-1).nonzero()[0])
-            return Verdict(False, "wrong_values", f"{int(bad.sum())} of {bad.numel()} elements differ; first at "
-                           f"{list(_index(j, cand.shape))}: got {cand.reshape(-1)[j].item()}, want {want.reshape(-1)[j].item()}")
+            return Verdict(
+                False,
+                "wrong_values",
+                f"{int(bad.sum())} of {bad.numel()} elements differ; first at "
+                f"{list(_index(j, cand.shape))}: got {cand.reshape(-1)[j].item()}, want {want.reshape(-1)[j].item()}",
+            )
         return Verdict(True, "ok", "exact")
     c, r = cand.double(), ref64.double()
     rc = ref64.to(dtype).double()  # what a correctly rounded kernel stores: overflow shows as Inf
@@ -202,17 +214,25 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
     # Before anything of the candidate's is looked at: the verdict on a degenerate region is the region's.
     noise, by = max(((rounding_error(y, r, finite_r), name) for name, y in yardsticks.items()), default=(0.0, ""))
     if noise > 0.0 and peak <= noise:
-        return Verdict(False, "degenerate_region", f"the float64 reference is zero up to rounding: its largest "
-                       f"magnitude {peak:.3g} is no larger than the error {by} makes in the region's own dtypes "
-                       f"({noise:.3g}), so its values are rounding noise that no kernel can be judged against; "
-                       "the region is not worth tuning (Inductor keeps it)")
+        return Verdict(
+            False,
+            "degenerate_region",
+            f"the float64 reference is zero up to rounding: its largest "
+            f"magnitude {peak:.3g} is no larger than the error {by} makes in the region's own dtypes "
+            f"({noise:.3g}), so its values are rounding noise that no kernel can be judged against; "
+            "the region is not worth tuning (Inductor keeps it)",
+        )
     bad = cls_c != cls_r
     for y in yardsticks.values():
         bad &= cls_c != _classes(y.double())
     if bool(bad.any()):
         j = int(bad.reshape(-1).nonzero()[0])
-        return Verdict(False, "nan_mismatch", f"{int(bad.sum())} of {bad.numel()} elements differ in NaN/Inf; first at "
-                       f"{list(_index(j, c.shape))}: got {c.reshape(-1)[j].item()}, want {rc.reshape(-1)[j].item()}")
+        return Verdict(
+            False,
+            "nan_mismatch",
+            f"{int(bad.sum())} of {bad.numel()} elements differ in NaN/Inf; first at "
+            f"{list(_index(j, c.shape))}: got {c.reshape(-1)[j].item()}, want {rc.reshape(-1)[j].item()}",
+        )
     scale = peak if peak > 0 else torch.finfo(dtype).tiny
     floor_rel, floor_abs = floors(dtype)
     if exact:
@@ -220,22 +240,30 @@ def judge(cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.T
     if scale * floor_rel < _TINY64:  # fp64's smallest normal times its roundoff underflows: 0/0 where r is 0
         scale = _TINY64 / floor_rel
     ce = errors(c, r, finite_r & (cls_c == 0), scale, floor_rel)
-    ye = {name: errors(y.double(), r, finite_r & y.double().isfinite(), scale, floor_rel)
-          for name, y in yardsticks.items()}
+    ye = {
+        name: errors(y.double(), r, finite_r & y.double().isfinite(), scale, floor_rel)
+        for name, y in yardsticks.items()
+    }
     yard = [max((getattr(e, m) for e in ye.values()), default=0.0) for m in ("max_abs", "max_rel", "mean_rel")]
-    bounds = (max(K_MAX * yard[0], floor_abs * scale), max(K_MAX * yard[1], 4 * floor_rel),
-              max(K * yard[2], floor_rel))
+    bounds = (max(K_MAX * yard[0], floor_abs * scale), max(K_MAX * yard[1], 4 * floor_rel), max(K * yard[2], floor_rel))
     got = (ce.max_abs, ce.max_rel, ce.mean_rel)
     if all(g <= b for g, b in zip(got, bounds)):
         return Verdict(True, "ok", ce.text(), ce, ye)
     which = [n for n, g, b in zip(("max abs", "max rel", "mean rel"), got, bounds) if g > b]
     # In exact mode relative errors are small against a large constant; they say nothing about precision.
     # Rounding to fewer bits errs independently of the value; a wrong constant or offset fits a line.
-    low = not exact and ce.systematic < 0.5 and ce.mean_rel <= LOW_PRECISION_BELOW.get(dtype, 0.0) and ce.max_rel < 2.0**-4
+    low = (
+        not exact
+        and ce.systematic < 0.5
+        and ce.mean_rel <= LOW_PRECISION_BELOW.get(dtype, 0.0)
+        and ce.max_rel < 2.0**-4
+    )
     reason = "low_precision" if low else "wrong_values"
-    detail = (f"{', '.join(which)} over the bound (abs {bounds[0]:.3g}, rel {bounds[1]:.3g}, mean {bounds[2]:.3g}"
-              f"{', exact mode: the reference is nearly constant' if exact else ''}): candidate {ce.text()}; "
-              + "; ".join(f"{name} {e.text()}" for name, e in ye.items()))
+    detail = (
+        f"{', '.join(which)} over the bound (abs {bounds[0]:.3g}, rel {bounds[1]:.3g}, mean {bounds[2]:.3g}"
+        f"{', exact mode: the reference is nearly constant' if exact else ''}): candidate {ce.text()}; "
+        + "; ".join(f"{name} {e.text()}" for name, e in ye.items())
+    )
     return Verdict(False, reason, detail, ce, ye)
 
 

@@ -14,8 +14,9 @@ offset, because strides are part of the region's contract.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -39,11 +40,16 @@ class Draw:
         return dict(self.sizes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "dist": self.dist, "sizes": dict(self.sizes),
-                "positive": self.positive}
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "dist": self.dist,
+            "sizes": dict(self.sizes),
+            "positive": self.positive,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Draw":
+    def from_dict(cls, d: dict[str, Any]) -> Draw:
         return cls(d["name"], int(d["seed"]), d["dist"], tuple(sorted(d["sizes"].items())), bool(d["positive"]))
 
     def label(self) -> str:
@@ -142,5 +148,7 @@ def clone_inputs(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     out = []
     for t in inputs:
         storage = t.untyped_storage().clone()
-        out.append(torch.empty(0, dtype=t.dtype, device=t.device).set_(storage, t.storage_offset(), t.shape, t.stride()))
+        out.append(
+            torch.empty(0, dtype=t.dtype, device=t.device).set_(storage, t.storage_offset(), t.shape, t.stride())
+        )
     return out

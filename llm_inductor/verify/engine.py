@@ -26,8 +26,9 @@ from __future__ import annotations
 import gc
 import logging
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -45,10 +46,25 @@ from llm_inductor.verify.result import CheckResult, VerifyResult, versions
 log = logging.getLogger(__name__)
 
 # Ops whose Inductor kernels are nondeterministic by nature (atomics): bit-equality is not asked of them.
-NONDETERMINISTIC_OPS = {"index_put", "index_put_", "scatter_add", "index_add", "scatter_reduce", "_unsafe_index_put",
-                        "embedding_dense_backward", "_embedding_bag_backward"}
-_SIZE_REASONS = {"wrong_values", "low_precision", "nan_mismatch", "unwritten_output", "output_mismatch",
-                 "stride_mismatch", "stale_output"}
+NONDETERMINISTIC_OPS = {
+    "index_put",
+    "index_put_",
+    "scatter_add",
+    "index_add",
+    "scatter_reduce",
+    "_unsafe_index_put",
+    "embedding_dense_backward",
+    "_embedding_bag_backward",
+}
+_SIZE_REASONS = {
+    "wrong_values",
+    "low_precision",
+    "nan_mismatch",
+    "unwritten_output",
+    "output_mismatch",
+    "stride_mismatch",
+    "stale_output",
+}
 
 
 HARNESS_RETRIES = 2  # runs after the first when the harness fails: three tries in all, each in a fresh worker
@@ -68,9 +84,17 @@ class _Harness(Exception):
         self.what = what
 
 
-def verify(region_path: str | Path, candidate_source: str, *, device: str = "auto", speed: bool | None = None,
-           inductor_mode: str = "default", config: Config | None = None, static_policy: bool = True,
-           extra_inductor_modes: Sequence[str] = ()) -> VerifyResult:
+def verify(
+    region_path: str | Path,
+    candidate_source: str,
+    *,
+    device: str = "auto",
+    speed: bool | None = None,
+    inductor_mode: str = "default",
+    config: Config | None = None,
+    static_policy: bool = True,
+    extra_inductor_modes: Sequence[str] = (),
+) -> VerifyResult:
     """Verify one candidate against one region file. Raises UsageError for a bad region or device.
 
     ``inductor_mode`` is the Inductor the candidate must beat (the user's). ``extra_inductor_modes``
@@ -87,26 +111,45 @@ def verify(region_path: str | Path, candidate_source: str, *, device: str = "aut
             gc.collect()  # what the failed try held: its references and tensors
             if dev == "cuda":
                 torch.cuda.empty_cache()
-        run = _Verification(region, candidate_source, dev, cfg, inductor_mode, static_policy,
-                            (dev == "cuda") if speed is None else speed, alone)
+        run = _Verification(
+            region,
+            candidate_source,
+            dev,
+            cfg,
+            inductor_mode,
+            static_policy,
+            (dev == "cuda") if speed is None else speed,
+            alone,
+        )
         run.extra_modes = [m for m in extra_inductor_modes if m != inductor_mode]
         result = run.execute()
         if not result.harness_failure and (alone or not _either(result)):
             break
         earlier.append(result)
-        log.warning("llm_inductor: %s on verification try %d (%s)%s",
-                    "harness failure" if result.harness_failure else result.reason, attempt + 1, result.message[:300],
-                    "; running it again alone in a fresh worker" if attempt < HARNESS_RETRIES else "; giving up")
+        log.warning(
+            "llm_inductor: %s on verification try %d (%s)%s",
+            "harness failure" if result.harness_failure else result.reason,
+            attempt + 1,
+            result.message[:300],
+            "; running it again alone in a fresh worker" if attempt < HARNESS_RETRIES else "; giving up",
+        )
     else:
-        result.message = (f"the verifier failed on all {len(earlier)} tries, run alone in fresh workers after the "
-                          f"first; the candidate was not judged: {_tries(earlier)}")
+        result.message = (
+            f"the verifier failed on all {len(earlier)} tries, run alone in fresh workers after the "
+            f"first; the candidate was not judged: {_tries(earlier)}"
+        )
         result.checks = [CheckResult("harness", False, result.message)]
         return result
     if earlier:
         if earlier[0].reason == result.reason:
             result.message += " (the same again when run alone in a fresh worker: the candidate's)"
-        result.checks.append(CheckResult("harness", True, f"not judged on {len(earlier)} earlier tr"
-                                         f"{'y' if len(earlier) == 1 else 'ies'}: {_tries(earlier)}"))
+        result.checks.append(
+            CheckResult(
+                "harness",
+                True,
+                f"not judged on {len(earlier)} earlier tr{'y' if len(earlier) == 1 else 'ies'}: {_tries(earlier)}",
+            )
+        )
     return result
 
 
@@ -130,8 +173,17 @@ def resolve_device(device: str) -> str:
 
 
 class _Verification:
-    def __init__(self, region: LoadedRegion, source: str, device: str, cfg: Config, inductor_mode: str,
-                 static_policy: bool, speed: bool, alone: bool = False) -> None:
+    def __init__(
+        self,
+        region: LoadedRegion,
+        source: str,
+        device: str,
+        cfg: Config,
+        inductor_mode: str,
+        static_policy: bool,
+        speed: bool,
+        alone: bool = False,
+    ) -> None:
         self.region, self.source, self.device, self.cfg = region, source, device, cfg
         self.mode, self.static_policy, self.speed = inductor_mode, static_policy, speed
         self.alone = alone  # a retry: a fresh worker and no spare beside it
@@ -178,15 +230,31 @@ class _Verification:
         except (_Harness, WorkerStartError, MemoryError, torch.OutOfMemoryError, torch.AcceleratorError) as e:
             # Everything here runs in the parent, which never runs candidate code: its out-of-memory and its
             # device errors are the harness's (the worker's come back as answers, or as its death).
-            what = (e.what if isinstance(e, _Harness) else "worker_start" if isinstance(e, WorkerStartError)
-                    else "parent_oom" if isinstance(e, (MemoryError, torch.OutOfMemoryError)) else "device")
+            what = (
+                e.what
+                if isinstance(e, _Harness)
+                else "worker_start"
+                if isinstance(e, WorkerStartError)
+                else "parent_oom"
+                if isinstance(e, (MemoryError, torch.OutOfMemoryError))
+                else "device"
+            )
             self.checks["harness"] = CheckResult("harness", False, f"{type(e).__name__}: {e}")
             reason, message, accepted, harness = f"harness:{what}", f"harness: {type(e).__name__}: {e}", False, True
         finally:
             if self.worker is not None:
                 self.worker.close()
-        return VerifyResult(accepted, reason, message, list(self.checks.values()), self.timings, self.envelope,
-                            versions(self.device, gpu), self.device, harness)
+        return VerifyResult(
+            accepted,
+            reason,
+            message,
+            list(self.checks.values()),
+            self.timings,
+            self.envelope,
+            versions(self.device, gpu),
+            self.device,
+            harness,
+        )
 
     def take(self) -> Worker:
         try:
@@ -224,8 +292,9 @@ class _Verification:
         assert self.worker is not None
         path = self.worker.dir / "candidate.py"
         path.write_text(self.source)
-        resp = self.worker.request({"op": "load", "region": str(self.region.path.resolve()), "candidate": str(path)},
-                                   self.timeout)
+        resp = self.worker.request(
+            {"op": "load", "region": str(self.region.path.resolve()), "candidate": str(path)}, self.timeout
+        )
         if not resp["ok"]:
             self.failed("import", resp)
         found = isolation({**resp, "violations": resp.get("import_violations")}, "at import")
@@ -250,8 +319,12 @@ class _Verification:
         for e in (self.expect(d) for d in plan.base):
             e.exact = exact
         flagged = [j for j, x in enumerate(exact) if x]
-        self.passed("reference_spread", (f"outputs {flagged} are nearly constant across draws: judged without a "
-                                         "tolerance floor") if flagged else "every output varies across draws")
+        self.passed(
+            "reference_spread",
+            (f"outputs {flagged} are nearly constant across draws: judged without a tolerance floor")
+            if flagged
+            else "every output varies across draws",
+        )
         self.envelope = {
             "sizes": {s: sorted({h, *(dict(d.sizes)[s] for d in plan.sizes)}) for s, h in self.region.symbols.items()},
             "static_shapes": not self.region.symbols,
@@ -284,8 +357,9 @@ class _Verification:
         """One call per poisoning: "marked" (the parent finds unwritten elements) or "noise" (data-like)."""
         assert self.worker is not None
         out = self.worker.dir / f"run{self.calls}.pt"
-        resp = self.worker.request({"op": "run", "draw": draw.to_dict(), "poisons": poisons, "out": str(out)},
-                                   self.timeout)
+        resp = self.worker.request(
+            {"op": "run", "draw": draw.to_dict(), "poisons": poisons, "out": str(out)}, self.timeout
+        )
         self.calls += len(poisons)
         if not resp["ok"]:
             self.failed("run", resp, f"{draw.label()}: ")
@@ -322,10 +396,13 @@ class _Verification:
                     "outputs": f"{n_calls}: shapes, dtypes and strides as the region's",
                     "written": f"{n_calls}: no poisoned element left",
                     "uninitialized": f"{n_calls}: the same right outputs whether fresh memory held the poison "
-                                     "or data-like noise",
+                    "or data-like noise",
                     "inputs_unchanged": f"{n_calls}: inputs bit-identical after the call",
-                    "deterministic": (f"{n_calls}: bit-identical on the same inputs" if self.deterministic
-                                      else "not asked: the region is nondeterministic by nature"),
+                    "deterministic": (
+                        f"{n_calls}: bit-identical on the same inputs"
+                        if self.deterministic
+                        else "not asked: the region is nondeterministic by nature"
+                    ),
                 }
                 for name, detail in details.items():
                     self.passed(name, detail)
@@ -334,30 +411,54 @@ class _Verification:
                 found = self.uninitialized(draw) or found
             if found.reason in ("wrong_values", "low_precision", "nan_mismatch"):
                 later = n > 0 or check != "values"
-                found = self.stale(draw, data["outputs"][-1], self.seen[:-1]) or (self.stateful() if later else None) or found
+                found = (
+                    self.stale(draw, data["outputs"][-1], self.seen[:-1])
+                    or (self.stateful() if later else None)
+                    or found
+                )
             if check == "sizes" and found.reason in _SIZE_REASONS:
-                found = Finding("sizes", "wrong_at_size", f"{found.reason} at {draw.label()}, while the region's "
-                                f"own sizes passed: {found.message}")
+                found = Finding(
+                    "sizes",
+                    "wrong_at_size",
+                    f"{found.reason} at {draw.label()}, while the region's own sizes passed: {found.message}",
+                )
             self.reject(found.check, found.reason, found.message)
         if draws:
-            self.passed(check, f"{len(draws)} draws ({', '.join(d.name for d in draws)}); worst mean rel error "
-                        f"{worst_c:.3g} (inductor {worst_i:.3g})")
+            self.passed(
+                check,
+                f"{len(draws)} draws ({', '.join(d.name for d in draws)}); worst mean rel error "
+                f"{worst_c:.3g} (inductor {worst_i:.3g})",
+            )
             if check == "values":
-                self.passed("nan_inf", "NaN/Inf positions match" if any(d.dist == "nan_inf" for d in draws)
-                            else "no float inputs to inject into")
+                self.passed(
+                    "nan_inf",
+                    "NaN/Inf positions match"
+                    if any(d.dist == "nan_inf" for d in draws)
+                    else "no float inputs to inject into",
+                )
 
-    def stale(self, draw: Draw, outs: list[torch.Tensor], earlier: list[tuple[Draw, list[torch.Tensor]]]) -> Finding | None:
+    def stale(
+        self, draw: Draw, outs: list[torch.Tensor], earlier: list[tuple[Draw, list[torch.Tensor]]]
+    ) -> Finding | None:
         """Do the outputs belong to other inputs: the candidate's own for an earlier draw, or seed 0's?"""
         for other, seen in earlier:
             if len(seen) == len(outs) and all(same_bits(a, b) for a, b in zip(seen, outs)):
-                return Finding("values", "stale_output", f"the outputs for {draw.label()} are bit for bit the "
-                               f"candidate's outputs for {other.label()}: results are reused, not computed")
+                return Finding(
+                    "values",
+                    "stale_output",
+                    f"the outputs for {draw.label()} are bit for bit the "
+                    f"candidate's outputs for {other.label()}: results are reused, not computed",
+                )
         seed0 = self.expect(Draw("seed 0", 0, "normal", draw.sizes, draw.positive))
         if [s.shape for s in seed0.specs] != [tuple(o.shape) for o in outs]:
             return None
         if all(v.ok for v in seed0.verdicts(outs)) and not all(v.ok for v in seed0.verdicts(self.expect(draw).ind)):
-            return Finding("values", "stale_output", f"the outputs for {draw.label()} are the reference outputs for "
-                           "make_inputs(seed=0): a memorized result, not a computed one")
+            return Finding(
+                "values",
+                "stale_output",
+                f"the outputs for {draw.label()} are the reference outputs for "
+                "make_inputs(seed=0): a memorized result, not a computed one",
+            )
         return None
 
     def uninitialized(self, draw: Draw) -> Finding | None:
@@ -378,8 +479,11 @@ class _Verification:
         records, data = self.call(self.first, ["marked"])
         found, _ = judge_run(self.expect(self.first), records, data, self.deterministic)
         if found is not None:
-            return Finding("stateful", "stateful", f"{self.first.label()} passed earlier and fails now, after "
-                           f"{calls} calls: {found.message}")
+            return Finding(
+                "stateful",
+                "stateful",
+                f"{self.first.label()} passed earlier and fails now, after {calls} calls: {found.message}",
+            )
         return None
 
     def recheck(self) -> None:
@@ -395,9 +499,17 @@ class _Verification:
         assert self.worker is not None
         out = self.worker.dir / "timed.pt"
         # Compiling Inductor (max-autotune benchmarks its choices) and timing take longer than a check.
-        resp = self.worker.request({"op": "time", "draw": draw.to_dict(), "inductor_mode": self.mode,
-                                    "extra_modes": self.extra_modes, "measure_bandwidth": True,
-                                    "out": str(out)}, 3 * self.timeout)
+        resp = self.worker.request(
+            {
+                "op": "time",
+                "draw": draw.to_dict(),
+                "inductor_mode": self.mode,
+                "extra_modes": self.extra_modes,
+                "measure_bandwidth": True,
+                "out": str(out),
+            },
+            3 * self.timeout,
+        )
         if not resp["ok"]:
             self.failed("speed", resp)
         found = isolation(resp, "while timing")

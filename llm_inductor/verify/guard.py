@@ -26,8 +26,9 @@ import os
 import secrets
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -42,12 +43,48 @@ NAN_LAYOUT = {
 }
 
 _POISONED_ALLOCS = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "empty_permuted"}
-_FILLED_ALLOCS = {"zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "new_zeros", "new_ones",
-                  "new_full", "zero_", "fill_", "scalar_tensor"}
-_COPIES = {"copy_", "clone", "_to_copy", "_copy_from", "_copy_from_and_resize", "lift_fresh", "lift_fresh_copy",
-           "detach", "alias", "_unsafe_view", "contiguous", "resize_"}
-_METADATA = {"sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "size", "stride", "numel", "dim",
-             "is_contiguous", "is_same_size", "is_non_overlapping_and_dense", "_nested_tensor_size"}
+_FILLED_ALLOCS = {
+    "zeros",
+    "zeros_like",
+    "ones",
+    "ones_like",
+    "full",
+    "full_like",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "zero_",
+    "fill_",
+    "scalar_tensor",
+}
+_COPIES = {
+    "copy_",
+    "clone",
+    "_to_copy",
+    "_copy_from",
+    "_copy_from_and_resize",
+    "lift_fresh",
+    "lift_fresh_copy",
+    "detach",
+    "alias",
+    "_unsafe_view",
+    "contiguous",
+    "resize_",
+}
+_METADATA = {
+    "sym_size",
+    "sym_stride",
+    "sym_numel",
+    "sym_storage_offset",
+    "size",
+    "stride",
+    "numel",
+    "dim",
+    "is_contiguous",
+    "is_same_size",
+    "is_non_overlapping_and_dense",
+    "_nested_tensor_size",
+}
 
 
 @dataclass
@@ -214,7 +251,7 @@ def install_launch_hooks(expected_stream: Callable[[], int | None]) -> None:
             finally:
                 _state.depth -= 1
 
-        setattr(cls, "run", run)
+        cls.run = run
         _installed.append((cls, "run", original))
         _launch_codes.add(run.__code__)
 
@@ -292,10 +329,18 @@ def _owners(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from triton.runtime import autotuner, jit
 
     objs: dict[str, Any] = {
-        "torch": torch, "torch.Tensor": torch.Tensor, "torch.testing": torch.testing,
-        "torch.nn.functional": torch.nn.functional, "torch.cuda": torch.cuda, "triton": triton,
-        "triton.JITFunction": jit.JITFunction, "triton.Autotuner": autotuner.Autotuner, "builtins": builtins,
-        "time": time, "TorchDispatchMode": TorchDispatchMode, "guard": __import__(__name__, fromlist=["_"]),
+        "torch": torch,
+        "torch.Tensor": torch.Tensor,
+        "torch.testing": torch.testing,
+        "torch.nn.functional": torch.nn.functional,
+        "torch.cuda": torch.cuda,
+        "triton": triton,
+        "triton.JITFunction": jit.JITFunction,
+        "triton.Autotuner": autotuner.Autotuner,
+        "builtins": builtins,
+        "time": time,
+        "TorchDispatchMode": TorchDispatchMode,
+        "guard": __import__(__name__, fromlist=["_"]),
         **extra,
     }
     try:

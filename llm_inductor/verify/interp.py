@@ -9,7 +9,6 @@ any candidate is imported. Versions without these code paths are left alone.
 
 from __future__ import annotations
 
-
 _applied = False
 
 

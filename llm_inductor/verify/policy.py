@@ -125,8 +125,12 @@ class _Walker:
         elif isinstance(s, ast.ClassDef):
             self.bad(s, "class", "classes are not allowed: a candidate is kernels plus one wrapper")
         else:
-            self.bad(s, "module_code", f"module-level {type(s).__name__} runs code at import; only imports, "
-                     "functions and constants may appear at module level")
+            self.bad(
+                s,
+                "module_code",
+                f"module-level {type(s).__name__} runs code at import; only imports, "
+                "functions and constants may appear at module level",
+            )
 
     def imports(self, s: ast.Import | ast.ImportFrom) -> None:
         if isinstance(s, ast.Import):
@@ -188,8 +192,11 @@ class _Walker:
                     self.import_time(a)
         for default in (*f.args.defaults, *(x for x in f.args.kw_defaults if x is not None)):
             if not _is_immutable(default):
-                self.bad(default, "global_state", f"default argument of '{f.name}' is not an immutable constant: "
-                         "a default outlives the call")
+                self.bad(
+                    default,
+                    "global_state",
+                    f"default argument of '{f.name}' is not an immutable constant: a default outlives the call",
+                )
         if kernel and "forward" == f.name:
             self.bad(f, "no_forward", "forward must be the host wrapper, not a @triton.jit kernel")
         for s in f.body:
@@ -211,7 +218,9 @@ class _Walker:
         if isinstance(s, ast.FunctionDef):
             # A nested helper (the `def grid(meta)` idiom of the Triton tutorials) is rebuilt on
             # every call, so it holds no state; its body gets the same checks as its parent's.
-            if s.decorator_list or any(not isinstance(d, ast.Constant) for d in s.args.defaults + s.args.kw_defaults if d):
+            if s.decorator_list or any(
+                not isinstance(d, ast.Constant) for d in s.args.defaults + s.args.kw_defaults if d
+            ):
                 self.bad(s, "module_code", "a nested function may not have decorators or non-constant defaults")
                 return
             for inner in s.body:
@@ -220,10 +229,15 @@ class _Walker:
         if isinstance(s, ast.With):
             for item in s.items:
                 (self.kernel_expr if kernel else self.host_expr)(item.context_expr)
-                path = self.resolved(item.context_expr.func if isinstance(item.context_expr, ast.Call) else item.context_expr)
+                path = self.resolved(
+                    item.context_expr.func if isinstance(item.context_expr, ast.Call) else item.context_expr
+                )
                 if kernel or path != ["torch", "cuda", "device"]:
-                    self.bad(s, "stream" if path and "stream" in path[-1].lower() else "with",
-                             "only 'with torch.cuda.device(...)' is allowed")
+                    self.bad(
+                        s,
+                        "stream" if path and "stream" in path[-1].lower() else "with",
+                        "only 'with torch.cuda.device(...)' is allowed",
+                    )
         for t in _targets(s):
             self.target(t, kernel)
         for node in ast.iter_child_nodes(s):
@@ -249,8 +263,12 @@ class _Walker:
             if base in self.module_names:
                 self.bad(t, "global_state", f"'{ast.unparse(t)}' writes into module-level state")
             elif not kernel and not self.fresh(t.value, t, containers=False):
-                self.bad(t, "global_state", f"'{ast.unparse(t)}' writes into an object this call did not create "
-                         "(a parameter, or an alias of one): it may outlive the call")
+                self.bad(
+                    t,
+                    "global_state",
+                    f"'{ast.unparse(t)}' writes into an object this call did not create "
+                    "(a parameter, or an alias of one): it may outlive the call",
+                )
 
     # ------------------------------------------------------------------ expressions
     def common(self, node: ast.AST) -> bool:
@@ -265,9 +283,13 @@ class _Walker:
         if isinstance(node, ast.Lambda):
             for default in (*node.args.defaults, *(x for x in node.args.kw_defaults if x is not None)):
                 if not _is_immutable(default):
-                    self.bad(default, "global_state", "a lambda's default argument is not an immutable constant: "
-                             "it outlives the call (a lambda given to triton.heuristics or a pre_hook runs on "
-                             "every launch)")
+                    self.bad(
+                        default,
+                        "global_state",
+                        "a lambda's default argument is not an immutable constant: "
+                        "it outlives the call (a lambda given to triton.heuristics or a pre_hook runs on "
+                        "every launch)",
+                    )
         if isinstance(node, (ast.Await, ast.Yield, ast.YieldFrom)):
             self.bad(node, "module_code", f"{type(node).__name__} is not allowed")
             return False
@@ -297,9 +319,13 @@ class _Walker:
                 if node.func.attr in MUTATING_METHODS and base in self.globals_assigned:
                     self.bad(node, "global_state", f"'{ast.unparse(node.func)}' mutates module-level state")
                 elif node.func.attr in MUTATING_METHODS and not self.fresh(node.func.value, node, containers=True):
-                    self.bad(node, "global_state", f"'{ast.unparse(node.func)}' mutates an object this call did not "
-                             "build (a parameter, a closure's or an alias): only lists and dicts made in the call "
-                             "may be mutated")
+                    self.bad(
+                        node,
+                        "global_state",
+                        f"'{ast.unparse(node.func)}' mutates an object this call did not "
+                        "build (a parameter, a closure's or an alias): only lists and dicts made in the call "
+                        "may be mutated",
+                    )
 
     def host_attr(self, node: ast.Attribute) -> None:
         path = self.resolved(node)
@@ -307,8 +333,12 @@ class _Walker:
             self.module_attr(node, path)
         elif not (isinstance(node.value, ast.Name) and node.value.id in self.modules):
             if node.attr not in WRAPPER_ATTRS:
-                self.bad(node, "attr", f"'.{node.attr}' is not an allocation, view or size method; "
-                         "do the arithmetic in a @triton.jit kernel")
+                self.bad(
+                    node,
+                    "attr",
+                    f"'.{node.attr}' is not an allocation, view or size method; "
+                    "do the arithmetic in a @triton.jit kernel",
+                )
 
     def module_attr(self, node: ast.Attribute, path: list[str]) -> None:
         """A dotted path through an allowed module, e.g. torch.empty, torch.cuda.device, tl.load."""
@@ -321,8 +351,11 @@ class _Walker:
             if rest[0] == "language":
                 return  # judged by what it resolves to, in common()
             if rest[0] not in TRITON_ALLOWED or len(rest) > 1:
-                self.bad(node, "monkeypatch" if rest[0] in ("testing", "runtime") else "triton_attr",
-                         f"'{'.'.join(path)}' is not allowed; use {sorted(TRITON_ALLOWED)}")
+                self.bad(
+                    node,
+                    "monkeypatch" if rest[0] in ("testing", "runtime") else "triton_attr",
+                    f"'{'.'.join(path)}' is not allowed; use {sorted(TRITON_ALLOWED)}",
+                )
             return
         if rest[0] == "cuda":
             if len(rest) == 1:
@@ -336,9 +369,12 @@ class _Walker:
             self.bad(node, "torch_attr", f"'{'.'.join(path)}' is not allowed in a wrapper")
             return
         if isinstance(node.value, ast.Name):  # report once, at the first attribute below torch
-            self.bad(node, TORCH_REASONS.get(rest[0], "torch_attr"),
-                     f"'torch.{rest[0]}' is not allowed in a wrapper: allocate, view and launch only; "
-                     "do the arithmetic in a @triton.jit kernel")
+            self.bad(
+                node,
+                TORCH_REASONS.get(rest[0], "torch_attr"),
+                f"'torch.{rest[0]}' is not allowed in a wrapper: allocate, view and launch only; "
+                "do the arithmetic in a @triton.jit kernel",
+            )
 
     def kernel_expr(self, e: ast.expr) -> None:
         for node in ast.walk(e):
@@ -376,9 +412,13 @@ class _Walker:
             if isinstance(node, ast.NamedExpr):
                 self.bad(node, "global_state", "':=' in a decorator binds a module-level name: no state across calls")
             elif isinstance(node, ast.Call) and not self.import_time_call(node.func):
-                self.bad(node, "module_code", f"'{ast.unparse(node.func)}(...)' runs at import, in a decorator; only "
-                         f"{sorted(IMPORT_TIME_CALLS)} and plain builtins may: a call could return closures over "
-                         "state that outlives every call")
+                self.bad(
+                    node,
+                    "module_code",
+                    f"'{ast.unparse(node.func)}(...)' runs at import, in a decorator; only "
+                    f"{sorted(IMPORT_TIME_CALLS)} and plain builtins may: a call could return closures over "
+                    "state that outlives every call",
+                )
             todo.extend(ast.iter_child_nodes(node))
 
     def import_time_call(self, func: ast.expr) -> bool:
@@ -437,7 +477,7 @@ class _Walker:
                 pairs += _name_pairs(node.target, node.value)
             elif isinstance(node, ast.arguments):
                 positional = [*node.posonlyargs, *node.args]
-                for a, d in zip(positional[len(positional) - len(node.defaults):], node.defaults):
+                for a, d in zip(positional[len(positional) - len(node.defaults) :], node.defaults):
                     pairs.append((a.arg, d))
                 pairs += [(a.arg, d) for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None]
         self.aliases = {}
@@ -509,8 +549,13 @@ class _Scopes:
                     self.binds[id(fn)].setdefault(child.name, []).append(None)
                 self.outer[id(child)] = fn
                 names: dict[str, list[ast.expr | None]] = {}
-                for a in (*child.args.posonlyargs, *child.args.args, *child.args.kwonlyargs,
-                          child.args.vararg, child.args.kwarg):
+                for a in (
+                    *child.args.posonlyargs,
+                    *child.args.args,
+                    *child.args.kwonlyargs,
+                    child.args.vararg,
+                    child.args.kwarg,
+                ):
                     if a is not None:
                         names[a.arg] = [None]  # a parameter: whatever the caller passes, Triton's own lists too
                 self.binds[id(child)] = names
@@ -558,8 +603,11 @@ def _builds_new(value: ast.expr, containers: bool, defined: set[str]) -> bool:
 def _name_pairs(target: ast.expr, value: ast.expr) -> list[tuple[str, ast.expr]]:
     if isinstance(target, ast.Name):
         return [(target.id, value)]
-    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) \
-            and len(target.elts) == len(value.elts):
+    if (
+        isinstance(target, (ast.Tuple, ast.List))
+        and isinstance(value, (ast.Tuple, ast.List))
+        and len(target.elts) == len(value.elts)
+    ):
         return [p for t, v in zip(target.elts, value.elts) for p in _name_pairs(t, v)]
     return []
 
@@ -570,6 +618,7 @@ def _is_immutable(e: ast.expr, module_level: bool = False) -> bool:
     ``module_level``: also triton.Config(...) and a list of them (an autotune config list), which a
     module-level constant may be; as a default argument a list is state that outlives a call.
     """
+
     def ok(x: ast.expr) -> bool:
         return _is_immutable(x, module_level)
 

@@ -41,8 +41,13 @@ log = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 180.0  # import torch + triton on a loaded 2-core machine, or CUDA init
 _SECRET = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY)", re.IGNORECASE)
 _DROP = {"LLM_INDUCTOR_SIGNING_KEY", "LLM_INDUCTOR_REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"}
-_SIGNALS = {signal.SIGSEGV: "segmentation fault", signal.SIGBUS: "bus error", signal.SIGABRT: "abort",
-            signal.SIGILL: "illegal instruction", signal.SIGFPE: "floating point exception"}
+_SIGNALS = {
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGBUS: "bus error",
+    signal.SIGABRT: "abort",
+    signal.SIGILL: "illegal instruction",
+    signal.SIGFPE: "floating point exception",
+}
 
 
 class WorkerFailure(Exception):
@@ -110,10 +115,20 @@ class Worker:
         self._log = open(self.log_path, "wb")
         self.protect = protected_paths()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llm_inductor.verify.worker", "--device", device,
-             *(a for p in self.protect for a in ("--protect", p))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=self.dir,
-            env=scrubbed_env(device), start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "llm_inductor.verify.worker",
+                "--device",
+                device,
+                *(a for p in self.protect for a in ("--protect", p)),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=self.dir,
+            env=scrubbed_env(device),
+            start_new_session=True,
         )
         self._buf = b""
         self.ready: dict[str, Any] | None = None
@@ -131,8 +146,11 @@ class Worker:
             confined = str(self.ready.get("sandbox", "off: an older worker"))
             if confined.startswith("off") and not _said_unconfined:
                 _said_unconfined.append(confined)
-                log.warning("llm_inductor: verification workers run unconfined (%s): candidate code can read what "
-                            "you can, the signing key included; only the environment is scrubbed", confined[5:])
+                log.warning(
+                    "llm_inductor: verification workers run unconfined (%s): candidate code can read what "
+                    "you can, the signing key included; only the environment is scrubbed",
+                    confined[5:],
+                )
 
     def request(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.wait_ready()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -88,7 +89,9 @@ def inductor_fn(region: LoadedRegion, mode: str) -> Callable[..., Any] | None:
         return _compiled[key]
 
 
-def inductor_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor], mode: str) -> tuple[list[torch.Tensor], str]:
+def inductor_reference(
+    region: LoadedRegion, inputs: Sequence[torch.Tensor], mode: str
+) -> tuple[list[torch.Tensor], str]:
     """(outputs, how): Inductor's outputs, or eager's with the reason when Inductor fails here."""
     fn = inductor_fn(region, mode)
     if fn is not None:
@@ -104,6 +107,8 @@ def inductor_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor], mod
         except Exception as e:  # no compiler on this machine, an Inductor bug: judge against eager instead
             with _lock:
                 _failed[(region.digest, mode)] = f"{type(e).__name__}: {e}"
-            log.warning("Inductor could not compile %s (%s: %s); judging against eager", region.name, type(e).__name__, e)
+            log.warning(
+                "Inductor could not compile %s (%s: %s); judging against eager", region.name, type(e).__name__, e
+            )
     why = _failed.get((region.digest, mode), "")
     return eager_reference(region, inputs), f"eager (Inductor failed: {why[:200]})"

@@ -53,7 +53,7 @@ REASONS = {
     "wrong_at_size": "right at the region's sizes, wrong at another size of a symbolic dim",
     # the region (compare.judge): the same verdict for every candidate
     "degenerate_region": "the region's float64 reference is zero up to rounding: its outputs are rounding noise, "
-                         "which no kernel can be judged against; the region is not worth tuning",
+    "which no kernel can be judged against; the region is not worth tuning",
     # speed (GPU only)
     "slower": "not faster than Inductor by the speed margin in both measurements",
     "suspicious_speed": "faster than the roofline floor allows",
@@ -96,7 +96,7 @@ class VerifyResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VerifyResult":
+    def from_dict(cls, d: dict[str, Any]) -> VerifyResult:
         checks = [CheckResult(**c) for c in d.get("checks", [])]
         return cls(**{**d, "checks": checks})
 

@@ -24,8 +24,8 @@ import ctypes
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 # linux/landlock.h; the syscall numbers are the same on every architecture (asm-generic).
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
@@ -167,8 +167,9 @@ def confine(protect: Iterable[str], scratch: str) -> str:
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     attr = _RulesetAttr(handled)
-    ruleset = libc.syscall(ctypes.c_long(_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-                           ctypes.c_uint32(0))
+    ruleset = libc.syscall(
+        ctypes.c_long(_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)
+    )
     if ruleset < 0:
         return f"off: landlock_create_ruleset failed ({os.strerror(ctypes.get_errno())})"
     try:
@@ -180,8 +181,16 @@ def confine(protect: Iterable[str], scratch: str) -> str:
             try:
                 allowed = access & handled if path.is_dir() else access & handled & FILE_RIGHTS
                 rule = _PathBeneathAttr(allowed, fd)
-                if libc.syscall(ctypes.c_long(_ADD_RULE), ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                                ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
+                if (
+                    libc.syscall(
+                        ctypes.c_long(_ADD_RULE),
+                        ctypes.c_int(ruleset),
+                        ctypes.c_int(_RULE_PATH_BENEATH),
+                        ctypes.byref(rule),
+                        ctypes.c_uint32(0),
+                    )
+                    < 0
+                ):
                     return f"off: landlock_add_rule({path}) failed ({os.strerror(ctypes.get_errno())})"
             finally:
                 os.close(fd)

@@ -17,8 +17,9 @@ without skipping work, and is rejected as ``suspicious_speed``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from statistics import median
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -32,9 +33,13 @@ def _as_list(out: Any) -> list[torch.Tensor]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
-def time_pair(candidate: Callable[..., Any], forward: Callable[..., Any], inputs: Sequence[torch.Tensor],
-              req: dict[str, Any], before_candidate: Callable[[], None] = lambda: None,
-              ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+def time_pair(
+    candidate: Callable[..., Any],
+    forward: Callable[..., Any],
+    inputs: Sequence[torch.Tensor],
+    req: dict[str, Any],
+    before_candidate: Callable[[], None] = lambda: None,
+) -> tuple[dict[str, Any], list[torch.Tensor]]:
     """Runs in the worker. Returns (report, outputs of the last timed candidate call).
 
     Everything that is not the candidate (Inductor's compiles, the bandwidth probe, the FLOP
@@ -69,7 +74,9 @@ def time_pair(candidate: Callable[..., Any], forward: Callable[..., Any], inputs
         torch.cuda.synchronize()
         rounds = []
         for order in (list(fns), list(reversed(fns))):  # interleaved, each order once
-            rounds.append({name: float(do_bench(fns[name], warmup=25, rep=rep, return_mode="median")) for name in order})
+            rounds.append(
+                {name: float(do_bench(fns[name], warmup=25, rep=rep, return_mode="median")) for name in order}
+            )
         run_candidate()
         torch.cuda.synchronize()
     report["measurements"] = [{"candidate_ms": r["candidate"], "inductor_ms": r[mode]} for r in rounds]
@@ -119,18 +126,28 @@ def judge_speed(report: dict[str, Any], margin: float, bandwidth: float, peak_fl
         "tflops": report["flops"] / (cand * 1e-3) / 1e12,
         "pct_of_roofline": 100.0 * floor_ms / cand,
         "inductor_pct_of_roofline": 100.0 * floor_ms / ind,
-        "extra_modes": {m: {"inductor_ms": median(v), "speedup": median(v) / cand,
-                            "pct_of_roofline": 100.0 * floor_ms / median(v)}
-                        for m, v in (report.get("extra_modes") or {}).items()},
+        "extra_modes": {
+            m: {"inductor_ms": median(v), "speedup": median(v) / cand, "pct_of_roofline": 100.0 * floor_ms / median(v)}
+            for m, v in (report.get("extra_modes") or {}).items()
+        },
         "bandwidth": bw,
         "peak_flops": peak_flops,
         "gpu": report.get("gpu"),
     }
     fastest = min(m["candidate_ms"] for m in ms)
     if fastest < SUSPICIOUS_BELOW_FLOOR * floor_ms:
-        return ("suspicious_speed", f"candidate takes {fastest:.4f} ms but the roofline floor is {floor_ms:.4f} ms "
-                f"({report['bytes'] / 1e6:.1f} MB at {bw / 1e12:.2f} TB/s): it cannot have done the work", timings)
+        return (
+            "suspicious_speed",
+            f"candidate takes {fastest:.4f} ms but the roofline floor is {floor_ms:.4f} ms "
+            f"({report['bytes'] / 1e6:.1f} MB at {bw / 1e12:.2f} TB/s): it cannot have done the work",
+            timings,
+        )
     if min(speedups) < 1.0 + margin:
-        return ("slower", "speedup over Inductor " + " and ".join(f"{s:.3f}x" for s in speedups)
-                + f" (needs {1 + margin:.2f}x in both measurements)", timings)
+        return (
+            "slower",
+            "speedup over Inductor "
+            + " and ".join(f"{s:.3f}x" for s in speedups)
+            + f" (needs {1 + margin:.2f}x in both measurements)",
+            timings,
+        )
     return "ok", f"{min(speedups):.3f}x over Inductor", timings

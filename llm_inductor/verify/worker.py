@@ -143,7 +143,12 @@ class Session:
             old = {t.untyped_storage().data_ptr() for t in (*keep, *self.held) if t.numel()}
             rec["reused_output"] = any(o.numel() and o.untyped_storage().data_ptr() in old for o in outs)
             rec["outputs"] = [
-                {"dtype": str(o.dtype), "shape": list(o.shape), "stride": list(o.stride()), "offset": o.storage_offset()}
+                {
+                    "dtype": str(o.dtype),
+                    "shape": list(o.shape),
+                    "stride": list(o.stride()),
+                    "offset": o.storage_offset(),
+                }
                 for o in outs
             ]
             # Every call's inputs are compared here, on the device; the last call's also go to the
@@ -173,8 +178,9 @@ class Session:
             raise self.classify(e) from None
         report["foreign_streams"] = guard.launches["foreign_streams"] - before["foreign_streams"]
         report.update(self.tripwire_report())
-        torch.save({"outputs": [[o.detach().cpu() for o in last]], "inputs_after": [[t.cpu() for t in inputs]]},
-                   req["out"])
+        torch.save(
+            {"outputs": [[o.detach().cpu() for o in last]], "inputs_after": [[t.cpu() for t in inputs]]}, req["out"]
+        )
         return report
 
     # ------------------------------------------------------------------ helpers
@@ -197,8 +203,11 @@ class Session:
 
     def classify(self, e: BaseException) -> Failure:
         text = f"{type(e).__name__}: {e}"
-        if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
-                or "out of memory" in text.lower():
+        if (
+            isinstance(e, (MemoryError, torch.OutOfMemoryError))
+            or "can't allocate memory" in text
+            or "out of memory" in text.lower()
+        ):
             return Failure("oom", self.where(e))
         if "CompilationError" in type(e).__name__ or "CompilationError" in text:
             return Failure("compile_error", self.where(e))
@@ -253,8 +262,13 @@ def _limit_resources(device: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
-    parser.add_argument("--protect", action="append", default=[], metavar="PATH",
-                        help="a file or folder this worker must not open (the cache, the signing key)")
+    parser.add_argument(
+        "--protect",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file or folder this worker must not open (the cache, the signing key)",
+    )
     args = parser.parse_args()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the candidate's prints must not reach the protocol pipe
@@ -277,8 +291,12 @@ def main() -> int:
         except Failure as f:
             reply = {"ok": False, "reason": f.reason, "message": str(f)}
         except Exception as e:  # noqa: BLE001  (a harness bug: say so, the parent reports it)
-            reply = {"ok": False, "reason": "internal", "message": f"{type(e).__name__}: {e}",
-                     "traceback": traceback.format_exc()}
+            reply = {
+                "ok": False,
+                "reason": "internal",
+                "message": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+            }
         proto.write(json.dumps(reply) + "\n")
         if not reply["ok"] and reply["reason"] == "crash":
             break  # a CUDA error leaves the context unusable: this worker is done

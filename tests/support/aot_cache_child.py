@@ -35,8 +35,12 @@ model, x = RMSNorm(33), torch.randn(5, 33)
 with torch.no_grad():
     out = torch.compile(model, backend="llm")(x)
     err = (out - model(x)).abs().max().item()
-Path(out_path).write_text(json.dumps({
-    "stats": llm_inductor.stats(),
-    "aot_hit": counters["aot_autograd"]["autograd_cache_hit"],
-    "err": err,
-}))
+Path(out_path).write_text(
+    json.dumps(
+        {
+            "stats": llm_inductor.stats(),
+            "aot_hit": counters["aot_autograd"]["autograd_cache_hit"],
+            "err": err,
+        }
+    )
+)

@@ -23,16 +23,28 @@ def make_entry(name: str = "rms", kernel_source: str = RMS_KERNEL, **changes: An
     """A CPU entry for a made-up key (the kernel is never run by these tests)."""
     key = digest(name)
     meta = {
-        "key": key, "key16": key[:16], "device": "cpu", "ops": ["pow", "mean", "add", "rsqrt", "mul", "mul"],
-        "inputs": [{"dtype": "torch.float32", "shape": ["8", "33"], "stride": ["33", "1"], "aligned": True},
-                   {"dtype": "torch.float32", "shape": ["33"], "stride": ["1"], "aligned": True}],
+        "key": key,
+        "key16": key[:16],
+        "device": "cpu",
+        "ops": ["pow", "mean", "add", "rsqrt", "mul", "mul"],
+        "inputs": [
+            {"dtype": "torch.float32", "shape": ["8", "33"], "stride": ["33", "1"], "aligned": True},
+            {"dtype": "torch.float32", "shape": ["33"], "stride": ["1"], "aligned": True},
+        ],
         "outputs": [{"dtype": "torch.float32", "shape": ["8", "33"], "stride": ["33", "1"], "aligned": True}],
-        "symbols": {}, "bindings": {},
+        "symbols": {},
+        "bindings": {},
     }
     fields: dict[str, Any] = dict(
-        key=key, key_fields={"device": "cpu", "digest": key, "graph": [name]}, kernel_source=kernel_source,
-        region_source=f"# region {name}\n", region_meta=meta, verification={"accepted": True},
-        speed={"cpu": {"speedup": 1.25}}, provenance={"provider": "test"}, versions=current_versions("cpu"),
+        key=key,
+        key_fields={"device": "cpu", "digest": key, "graph": [name]},
+        kernel_source=kernel_source,
+        region_source=f"# region {name}\n",
+        region_meta=meta,
+        verification={"accepted": True},
+        speed={"cpu": {"speedup": 1.25}},
+        provenance={"provider": "test"},
+        versions=current_versions("cpu"),
     )
     fields.update(changes)
     return Entry(**fields)

@@ -8,9 +8,9 @@ import torch
 from torch._dynamo.utils import counters
 
 import llm_inductor
-from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.store import MemoryStore
+from llm_inductor.compile import state as _state
 from support.util import RMSNorm
 
 entry_path, out_path = sys.argv[1], sys.argv[2]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -26,11 +27,11 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def text(cls, content: str, usage: tuple[int, int] | None = (1000, 200)) -> "Reply":
+    def text(cls, content: str, usage: tuple[int, int] | None = (1000, 200)) -> Reply:
         return cls(content, usage=usage)
 
     @classmethod
-    def error(cls, status: int, **headers: str) -> "Reply":
+    def error(cls, status: int, **headers: str) -> Reply:
         # x-should-retry and retry-after-ms are honoured by the SDK; 10 ms keeps tests fast.
         return cls(None, status=status, headers={"retry-after-ms": "10", **headers})
 
@@ -95,7 +96,9 @@ class LoopbackLLM:
                 if reply.status != 200:
                     err = {"error": {"message": f"scripted {reply.status}", "type": "server_error", "code": None}}
                     return self._send(reply.status, err, reply.headers)
-                self._send(200, completion_body(reply.content or "", body.get("model", ""), reply.usage, n), reply.headers)
+                self._send(
+                    200, completion_body(reply.content or "", body.get("model", ""), reply.usage, n), reply.headers
+                )
 
             def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
@@ -118,7 +121,7 @@ class LoopbackLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> "LoopbackLLM":
+    def __enter__(self) -> LoopbackLLM:
         self.thread.start()
         return self
 

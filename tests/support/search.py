@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-GOOD = '''import torch
+GOOD = """import torch
 import triton
 import triton.language as tl
 
@@ -41,7 +41,7 @@ def forward(in0, in1):
     out = torch.empty_strided(in0.shape, (N, 1), dtype=in0.dtype, device=in0.device)
     _rms[(M,)](in0, in1, out, in0.stride(0), out.stride(0), N, 1e-6, BLOCK=triton.next_power_of_2(N))
     return out
-'''
+"""
 
 SYNTAX_ERROR = GOOD.replace("def forward(in0, in1):", "def forward(in0, in1)")
 # Divides the sum of squares by the padded block size instead of N: wrong numbers, right shape.
@@ -196,7 +196,11 @@ def with_timing(candidate_ms: float, inductor_ms: float) -> Any:
         result = inner(region_path, source, cfg)
         d = result.to_dict() if not isinstance(result, dict) else dict(result)
         if d.get("accepted"):
-            d["timings"] = {"candidate_ms": candidate_ms, "inductor_ms": inductor_ms, "speedup": inductor_ms / candidate_ms}
+            d["timings"] = {
+                "candidate_ms": candidate_ms,
+                "inductor_ms": inductor_ms,
+                "speedup": inductor_ms / candidate_ms,
+            }
         fb = result.feedback() if hasattr(result, "feedback") else d.get("message", "")
         d["feedback"] = fb
         return d

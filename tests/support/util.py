@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import llm_inductor
-from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
+from llm_inductor.compile import state as _state
 from support.paths import BACKEND_KERNELS
-
 
 
 def regions_of(fn: Any, *inputs: Any, training: bool = False, **options: Any) -> list[_state.RegionRow]:

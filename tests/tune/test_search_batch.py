@@ -19,7 +19,8 @@ from llm_inductor.config import Config
 from llm_inductor.search.llm.batch import output_line, parse_custom_id, read_requests
 from llm_inductor.search.search_state import load_state
 from llm_inductor.search.tune import tune
-from support.search import COMPILE_SCRIPT, GOOD, WRONG, answer, copy_region, shared_region, read_jsonl, verifier
+from support.search import COMPILE_SCRIPT, GOOD, WRONG, answer, copy_region, read_jsonl, shared_region, verifier
+
 
 @pytest.fixture
 def region(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -28,8 +29,15 @@ def region(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def answer_file(path: Path, requests_file: Path, code: str, usage=(900, 250)) -> Path:
-    path.write_text("".join(output_line(r.custom_id, answer(code), dict(prompt_tokens=usage[0], completion_tokens=usage[1]) if usage else None) + "\n"
-                            for r in read_requests(requests_file)))  # fmt: skip
+    path.write_text(
+        "".join(
+            output_line(
+                r.custom_id, answer(code), dict(prompt_tokens=usage[0], completion_tokens=usage[1]) if usage else None
+            )
+            + "\n"
+            for r in read_requests(requests_file)
+        )
+    )
     return path
 
 
@@ -43,13 +51,20 @@ def test_batch_round_trip_to_a_later_compile(region, tmp_path, monkeypatch):
     assert report.exported == 2 and report.rows[0].outcome == "waiting for answers"
     lines = read_jsonl(requests)
     assert [line["custom_id"] for line in lines] == [f"{key16}-r1-c0", f"{key16}-r1-c1"]
-    assert {line["method"] for line in lines} == {"POST"} and {line["url"] for line in lines} == {"/v1/chat/completions"}
+    assert {line["method"] for line in lines} == {"POST"} and {line["url"] for line in lines} == {
+        "/v1/chat/completions"
+    }
     assert region.read_text().strip() in lines[0]["body"]["messages"][-1]["content"]
 
     # Wrong answers: import verifies them, and writes round 2 with the feedback.
     nxt = tmp_path / "round2.jsonl"
-    report = tune(import_batch=answer_file(tmp_path / "out1.jsonl", requests, WRONG), export_batch=nxt, config=cfg,
-                  verifier=verifier(), progress=False)  # fmt: skip
+    report = tune(
+        import_batch=answer_file(tmp_path / "out1.jsonl", requests, WRONG),
+        export_batch=nxt,
+        config=cfg,
+        verifier=verifier(),
+        progress=False,
+    )
     assert report.answered == 2 and report.exported == 2 and report.winners == 0
     r2 = read_requests(nxt)
     assert {parse_custom_id(r.custom_id).round for r in r2} == {2}
@@ -72,8 +87,13 @@ def test_batch_round_trip_to_a_later_compile(region, tmp_path, monkeypatch):
     assert billed[0]["cost"] == pytest.approx(0.5 * (900 * cfg.price_in + 250 * cfg.price_out) / 1e6)
 
     # A fresh process compiles the model and serves the stored kernel from the persistent cache.
-    env = {**os.environ, "LLM_INDUCTOR_CACHE_DIR": cfg.cache_dir, "LLM_INDUCTOR_INTERPRET": "1",
-           "TRITON_INTERPRET": "1", "LLM_INDUCTOR_MIN_REGION_US": "0"}  # fmt: skip
+    env = {
+        **os.environ,
+        "LLM_INDUCTOR_CACHE_DIR": cfg.cache_dir,
+        "LLM_INDUCTOR_INTERPRET": "1",
+        "TRITON_INTERPRET": "1",
+        "LLM_INDUCTOR_MIN_REGION_US": "0",
+    }
     proc = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     stats = json.loads(proc.stdout.split("STATS", 1)[1])
@@ -94,7 +114,12 @@ def test_replay_reanswers_a_recorded_search(region, tmp_path, monkeypatch):
     cfg, _ = Config.load({"candidates": 1})
     requests = tmp_path / "requests.jsonl"
     tune([region], export_batch=requests, config=cfg, verifier=verifier(), progress=False)
-    tune(import_batch=answer_file(tmp_path / "out.jsonl", requests, GOOD), config=cfg, verifier=verifier(), progress=False)
+    tune(
+        import_batch=answer_file(tmp_path / "out.jsonl", requests, GOOD),
+        config=cfg,
+        verifier=verifier(),
+        progress=False,
+    )
     recorded = cfg.cache_path / "search" / "responses.jsonl"
     assert len(read_jsonl(recorded)) == 1
 
@@ -126,7 +151,13 @@ def test_an_import_cut_short_goes_on_from_a_moved_cache(region, tmp_path, monkey
     with monkeypatch.context() as m:
         m.setattr(tune_mod, "_export", killed)
         with pytest.raises(SystemExit):
-            tune(import_batch=out1, export_batch=tmp_path / "never.jsonl", config=cfg, verifier=verifier(), progress=False)
+            tune(
+                import_batch=out1,
+                export_batch=tmp_path / "never.jsonl",
+                config=cfg,
+                verifier=verifier(),
+                progress=False,
+            )
     stranded = load_state(cfg, key16)
     assert len(stranded.attempts) == 2 and not stranded.outstanding and stranded.done is None
 

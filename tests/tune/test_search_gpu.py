@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import llm_inductor
-from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
+from llm_inductor.compile import state as _state
 from llm_inductor.config import Config
 from llm_inductor.search.baseline import inductor_baseline
 from llm_inductor.search.gate import in_graph_gate, status_for
@@ -31,9 +31,10 @@ def _cuda_region(tmp_path: Path) -> tuple[Path, Config]:
     w = torch.randn(4096, device="cuda")
     proj = torch.randn(4096, 256, device="cuda")
     with torch.no_grad(), _state.overridden(graph_hook=hook, export_dir=str(tmp_path / "regions")):
-        torch.compile(lambda x: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w) @ proj,
-                      backend=llm_inductor.backend(mode="discover", min_region_us=0))(
-            torch.randn(4096, 4096, device="cuda"))  # fmt: skip
+        torch.compile(
+            lambda x: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w) @ proj,
+            backend=llm_inductor.backend(mode="discover", min_region_us=0),
+        )(torch.randn(4096, 4096, device="cuda"))
     rows = [row for r in _state.reports for row in r.regions if row.region_path and "rsqrt" in row.ops]
     assert len(rows) == 1, [row.ops for r in _state.reports for row in r.regions]
     return Path(rows[0].region_path), cfg

@@ -22,10 +22,17 @@ from llm_inductor.search.progress import summary_row
 from llm_inductor.search.search_state import SearchState, load_state
 from support.search import GOOD, WRONG, answer, copy_region, read_jsonl, shared_region
 
-NOT_STARTED = {"accepted": False, "reason": "harness:worker_start", "harness_failure": True,
-               "message": "the verifier failed on all 3 tries: the verification worker did not start"}  # fmt: skip
-DEGENERATE = {"accepted": False, "reason": "degenerate_region",
-              "message": "values: the float64 reference is zero up to rounding ... not worth tuning"}  # fmt: skip
+NOT_STARTED = {
+    "accepted": False,
+    "reason": "harness:worker_start",
+    "harness_failure": True,
+    "message": "the verifier failed on all 3 tries: the verification worker did not start",
+}
+DEGENERATE = {
+    "accepted": False,
+    "reason": "degenerate_region",
+    "message": "values: the float64 reference is zero up to rounding ... not worth tuning",
+}
 ACCEPTED = {"accepted": True, "reason": "ok", "message": "all checks passed"}
 
 
@@ -54,8 +61,13 @@ def start(region: Path, verifier: Verifier, state: SearchState | None = None, **
     ctx = load_context(region, cfg, None, "cpu")
     state = state or SearchState(ctx.key, str(region), cfg.strategy)
     lines: list[str] = []
-    s = Searcher(cfg, SimpleNamespace(name="stub", model="stub-model"), "cpu", verifier,
-                 progress=lambda st, c, what: lines.append(what))  # fmt: skip
+    s = Searcher(
+        cfg,
+        SimpleNamespace(name="stub", model="stub-model"),
+        "cpu",
+        verifier,
+        progress=lambda st, c, what: lines.append(what),
+    )
     return s, state, ctx, cfg, lines
 
 

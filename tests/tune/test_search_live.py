@@ -13,15 +13,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_inductor.compile import state as _state
 from llm_inductor.cache.store import MemoryStore
+from llm_inductor.compile import state as _state
 from llm_inductor.config import Config
 from llm_inductor.search.search_state import load_state
 from llm_inductor.search.tune import tune
 from support.loopback import LoopbackLLM, Reply, sequence
-from support.search import GOOD, SYNTAX_ERROR, WRONG, answer, copy_region, shared_region, read_jsonl, verifier, with_timing
+from support.search import (
+    GOOD,
+    SYNTAX_ERROR,
+    WRONG,
+    answer,
+    copy_region,
+    read_jsonl,
+    shared_region,
+    verifier,
+    with_timing,
+)
 
 SECRET = "sk-loopback-SECRET-4242"
+
+
 @pytest.fixture
 def region(tmp_path: Path) -> Path:
     return copy_region(shared_region(tmp_path), Path(Config.load()[0].cache_dir))
@@ -68,7 +80,9 @@ def test_good_kernel_wins_in_one_round_with_real_token_accounting(region, endpoi
     assert len(llm.seen) == 2
     prompt = llm.seen[0].last_user
     assert llm.seen[0].body["model"] == "loopback-model"
-    assert region.read_text().strip() in prompt and "## Contract" in prompt and "in1: torch.float32 shape [33]" in prompt
+    assert (
+        region.read_text().strip() in prompt and "## Contract" in prompt and "in1: torch.float32 shape [33]" in prompt
+    )
     # Tokens come from `usage`; cost from the configured prices.
     rows = attempts(cfg)
     assert [r["tokens_in"] for r in rows] == [1200, 1200] and not any(r["tokens_estimated"] for r in rows)

@@ -61,8 +61,8 @@ def test_online_mode_tunes_during_the_compile_then_serves_the_winner(tmp_path, m
     import torch
 
     from llm_inductor.compile import state as _state
-    from llm_inductor.search.llm import prompts
     from llm_inductor.search.context import load_context
+    from llm_inductor.search.llm import prompts
     from llm_inductor.search.llm.providers import prompt_hash
     from support.search import copy_region, real_engine, shared_region
 
@@ -71,12 +71,20 @@ def test_online_mode_tunes_during_the_compile_then_serves_the_winner(tmp_path, m
     cfg = Config.load()[0]
     ctx = load_context(copy_region(shared_region(tmp_path), tmp_path / "probe"), cfg, None, "cpu")
     replay = tmp_path / "replay.jsonl"
-    replay.write_text(json.dumps({"prompt_hash": prompt_hash(prompts.initial_messages(ctx)), "content": answer(GOOD)}) + "\n")
+    replay.write_text(
+        json.dumps({"prompt_hash": prompt_hash(prompts.initial_messages(ctx)), "content": answer(GOOD)}) + "\n"
+    )
 
     w = torch.randn(33)
     f = lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w  # noqa: E731
-    options = {"tune": True, "interpret": True, "min_region_us": 0, "candidates": 1,
-               "provider": "replay", "replay": str(replay)}  # fmt: skip
+    options = {
+        "tune": True,
+        "interpret": True,
+        "min_region_us": 0,
+        "candidates": 1,
+        "provider": "replay",
+        "replay": str(replay),
+    }
     x = torch.randn(8, 33)
     _state.reset()
     with torch.no_grad():

@@ -10,13 +10,14 @@ import pytest
 from llm_inductor._errors import UsageError
 from llm_inductor.cli import main
 from llm_inductor.config import Config
+from llm_inductor.search.context import load_context
 from llm_inductor.search.llm import prompts
 from llm_inductor.search.llm.budget import Limits, Meter
-from llm_inductor.search.context import load_context
-from llm_inductor.search.llm.providers import Completion, Request, account, registered, select_provider
+from llm_inductor.search.llm.providers import Completion, account, registered, select_provider
 from llm_inductor.search.search_state import SearchState
 from llm_inductor.search.strategies import select_strategy
 from support.search import GOOD, answer, copy_region, shared_region, verifier
+
 
 @pytest.fixture
 def region(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -40,15 +41,18 @@ def test_openai_needs_a_model_name(monkeypatch):
 
 
 def test_registry_lists_the_built_in_providers_and_takes_new_ones(monkeypatch):
-    """A team adds a provider by registering it: the config is not edited, and an unknown name lists the registered ones."""
+    """A team adds a provider by registering it, without editing the config; an unknown name lists the registered."""
     from llm_inductor.search.llm import providers
 
     assert sorted(registered()) == ["batch", "openai", "replay"]  # each registered itself (search/register.py)
-    with pytest.raises(UsageError, match=r"options\['provider'\]: 'team'\. Registered providers: \['batch', 'openai', 'replay'\]"):
+    with pytest.raises(
+        UsageError, match=r"options\['provider'\]: 'team'\. Registered providers: \['batch', 'openai', 'replay'\]"
+    ):
         select_provider(Config.load({"provider": "team"}, env={})[0])
     made = []
-    info = providers.ProviderInfo("team", lambda cfg: made.append(cfg) or "the team's provider", "a team's own",
-                                  needs_model=False)  # fmt: skip
+    info = providers.ProviderInfo(
+        "team", lambda cfg: made.append(cfg) or "the team's provider", "a team's own", needs_model=False
+    )
     monkeypatch.setitem(providers._REGISTRY, "team", info)
     assert select_provider(Config.load({"provider": "team"}, env={})[0]) == "the team's provider" and len(made) == 1
 
@@ -109,8 +113,14 @@ def test_prompt_is_versioned_and_holds_region_specs_device_and_contract(region):
     msgs = prompts.initial_messages(ctx)
     text = msgs[-1]["content"]
     assert prompts.PROMPT_VERSION == 1 and msgs[0]["role"] == "system"
-    for part in (region.read_text().strip(), "in0: torch.float32 shape [8, 33] stride (33, 1)",
-                 "Triton interpreter", "Inductor generates C++", "`forward(in0, in1)`", 'input_precision="ieee"'):  # fmt: skip
+    for part in (
+        region.read_text().strip(),
+        "in0: torch.float32 shape [8, 33] stride (33, 1)",
+        "Triton interpreter",
+        "Inductor generates C++",
+        "`forward(in0, in1)`",
+        'input_precision="ieee"',
+    ):
         assert part in text, part
 
 
@@ -119,8 +129,16 @@ def test_prompt_is_versioned_and_holds_region_specs_device_and_contract(region):
 
 def _attempt(cid: str, outcome: str, code: str | None = GOOD, speedup=None) -> dict:
     r, c = cid.split("-r")[1].split("-c")
-    return {"custom_id": cid, "round": int(r), "slot": int(c), "outcome": outcome, "accepted": outcome in ("ok", "slower"),
-            "code": code, "feedback": f"feedback of {cid}", "speedup": speedup}  # fmt: skip
+    return {
+        "custom_id": cid,
+        "round": int(r),
+        "slot": int(c),
+        "outcome": outcome,
+        "accepted": outcome in ("ok", "slower"),
+        "code": code,
+        "feedback": f"feedback of {cid}",
+        "speedup": speedup,
+    }
 
 
 def test_strategies_plan_fresh_drafts_then_use_feedback(region):
@@ -132,8 +150,12 @@ def test_strategies_plan_fresh_drafts_then_use_feedback(region):
     assert [r.custom_id for r in first] == [f"{k}-r1-c{i}" for i in range(4)] and all(r.parent is None for r in first)
 
     state.round = 1
-    state.attempts = [_attempt(f"{k}-r1-c0", "compile_error"), _attempt(f"{k}-r1-c1", "wrong_values"),
-                      _attempt(f"{k}-r1-c2", "timeout", code=None), _attempt(f"{k}-r1-c3", "slower", speedup=0.8)]  # fmt: skip
+    state.attempts = [
+        _attempt(f"{k}-r1-c0", "compile_error"),
+        _attempt(f"{k}-r1-c1", "wrong_values"),
+        _attempt(f"{k}-r1-c2", "timeout", code=None),
+        _attempt(f"{k}-r1-c3", "slower", speedup=0.8),
+    ]
     refine = select_strategy("refine").plan(state, ctx, cfg)
     # The best two (correct-but-slow, then wrong numbers) are refined, two follow-ups each.
     assert [r.parent for r in refine] == [f"{k}-r1-c3", f"{k}-r1-c1"] * 2
@@ -190,21 +212,24 @@ def test_online_mode_tunes_the_graphs_misses(region, tmp_path):
     import torch
 
     import llm_inductor
-    from llm_inductor.compile import state as _state
     from llm_inductor.cache.store import MemoryStore
-    from llm_inductor.search.online import tune_misses
+    from llm_inductor.compile import state as _state
     from llm_inductor.search.llm.providers import prompt_hash
+    from llm_inductor.search.online import tune_misses
 
     seen = []
     w = torch.randn(33)
     with torch.no_grad(), _state.overridden(graph_hook=lambda gm, kind, infos: seen.extend(infos)):
-        torch.compile(lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w,
-                      backend=llm_inductor.backend(mode="discover", min_region_us=0))(torch.randn(8, 33))  # fmt: skip
+        torch.compile(
+            lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w,
+            backend=llm_inductor.backend(mode="discover", min_region_us=0),
+        )(torch.randn(8, 33))
     assert len(seen) == 1
     cfg, _ = Config.load({"tune": True, "candidates": 1, "provider": "replay", "replay": str(tmp_path / "r.jsonl")})
     ctx = load_context(region, cfg, None, "cpu")
     (tmp_path / "r.jsonl").write_text(
-        f'{{"prompt_hash": "{prompt_hash(prompts.initial_messages(ctx))}", "content": {__import__("json").dumps(answer(GOOD))}}}\n'
+        f'{{"prompt_hash": "{prompt_hash(prompts.initial_messages(ctx))}", '
+        f'"content": {__import__("json").dumps(answer(GOOD))}}}\n'
     )
     store = MemoryStore()
     assert tune_misses(seen, cfg.replace(tune=False, mode="cache"), store=store) == 0  # off unless asked
@@ -222,8 +247,8 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
     import torch
 
     import llm_inductor
-    from llm_inductor.compile import state as _state
     from llm_inductor.cache.entry import Entry
+    from llm_inductor.compile import state as _state
     from llm_inductor.search import gate
     from llm_inductor.search.graphs import graph_for, record_graph
 
@@ -232,8 +257,10 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
     hook = lambda gm, kind, infos: record_graph(gm, infos, cfg)  # noqa: E731
     # the region with a neighbour Inductor keeps: the graph is more than the region
     with torch.no_grad(), _state.overridden(graph_hook=hook):
-        torch.compile(lambda x: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w) @ w.new_ones(33, 5),
-                      backend=llm_inductor.backend(mode="discover", min_region_us=0))(torch.randn(8, 33))  # fmt: skip
+        torch.compile(
+            lambda x: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w) @ w.new_ones(33, 5),
+            backend=llm_inductor.backend(mode="discover", min_region_us=0),
+        )(torch.randn(8, 33))
     key16 = region.stem.removeprefix("region_")
     graph = graph_for(key16, cfg)
     assert graph is not None and "aten.mm" in graph.read_text()
@@ -246,7 +273,11 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
     assert r["substituted"] == 1 and r["max_abs_diff"] < 1e-4 and r["with_ms"] > 0 and r["without_ms"] > 0
     assert gate.status_for({"measured": True, "passed": False}) == "slows_graph"
     assert gate.status_for({"measured": False, "passed": False}) == "ungated"
-    assert gate.in_graph_gate(key16, entry, cfg, "cpu") == {"measured": False, "passed": True, "note": "not measured (cpu)"}
+    assert gate.in_graph_gate(key16, entry, cfg, "cpu") == {
+        "measured": False,
+        "passed": True,
+        "note": "not measured (cpu)",
+    }
 
 
 def test_inductor_code_is_cut_down_to_its_kernels_and_launcher():
@@ -255,9 +286,11 @@ def test_inductor_code_is_cut_down_to_its_kernels_and_launcher():
     module = (
         "from torch._inductor.runtime import triton_helpers\n"
         "triton_red_fused_mean_0 = async_compile.triton('triton_red_fused_mean_0', '''\n"
-        "@triton.jit\ndef triton_red_fused_mean_0(in_ptr0, out_ptr0, xnumel, r0_numel):\n    pass\n''', device_str='cuda')\n"
+        "@triton.jit\ndef triton_red_fused_mean_0(in_ptr0, out_ptr0, xnumel, r0_numel):\n"
+        "    pass\n''', device_str='cuda')\n"
         "async_compile.wait(globals())\n"
-        "def call(args):\n    arg0_1, = args\n    triton_red_fused_mean_0.run(arg0_1, buf0, 8, 33, stream=stream0)\n    return (buf0, )\n"
+        "def call(args):\n    arg0_1, = args\n"
+        "    triton_red_fused_mean_0.run(arg0_1, buf0, 8, 33, stream=stream0)\n    return (buf0, )\n"
         "def benchmark_compiled_module():\n    pass\n"
     )
     text = extract_kernels(module)
@@ -265,10 +298,16 @@ def test_inductor_code_is_cut_down_to_its_kernels_and_launcher():
     assert "triton_red_fused_mean_0.run(arg0_1, buf0, 8, 33" in text and "benchmark_compiled_module" not in text
     assert len(extract_kernels(module.replace("pass", "x = 1\n" * 5000))) < MAX_CODE_CHARS + 200
     # torch >= 2.8 wraps the launcher in a Runner class.
-    runner = module.replace("def call(args):\n    ", "class Runner:\n    def call(self, args):\n        ").replace(
-        "\n    triton_red", "\n        triton_red").replace("\n    return (buf0", "\n        return (buf0")
+    runner = (
+        module.replace("def call(args):\n    ", "class Runner:\n    def call(self, args):\n        ")
+        .replace("\n    triton_red", "\n        triton_red")
+        .replace("\n    return (buf0", "\n        return (buf0")
+    )
     text = extract_kernels(runner)
-    assert "def call(self, args):\n    arg0_1, = args\n    triton_red_fused_mean_0.run(" in text and "return (buf0, )" in text
+    assert (
+        "def call(self, args):\n    arg0_1, = args\n    triton_red_fused_mean_0.run(" in text
+        and "return (buf0, )" in text
+    )
 
 
 def test_similar_winners_become_worked_examples(region):
@@ -280,10 +319,20 @@ def test_similar_winners_become_worked_examples(region):
     cfg, _ = Config.load()
     meta = json.loads(region.with_suffix(".json").read_text())
     store = MemoryStore()
-    for key, status, source in (("a" * 64, "served", "# the served neighbour\n" + GOOD), ("b" * 64, "slows_graph", "# slow\n")):
+    for key, status, source in (
+        ("a" * 64, "served", "# the served neighbour\n" + GOOD),
+        ("b" * 64, "slows_graph", "# slow\n"),
+    ):
         other = {**meta, "key": key, "inputs": [{**meta["inputs"][0], "shape": ["16", "33"]}, meta["inputs"][1]]}
-        entry = Entry(key, meta["key_fields"], source, region.read_text(), other, status=status,
-                      speed={"NVIDIA H200": {"speedup": 1.4}})  # fmt: skip
+        entry = Entry(
+            key,
+            meta["key_fields"],
+            source,
+            region.read_text(),
+            other,
+            status=status,
+            speed={"NVIDIA H200": {"speedup": 1.4}},
+        )
         store.put(entry)
         add_to_index(entry, cfg)
     ctx = load_context(region, cfg, store, "cpu")
@@ -293,7 +342,8 @@ def test_similar_winners_become_worked_examples(region):
 
 
 def test_timing_feedback_names_inductor_the_roofline_and_the_floor():
-    text = prompts.timing_text({"outcome": "slower", "candidate_ms": 0.05, "inductor_ms": 0.04, "roofline_pct": 64.0,
-                                "floor_ms": 0.032})  # fmt: skip
+    text = prompts.timing_text(
+        {"outcome": "slower", "candidate_ms": 0.05, "inductor_ms": 0.04, "roofline_pct": 64.0, "floor_ms": 0.032}
+    )
     assert text == "candidate 0.0500 ms vs Inductor 0.0400 ms: 0.80x; 64% of the roofline (floor 0.0320 ms)."
     assert prompts.timing_text({"outcome": "ok"}).startswith("not measured: this machine has no GPU")

@@ -9,8 +9,6 @@ layer alone. The docstring of each file in tests/data/adversarial/ says what it 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -18,7 +16,6 @@ from llm_inductor.verify.engine import verify
 from llm_inductor.verify.loaded_region import load_region
 from llm_inductor.verify.policy import check_source
 from support.paths import ADVERSARIAL, REGIONS
-
 
 # cheat → (region, reason with the static policy on, reason with it off)
 CHEATS = {
@@ -101,8 +98,9 @@ def test_messages_say_where_and_by_how_much():
 
 @pytest.mark.gpu
 def test_side_stream_on_gpu():
-    alone = verify(REGIONS / "region_softmax.py", source("side_stream", "softmax"), device="cuda",
-                   static_policy=False, speed=False)
+    alone = verify(
+        REGIONS / "region_softmax.py", source("side_stream", "softmax"), device="cuda", static_policy=False, speed=False
+    )
     assert alone.reason == "stream", alone.message
 
 
@@ -116,7 +114,8 @@ def test_cheat_is_rejected_by_the_dynamic_layer_on_the_gpu(name):
     guard, the poison and the checks alone, policy off, still reject every cheat for its reason.
     (tf32_dot is left out: the CPU test needs the worker's TF32 emulation; on the GPU TF32 is real.)"""
     region, static_reason, dynamic_reason = CHEATS[name]
-    result = verify(REGIONS / f"region_{region}.py", source(name, region), device="cuda", static_policy=False,
-                    speed=False)
+    result = verify(
+        REGIONS / f"region_{region}.py", source(name, region), device="cuda", static_policy=False, speed=False
+    )
     assert not result.accepted
     assert result.reason == dynamic_reason, result.message

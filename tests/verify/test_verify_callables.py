@@ -17,8 +17,7 @@ from llm_inductor.verify import guard
 from llm_inductor.verify.engine import verify
 from support.paths import KERNELS, REGIONS
 
-
-CANDIDATE = '''
+CANDIDATE = """
 import torch
 import triton
 import triton.language as tl
@@ -66,7 +65,7 @@ def hooked(x):
     out = torch.empty_like(x)
     _copy_a[(triton.cdiv(x.numel(), 64),)](x, out, x.numel())
     return out
-'''
+"""
 
 
 @pytest.fixture
@@ -104,11 +103,14 @@ def test_triton_own_ops_pass_and_pure_callables_are_fine(load, fn):
     assert violations == [] and torch.equal(out, x)
 
 
-@pytest.mark.parametrize("fn, holes", [
-    ("gridded", {"GRID": "x.mul(2)"}),  # called by Triton in the middle of the launch
-    ("heuristic", {"HEURISTIC": "args['src_ptr'].mul(2) is not None and 64"}),
-    ("hooked", {"PRE_HOOK": "nargs['dst_ptr'].copy_(nargs['src_ptr'] * 2)"}),
-])
+@pytest.mark.parametrize(
+    "fn, holes",
+    [
+        ("gridded", {"GRID": "x.mul(2)"}),  # called by Triton in the middle of the launch
+        ("heuristic", {"HEURISTIC": "args['src_ptr'].mul(2) is not None and 64"}),
+        ("hooked", {"PRE_HOOK": "nargs['dst_ptr'].copy_(nargs['src_ptr'] * 2)"}),
+    ],
+)
 def test_torch_compute_in_a_callable_triton_calls_is_the_candidates(load, fn, holes):
     _, _, violations = run(load(**holes), fn)
     assert "aten.mul.Tensor" in violations
@@ -117,10 +119,18 @@ def test_torch_compute_in_a_callable_triton_calls_is_the_candidates(load, fn, ho
 def test_torch_compute_in_an_interpreted_kernel_body_is_the_candidates(load, tmp_path):
     # Under the interpreter a kernel body is Python; the policy forbids torch there, the guard backs it up.
     module = load()
-    body = Path(module.__file__).read_text().replace(
-        "    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=offs < n), mask=offs < n)\n\n\n@triton.heuristics",
-        "    torch.ones(2).mul(3)\n    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=offs < n), mask=offs < n)"
-        "\n\n\n@triton.heuristics", 1)
+    body = (
+        Path(module.__file__)
+        .read_text()
+        .replace(
+            "    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=offs < n), mask=offs < n)"
+            "\n\n\n@triton.heuristics",
+            "    torch.ones(2).mul(3)\n"
+            "    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=offs < n), mask=offs < n)"
+            "\n\n\n@triton.heuristics",
+            1,
+        )
+    )
     path = tmp_path / "cand_body.py"
     path.write_text(body)
     spec = importlib.util.spec_from_file_location("cand_body", path)

@@ -13,7 +13,6 @@ from llm_inductor.cli import main
 from support.paths import ADVERSARIAL, KERNELS, REGIONS
 
 
-
 def test_accepted_is_exit_0_and_a_region_without_sidecar_is_traced(capsys):
     region = REGIONS / "region_offset_tanh.py"
     assert not region.with_suffix(".json").exists()
@@ -23,8 +22,9 @@ def test_accepted_is_exit_0_and_a_region_without_sidecar_is_traced(capsys):
 
 
 def test_rejected_is_exit_1_and_json_is_the_full_record(capsys):
-    code = main(["verify", str(REGIONS / "region_softmax.py"), str(ADVERSARIAL / "zeros_output.py"),
-                 "--json", "--no-speed"])
+    code = main(
+        ["verify", str(REGIONS / "region_softmax.py"), str(ADVERSARIAL / "zeros_output.py"), "--json", "--no-speed"]
+    )
     captured = capsys.readouterr()
     assert code == 1
     record = json.loads(captured.out)
@@ -45,11 +45,22 @@ def test_policy_rejection_is_exit_1_before_any_worker(capsys):
         (lambda d: d / "missing.py", "does not exist"),
         (lambda d: _write(d / "r.py", "import torch\ndef forward(x:\n    return x\n"), "syntax error at line 2"),
         (lambda d: _write(d / "r.py", "import torch\ndef forward(x):\n    return x\n"), "lacks make_inputs"),
-        (lambda d: _write(d / "r.py", "import torch\ndef make_inputs(seed=0, device='cpu', sizes=None):\n"
-                                      "    return (torch.ones(3),)\n"), "lacks forward"),
-        (lambda d: _write(d / "r.py", "import torch\ndef forward(x):\n    return x @ x\n"
-                                      "def make_inputs(seed=0, device='cpu', sizes=None):\n"
-                                      "    return (torch.ones(3, 4),)\n"), "forward fails on make_inputs()"),
+        (
+            lambda d: _write(
+                d / "r.py",
+                "import torch\ndef make_inputs(seed=0, device='cpu', sizes=None):\n    return (torch.ones(3),)\n",
+            ),
+            "lacks forward",
+        ),
+        (
+            lambda d: _write(
+                d / "r.py",
+                "import torch\ndef forward(x):\n    return x @ x\n"
+                "def make_inputs(seed=0, device='cpu', sizes=None):\n"
+                "    return (torch.ones(3, 4),)\n",
+            ),
+            "forward fails on make_inputs()",
+        ),
     ],
     ids=["missing", "syntax", "no-make_inputs", "no-forward", "broken-forward"],
 )
@@ -74,8 +85,12 @@ def test_cuda_without_a_gpu_is_exit_2(capsys):
 
 
 def test_installed_entry_point_maps_exit_codes():
-    proc = subprocess.run([sys.executable, "-m", "llm_inductor.cli", "verify", "/no/region.py", "/no/cand.py"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_inductor.cli", "verify", "/no/region.py", "/no/cand.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from llm_inductor.verify import guard
 from llm_inductor.verify.compare import judge, same_bits, spread, strides_match, unwritten
-from llm_inductor.verify.draws import Draw, build_inputs, clone_inputs, extra_sizes, plan_draws
+from llm_inductor.verify.draws import build_inputs, clone_inputs, extra_sizes, plan_draws
 from llm_inductor.verify.loaded_region import load_region
 from llm_inductor.verify.reference import Float64Mode, fp64_reference
 from support.paths import REGIONS
-
 
 
 def _softmax_parts(seed: int = 0):
@@ -239,8 +236,12 @@ def test_worker_makes_the_interpreter_round_bf16_like_a_gpu(monkeypatch):
 
 
 def _timing_report(cand_ms, ind_ms, nbytes=1e9):
-    return {"measurements": [{"candidate_ms": c, "inductor_ms": i} for c, i in zip(cand_ms, ind_ms)],
-            "bytes": nbytes, "flops": 0.0, "extra_modes": {"max-autotune": [0.55, 0.57]}}
+    return {
+        "measurements": [{"candidate_ms": c, "inductor_ms": i} for c, i in zip(cand_ms, ind_ms)],
+        "bytes": nbytes,
+        "flops": 0.0,
+        "extra_modes": {"max-autotune": [0.55, 0.57]},
+    }
 
 
 def test_speed_needs_the_margin_in_both_measurements():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,9 @@ def short_timeout() -> Config:
     return Config.load()[0].replace(verify_timeout=8.0)
 
 
-@pytest.mark.parametrize("name, why", [("crash_exit", "exited with code 3"),
-                                       ("abort", 'candidate.py", line 18 in forward')])
+@pytest.mark.parametrize(
+    "name, why", [("crash_exit", "exited with code 3"), ("abort", 'candidate.py", line 18 in forward')]
+)
 def test_a_dying_worker_rejects_the_candidate(name, why):
     pid = os.getpid()
     result = verify(SOFTMAX, cheat(name), device="cpu", static_policy=False)
@@ -72,11 +72,15 @@ def test_worker_environment_has_no_secrets(monkeypatch):
     assert not {"OPENAI_API_KEY", "HF_TOKEN", "LLM_INDUCTOR_SIGNING_KEY", "MY_SERVICE_SECRET"} & set(env)
     assert env["TRITON_INTERPRET"] == "1" and env["PATH"] == os.environ["PATH"]
     # And inside a real worker: a candidate that reads the environment finds nothing.
-    spy = (KERNELS / "softmax.py").read_text().replace(
-        "def forward(x):\n",
-        "import os\n\n\ndef forward(x):\n"
-        "    raise RuntimeError('seen: ' + repr([os.environ.get(k) for k in "
-        "('OPENAI_API_KEY', 'HF_TOKEN', 'LLM_INDUCTOR_SIGNING_KEY')]))\n",
+    spy = (
+        (KERNELS / "softmax.py")
+        .read_text()
+        .replace(
+            "def forward(x):\n",
+            "import os\n\n\ndef forward(x):\n"
+            "    raise RuntimeError('seen: ' + repr([os.environ.get(k) for k in "
+            "('OPENAI_API_KEY', 'HF_TOKEN', 'LLM_INDUCTOR_SIGNING_KEY')]))\n",
+        )
     )
     result = verify(SOFTMAX, spy, device="cpu", static_policy=False)
     assert result.reason == "runtime_error"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from llm_inductor.verify.engine import verify
 from support.paths import KERNELS, REGIONS
-
 
 # (candidate, region): the region files came from compiling small models with backend="llm"
 # (benchmarks/studies/make_regions.py), except offset_tanh, hand-written and without a sidecar.
@@ -33,8 +31,19 @@ def test_correct_kernel_is_accepted(kernel, region):
     assert result.accepted, result.feedback()
     assert result.reason == "ok"
     passed = {c.name for c in result.checks if c.passed}
-    assert {"policy", "import", "launch", "guard", "outputs", "written", "inputs_unchanged", "values",
-            "nan_inf", "deterministic", "recheck"} <= passed
+    assert {
+        "policy",
+        "import",
+        "launch",
+        "guard",
+        "outputs",
+        "written",
+        "inputs_unchanged",
+        "values",
+        "nan_inf",
+        "deterministic",
+        "recheck",
+    } <= passed
     assert all(c.passed for c in result.checks)
     assert result.timings == {}  # speed is never judged under the interpreter
     assert result.versions["interpreter"] is True and result.device == "cpu"
@@ -49,4 +58,3 @@ def test_correct_kernel_is_accepted(kernel, region):
         assert result.envelope["static_shapes"] and result.check("sizes") is None
     spread = result.check("reference_spread").detail
     assert ("nearly constant" in spread) == (region == "offset_tanh")
-

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from llm_inductor.verify.policy import check_source
 from support.paths import KERNELS
-
 
 HEAD = "import torch\nimport triton\nimport triton.language as tl\n"
 KERNEL = """
@@ -39,7 +36,9 @@ def test_minimal_candidate_is_admitted():
 
 
 def test_autotune_heuristics_libdevice_and_grid_lambda_are_admitted():
-    src = HEAD + """from triton.language.extra import libdevice
+    src = (
+        HEAD
+        + """from triton.language.extra import libdevice
 import math
 
 CONFIGS = [triton.Config({"BLOCK": 128}, num_warps=4), triton.Config({"BLOCK": 256}, num_warps=8)]
@@ -62,6 +61,7 @@ def forward(x):
         _k[grid](x.view(-1), out.view(-1), x.numel())
     return out.reshape(x.shape)
 """
+    )
     assert check_source(src) == []
 
 
@@ -158,8 +158,12 @@ def test_only_triton_decorators():
 
 
 def test_mutating_a_module_level_config_list_is_global_state():
-    src = HEAD + 'CONFIGS = [triton.Config({"BLOCK": 128})]\n' + KERNEL + WRAPPER.replace(
-        "    return out", "    CONFIGS.append(out)\n    return out")
+    src = (
+        HEAD
+        + 'CONFIGS = [triton.Config({"BLOCK": 128})]\n'
+        + KERNEL
+        + WRAPPER.replace("    return out", "    CONFIGS.append(out)\n    return out")
+    )
     assert "policy:global_state" in codes(src)
 
 
@@ -228,16 +232,21 @@ def test_foreign_modules_reached_through_triton_language_are_named(body, code):
 
 
 def test_libdevice_stays_allowed_under_every_spelling():
-    for head, call in [("from triton.language.extra import libdevice\n", "libdevice.exp"),
-                       ("import triton.language.extra.cuda as c\n", "c.libdevice.exp"),
-                       ("", "tl.extra.cuda.libdevice.exp"), ("", "triton.language.extra.libdevice.exp")]:
-        kernel = KERNEL.replace("tl.load(x_ptr + offs, mask=offs < n)",
-                                f"{call}(tl.load(x_ptr + offs, mask=offs < n).to(tl.float32))")
+    for head, call in [
+        ("from triton.language.extra import libdevice\n", "libdevice.exp"),
+        ("import triton.language.extra.cuda as c\n", "c.libdevice.exp"),
+        ("", "tl.extra.cuda.libdevice.exp"),
+        ("", "triton.language.extra.libdevice.exp"),
+    ]:
+        kernel = KERNEL.replace(
+            "tl.load(x_ptr + offs, mask=offs < n)", f"{call}(tl.load(x_ptr + offs, mask=offs < n).to(tl.float32))"
+        )
         assert check_source(HEAD + head + kernel + WRAPPER) == [], call
 
 
 HEURISTIC_KERNEL = KERNEL.replace("@triton.jit\n", "@triton.heuristics({'EVEN': HEURISTIC})\n@triton.jit\n").replace(
-    "BLOCK: tl.constexpr)", "BLOCK: tl.constexpr, EVEN: tl.constexpr)")
+    "BLOCK: tl.constexpr)", "BLOCK: tl.constexpr, EVEN: tl.constexpr)"
+)
 
 
 @pytest.mark.parametrize(
@@ -259,11 +268,16 @@ def test_callables_cannot_keep_state_across_calls(heuristic, code):
 def test_pure_callables_and_tutorial_idioms_stay_admitted():
     src = HEAD + HEURISTIC_KERNEL.replace("HEURISTIC", "lambda args: args['n'] % 128 == 0") + WRAPPER
     assert check_source(src) == []
-    tuned = HEAD + """
+    tuned = (
+        HEAD
+        + """
 @triton.autotune(configs=[triton.Config({"BLOCK": b}, num_warps=w, pre_hook=lambda nargs: nargs["out_ptr"].zero_())
                           for b in (64, 128) for w in (4, 8)], key=["n"], reset_to_zero=["out_ptr"],
                  prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: configs[:1]})
-""" + KERNEL.lstrip("\n") + WRAPPER
+"""
+        + KERNEL.lstrip("\n")
+        + WRAPPER
+    )
     assert check_source(tuned) == []
 
 
@@ -283,12 +297,17 @@ def test_mutating_objects_the_call_did_not_build_is_global_state(wrapper_line, c
 
 def test_a_prune_function_cannot_grow_tritons_config_list():
     # early_config_prune receives the Autotuner's own list, which lives as long as the kernel.
-    src = HEAD + """
+    src = (
+        HEAD
+        + """
 def _prune(configs, nargs, **kw):
     configs.append(configs[0])
     return configs[len(configs) > 8:][:1]
 
 
 @triton.autotune(configs=[triton.Config({"BLOCK": 128})], key=["n"], prune_configs_by={"early_config_prune": _prune})
-""" + KERNEL.lstrip("\n") + WRAPPER
+"""
+        + KERNEL.lstrip("\n")
+        + WRAPPER
+    )
     assert "policy:global_state" in codes(src)

@@ -14,7 +14,7 @@ from support.paths import KERNELS, REGIONS
 
 SOFTMAX = REGIONS / "region_softmax.py"
 
-PROBE = '''
+PROBE = """
 import os
 seen = []
 for path in {paths!r}:
@@ -30,7 +30,7 @@ try:
 except PermissionError:
     seen.append("denied")
 raise RuntimeError("probe " + " ".join(seen))
-'''
+"""
 
 needs_landlock = pytest.mark.skipif(sandbox.abi_version() < 1, reason="Landlock is not available on this kernel")
 

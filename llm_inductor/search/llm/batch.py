@@ -10,15 +10,24 @@ machine. The Batch API bills half the live price; ``BATCH_DISCOUNT`` applies it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from llm_inductor._errors import UsageError
 from llm_inductor._files import atomic_write
 from llm_inductor.config import Config
 from llm_inductor.search.llm.providers import (  # noqa: F401  (custom_id, CustomId, parse_custom_id: batch's names too)
-    NO_MODEL, Completion, CustomId, ProviderInfo, Request, account, custom_id, parse_custom_id, register_provider,
-)  # fmt: skip
+    NO_MODEL,
+    Completion,
+    CustomId,
+    ProviderInfo,
+    Request,
+    account,
+    custom_id,
+    parse_custom_id,
+    register_provider,
+)
 
 BATCH_URL = "/v1/chat/completions"
 BATCH_DISCOUNT = 0.5
@@ -40,7 +49,7 @@ def write_requests(path: str | Path, requests: Iterable[Request], model: str | N
 def read_requests(path: str | Path) -> list[Request]:
     """The requests of a batch input file (used by tests and by helpers answering it)."""
     out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line in Path(path).read_text().splitlines():
         if line.strip():
             d = json.loads(line)
             out.append(Request(d["custom_id"], d["body"]["messages"]))
@@ -98,8 +107,14 @@ def output_line(custom_id_: str, content: str, usage: dict[str, int] | None = No
     }
     if usage is not None:
         body["usage"] = {**usage, "total_tokens": sum(usage.values())}
-    return json.dumps({"id": f"batch_req_{custom_id_}", "custom_id": custom_id_,
-                       "response": {"status_code": status, "body": body}, "error": None})  # fmt: skip
+    return json.dumps(
+        {
+            "id": f"batch_req_{custom_id_}",
+            "custom_id": custom_id_,
+            "response": {"status_code": status, "body": body},
+            "error": None,
+        }
+    )
 
 
 class BatchProvider:
@@ -114,7 +129,7 @@ class BatchProvider:
         self.model = cfg.model or NO_MODEL
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "BatchProvider":
+    def from_config(cls, cfg: Config) -> BatchProvider:
         return cls(cfg)
 
     async def complete(self, request: Request) -> Completion:
@@ -135,6 +150,7 @@ class BatchProvider:
 
 
 register_provider(
-    ProviderInfo("batch", BatchProvider.from_config, "OpenAI Batch API files (--export-batch/--import-batch)",
-                 needs_model=False)
-)  # fmt: skip
+    ProviderInfo(
+        "batch", BatchProvider.from_config, "OpenAI Batch API files (--export-batch/--import-batch)", needs_model=False
+    )
+)

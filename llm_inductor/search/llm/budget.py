@@ -46,7 +46,7 @@ class Spend:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Spend":
+    def from_dict(cls, d: dict[str, Any]) -> Spend:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -58,13 +58,17 @@ class Limits:
     seconds: float | None = None
 
     @classmethod
-    def per_region(cls, cfg: Config) -> "Limits":
+    def per_region(cls, cfg: Config) -> Limits:
         return cls(cfg.max_calls, cfg.max_tokens, cfg.max_dollars, cfg.max_seconds)
 
     @classmethod
-    def per_run(cls, cfg: Config) -> "Limits":
-        return cls(getattr(cfg, "run_max_calls", None), getattr(cfg, "run_max_tokens", None),
-                   cfg.run_max_dollars, cfg.run_max_seconds)  # fmt: skip
+    def per_run(cls, cfg: Config) -> Limits:
+        return cls(
+            getattr(cfg, "run_max_calls", None),
+            getattr(cfg, "run_max_tokens", None),
+            cfg.run_max_dollars,
+            cfg.run_max_seconds,
+        )
 
 
 @dataclass

@@ -41,7 +41,7 @@ class OpenAIProvider:
         self._max_out = getattr(cfg, "max_output_tokens", None)
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "OpenAIProvider":
+    def from_config(cls, cfg: Config) -> OpenAIProvider:
         try:
             import openai
         except ImportError:
@@ -54,7 +54,9 @@ class OpenAIProvider:
             # api_key/base_url come from OPENAI_API_KEY/OPENAI_BASE_URL inside the SDK.
             client = openai.AsyncOpenAI(max_retries=retries, timeout=cfg.request_timeout)
         except openai.OpenAIError as e:
-            raise UsageError(f"Cannot start the OpenAI client: {e}. Set OPENAI_API_KEY (any value for local servers).") from None
+            raise UsageError(
+                f"Cannot start the OpenAI client: {e}. Set OPENAI_API_KEY (any value for local servers)."
+            ) from None
         return cls(cfg, client)
 
     async def complete(self, request: Request) -> Completion:
@@ -70,14 +72,20 @@ class OpenAIProvider:
                 resp = raw.parse()
                 attempts = int(getattr(raw, "retries_taken", 0)) + 1
             except openai.APITimeoutError:
-                return self._failed("timeout", f"no answer within {self.cfg.request_timeout:g}s "
-                                    f"(LLM_INDUCTOR_REQUEST_TIMEOUT), {self._max_retries} retries", start)  # fmt: skip
+                return self._failed(
+                    "timeout",
+                    f"no answer within {self.cfg.request_timeout:g}s "
+                    f"(LLM_INDUCTOR_REQUEST_TIMEOUT), {self._max_retries} retries",
+                    start,
+                )
             except openai.APIConnectionError as e:
                 return self._failed("connection", f"cannot reach the endpoint: {_cause(e)}", start)
             except openai.RateLimitError as e:
                 return self._failed("rate_limited", f"HTTP 429 after {self._max_retries} retries: {_body(e)}", start)
             except openai.InternalServerError as e:
-                return self._failed("server_error", f"HTTP {e.status_code} after {self._max_retries} retries: {_body(e)}", start)
+                return self._failed(
+                    "server_error", f"HTTP {e.status_code} after {self._max_retries} retries: {_body(e)}", start
+                )
             except openai.APIStatusError as e:
                 # 400/401/403/404: not retried, and retrying the search will not help either.
                 return self._failed(f"http_{e.status_code}", f"HTTP {e.status_code}: {_body(e)}", start)
@@ -89,16 +97,22 @@ class OpenAIProvider:
         except (AttributeError, IndexError, TypeError):
             text = None
         if not isinstance(text, str):
-            return Completion(None, seconds=seconds, error="bad_response", message="the answer has no message content",
-                              http_attempts=attempts)  # fmt: skip
+            return Completion(
+                None,
+                seconds=seconds,
+                error="bad_response",
+                message="the answer has no message content",
+                http_attempts=attempts,
+            )
         usage = resp.usage.model_dump() if getattr(resp, "usage", None) is not None else None
         c = Completion(text, seconds=seconds, http_attempts=attempts)
         return account(c, request.messages, usage, self.cfg)
 
     def _failed(self, code: str, message: str, start: float) -> Completion:
         log.info("llm_inductor: LLM call failed: %s: %s", code, message)
-        return Completion(None, seconds=time.monotonic() - start, error=code, message=message,
-                          http_attempts=self._max_retries + 1)  # fmt: skip
+        return Completion(
+            None, seconds=time.monotonic() - start, error=code, message=message, http_attempts=self._max_retries + 1
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -116,6 +130,10 @@ def _cause(e: BaseException) -> str:
 
 
 register_provider(
-    ProviderInfo("openai", OpenAIProvider.from_config, "OpenAI-compatible Chat Completions (async SDK)",
-                 env=("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_INDUCTOR_MODEL"))
-)  # fmt: skip
+    ProviderInfo(
+        "openai",
+        OpenAIProvider.from_config,
+        "OpenAI-compatible Chat Completions (async SDK)",
+        env=("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_INDUCTOR_MODEL"),
+    )
+)

@@ -9,10 +9,11 @@ never weights or data.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from string import Template
-from typing import Any, Sequence
+from typing import Any
 
 from llm_inductor.search.context import RegionContext, spec_lines
 from llm_inductor.search.llm.providers import Messages, estimate_tokens
@@ -24,7 +25,7 @@ _TEMPLATES = Path(__file__).resolve().parent / "templates"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(name: str) -> Template:
     return Template((_TEMPLATES / f"{name}_v{PROMPT_VERSION}.md").read_text())
 
@@ -64,7 +65,9 @@ def _inductor_section(ctx: RegionContext) -> str:
             f"Roofline floor: {floor:.4f} ms = max(bytes / bandwidth, flops / peak) for {moved}; "
             f"Inductor is at {floor / ref['inductor_ms']:.0%} of the roofline."
         )
-    lines.append(f"Inductor's generated Triton ({ref.get('kernels', '?')} kernel(s)):\n```python\n{ref['code'].rstrip()}\n```")
+    lines.append(
+        f"Inductor's generated Triton ({ref.get('kernels', '?')} kernel(s)):\n```python\n{ref['code'].rstrip()}\n```"
+    )
     return "\n".join(lines)
 
 
@@ -73,7 +76,9 @@ def _examples_section(examples: Sequence[dict[str, Any]]) -> str:
         return "None yet in the cache for regions like this one."
     parts = []
     for ex in examples:
-        speed = f"{ex['speedup']:.2f}x over Inductor on {ex.get('gpu', '?')}" if ex.get("speedup") else "verified correct"
+        speed = (
+            f"{ex['speedup']:.2f}x over Inductor on {ex.get('gpu', '?')}" if ex.get("speedup") else "verified correct"
+        )
         parts.append(
             f"### {ex['key16']}: {', '.join(ex['ops'][:8])} <- {ex['shapes']} ({speed})\n"
             f"```python\n{trim(ex['kernel_source'].rstrip(), EXAMPLE_TOKENS)}\n```"
@@ -139,7 +144,10 @@ def feedback_turn(a: dict[str, Any]) -> str:
     """The user turn that feeds an attempt's result back: verdict, verifier text, timing."""
     body = a.get("feedback") or a.get("message") or "(no details)"
     return template("feedback").substitute(
-        verdict=_verdict(a), feedback=trim(body.rstrip(), FEEDBACK_TOKENS), timing=timing_text(a), instruction=_instruction(a)
+        verdict=_verdict(a),
+        feedback=trim(body.rstrip(), FEEDBACK_TOKENS),
+        timing=timing_text(a),
+        instruction=_instruction(a),
     )
 
 
@@ -169,7 +177,10 @@ def evolve_messages(ctx: RegionContext, parents: Sequence[dict[str, Any]]) -> Me
             f"Verifier: {trim((p.get('feedback') or p.get('message') or '').rstrip(), FEEDBACK_TOKENS // 2)}"
         )
     msgs = initial_messages(ctx)
-    msgs[-1] = {**msgs[-1], "content": msgs[-1]["content"] + "\n\n" + template("evolve").substitute(parents="\n\n".join(parts))}
+    msgs[-1] = {
+        **msgs[-1],
+        "content": msgs[-1]["content"] + "\n\n" + template("evolve").substitute(parents="\n\n".join(parts)),
+    }
     return msgs
 
 

@@ -23,8 +23,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
@@ -109,7 +110,9 @@ class Completion:
         return asdict(self)
 
 
-def account(c: Completion, messages: Messages, usage: dict[str, Any] | None, cfg: Config, discount: float = 1.0) -> Completion:
+def account(
+    c: Completion, messages: Messages, usage: dict[str, Any] | None, cfg: Config, discount: float = 1.0
+) -> Completion:
     """Fill tokens and cost from ``usage``; where it is missing, estimate and flag it."""
     usage = usage or {}
     tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -183,7 +186,7 @@ def check_provider(cfg: Config) -> None:
 
 
 def select_provider(cfg: Config, name: str | None = None) -> Provider:
-    """The provider ``name`` (default: the one this config names); UsageError (exit 2) naming the fix when there is none."""
+    """The provider ``name`` (default: the config's); UsageError (exit 2) naming the fix when there is none."""
     check_provider(cfg)
     name = name or provider_name(cfg)
     if name is None:

@@ -49,7 +49,7 @@ class ReplayProvider:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "ReplayProvider":
+    def from_config(cls, cfg: Config) -> ReplayProvider:
         if not cfg.replay:
             raise UsageError("The replay provider needs a file: set LLM_INDUCTOR_REPLAY=<responses.jsonl>.")
         return cls(cfg, load_responses(cfg.replay))
@@ -71,6 +71,11 @@ class ReplayProvider:
 
 
 register_provider(
-    ProviderInfo("replay", ReplayProvider.from_config, "answers from a recorded responses file",
-                 needs_model=False, env=("LLM_INDUCTOR_REPLAY",))
-)  # fmt: skip
+    ProviderInfo(
+        "replay",
+        ReplayProvider.from_config,
+        "answers from a recorded responses file",
+        needs_model=False,
+        env=("LLM_INDUCTOR_REPLAY",),
+    )
+)
