@@ -244,6 +244,7 @@ def _accepting_verifier(monkeypatch) -> None:
         timings={},
         envelope={},
         device="cpu",
+        harness_failure=False,
         to_dict=lambda: {"accepted": True},
     )
     monkeypatch.setattr(cache_cli, "_verify", lambda *a, **k: result)
