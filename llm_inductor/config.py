@@ -84,6 +84,9 @@ class Config:
     request_timeout: float = _env("LLM_INDUCTOR_REQUEST_TIMEOUT", "seconds per LLM request", 300.0)
     concurrency: int = _env("LLM_INDUCTOR_CONCURRENCY", "LLM requests in flight", 4)
     verify_timeout: float = _env("LLM_INDUCTOR_VERIFY_TIMEOUT", "seconds per verification step in the worker", 120.0)
+    verify_parallel: int = _env(
+        "LLM_INDUCTOR_VERIFY_PARALLEL", "verifications at once on one GPU (0: a quarter of the cores, at most 4)", 0
+    )
 
     # ------------------------------------------------------------------ derived
     @property

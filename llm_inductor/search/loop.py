@@ -19,9 +19,11 @@ unverified rather than sent to a broken harness. A verdict on the region
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +35,15 @@ from llm_inductor.search.llm.prompts import extract_code
 from llm_inductor.search.llm.providers import Completion, Provider, Request, messages_tokens, parse_custom_id
 from llm_inductor.search.search_state import SearchState, save_state
 from llm_inductor.search.strategies import select_strategy
-from llm_inductor.search.verdict import Verifier, default_verifier, is_harness, is_region_verdict, verify_candidate
+from llm_inductor.search.verdict import (
+    Verifier,
+    default_verifier,
+    is_harness,
+    is_region_verdict,
+    verify_candidate,
+    verify_parallel,
+)
+from llm_inductor.verify.draw_set import verification_round
 from llm_inductor.verify.result import REASONS
 
 log = logging.getLogger(__name__)
@@ -55,7 +65,9 @@ class Searcher:
     def __post_init__(self) -> None:
         self.run_meter = Meter(Limits.per_run(self.cfg))
         select_strategy(self.cfg.strategy)  # an unknown name fails before any call is made
-        self._verify_lock: asyncio.Lock | None = None
+        self._consume_lock: asyncio.Lock | None = None
+        self._verify_slots: asyncio.Semaphore | None = None
+        self.parallel = verify_parallel(self.cfg, self.device)  # candidates verified at once
         self._reserved: dict[str, tuple[int, float]] = {}
         self.halted: dict[str, str] = {}  # key → the harness failure that halted its search in this run
         self._discount = float(getattr(self.provider, "discount", 1.0))  # the Batch API bills half
@@ -134,8 +146,26 @@ class Searcher:
         return None
 
     # ------------------------------------------------------------------ answers
-    def consume(self, state: SearchState, ctx: RegionContext, request: Request, c: Completion) -> dict[str, Any]:
-        """Turn one answer into a recorded attempt: extract the module, verify it, judge it."""
+    def verified(self, ctx: RegionContext, c: Completion) -> dict[str, Any] | None:
+        """An answer's verification (``verify_candidate``'s dict), or None for one without code.
+
+        Touches no state, so several run at once; ``consume`` records them one at a time.
+        """
+        code = extract_code(c.text) if c.ok else None
+        if code is None:
+            return None
+        return verify_candidate(self.verifier, str(ctx.path), code, self.cfg, ctx.floor_ms)
+
+    def consume(
+        self,
+        state: SearchState,
+        ctx: RegionContext,
+        request: Request,
+        c: Completion,
+        verified: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Turn one answer into a recorded attempt: extract the module, verify it (unless ``verified`` holds
+        its verification already), judge it."""
         cid = parse_custom_id(request.custom_id)
         a: dict[str, Any] = {
             "custom_id": request.custom_id,
@@ -164,6 +194,9 @@ class Searcher:
                     message="the answer has no ```python block defining forward",
                     answer=(c.text or "")[:ANSWER_KEPT],
                 )
+            elif verified is not None:
+                a["code"] = code
+                a.update(verified)
             elif state.key in self.halted:
                 a.update(
                     code=code,
@@ -226,10 +259,17 @@ class Searcher:
             return r, Completion(None, error="bad_response", message=f"{type(e).__name__}: {e}")
 
     async def _verify_consume(self, state: SearchState, ctx: RegionContext, r: Request, c: Completion) -> None:
-        if self._verify_lock is None:
-            self._verify_lock = asyncio.Lock()
-        async with self._verify_lock:
-            await asyncio.to_thread(self.consume, state, ctx, r, c)
+        """Verify an answer, up to ``parallel`` at once, then record it, one at a time."""
+        if self._verify_slots is None:
+            self._verify_slots = asyncio.Semaphore(self.parallel)
+            self._consume_lock = asyncio.Lock()
+        assert self._consume_lock is not None
+        verified = None
+        if state.key not in self.halted:
+            async with self._verify_slots:
+                verified = await asyncio.to_thread(self.verified, ctx, c)
+        async with self._consume_lock:
+            await asyncio.to_thread(self.consume, state, ctx, r, c, verified)
 
     async def run_region(self, state: SearchState, ctx: RegionContext) -> SearchState:
         """Rounds until a target, the round limit or a budget stops this region's search."""
@@ -240,11 +280,14 @@ class Searcher:
                 if not reqs:
                     break
                 self._report(state, ctx, f"round {state.round}: {len(reqs)} request(s)")
-                tasks = [asyncio.ensure_future(self._call(r)) for r in reqs]
-                for fut in asyncio.as_completed(tasks):
-                    r, c = await fut
-                    self._settle(r, meter, c)
-                    await self._verify_consume(state, ctx, r, c)
+                with verification_round():  # the round's candidates share its draws; the next round gets new ones
+                    tasks = [asyncio.ensure_future(self._call(r)) for r in reqs]
+                    verifying = []
+                    for fut in asyncio.as_completed(tasks):
+                        r, c = await fut
+                        self._settle(r, meter, c)
+                        verifying.append(asyncio.ensure_future(self._verify_consume(state, ctx, r, c)))
+                    await asyncio.gather(*verifying)
         finally:
             meter.close_session()
             save_state(self.cfg, state)
@@ -254,14 +297,17 @@ class Searcher:
     def consume_batch(self, state: SearchState, ctx: RegionContext, answers: dict[str, Completion]) -> int:
         """Consume the answers to this region's outstanding requests; returns how many were answered."""
         meter = self.region_meter(state)
-        n = 0
-        for r in state.requests():
-            c = answers.get(r.custom_id)
-            if c is None:
-                continue
+        answered = [(r, answers[r.custom_id]) for r in state.requests() if r.custom_id in answers]
+        verified: list[dict[str, Any] | None] = [None] * len(answered)
+        if state.key not in self.halted and answered:
+            # One round's answers: verified up to ``parallel`` at once, sharing the round's draws.
+            with verification_round(), ThreadPoolExecutor(self.parallel, thread_name_prefix="llm_inductor-tune") as ex:
+                futures = [ex.submit(contextvars.copy_context().run, self.verified, ctx, c) for _, c in answered]
+                verified = [f.result() for f in futures]
+        for (r, c), v in zip(answered, verified):
             self._settle(r, meter, c)
-            self.consume(state, ctx, r, c)
-            n += 1
+            self.consume(state, ctx, r, c, v)
+        n = len(answered)
         meter.close_session()
         save_state(self.cfg, state)
         return n

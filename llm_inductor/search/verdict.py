@@ -59,6 +59,18 @@ def default_verifier(region_path: str, source: str, cfg: Config) -> Any:
     return verify(region_path, source, device="auto", speed=None, config=cfg, inductor_mode=baseline_mode(region_path))
 
 
+def verify_parallel(cfg: Config, device: str) -> int:
+    """Candidates verified at once: ``verify_parallel`` when set, else the engine's default for the device."""
+    n = int(cfg.verify_parallel or 0)
+    if n < 0:
+        raise UsageError(f"LLM_INDUCTOR_VERIFY_PARALLEL={n}: give a count of verifications, or 0 for the default")
+    if n:
+        return n
+    from llm_inductor.verify.engine import default_parallel
+
+    return default_parallel(device)
+
+
 def code_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 

@@ -1,11 +1,13 @@
-"""Input draws: which inputs each check uses, rebuilt identically in the parent and the worker.
+"""Input draws: which inputs each check uses, built in the parent and handed to the worker as a file.
 
-A ``Draw`` is data (seed, distribution, sizes). Both sides call ``build_inputs``
-(the region's ``make_inputs`` on the CPU, then the same transform on the same
-device), so the parent has bit-identical inputs for its references without
-shipping tensors to the worker; the worker ships its inputs back after the last
-call and the parent compares them with its own copy, so a worker that altered
-them is caught too.
+A ``Draw`` is data (seed, distribution, sizes). The parent builds its inputs once
+(``build_inputs``: the region's ``make_inputs`` on the CPU, then the draw's
+transform) and writes them with ``save_inputs`` into the worker's own scratch
+directory; the worker maps them (``load_inputs``) and never learns the seed, so
+neither a candidate nor the feedback the LLM gets (``Draw.label`` names no seed)
+can tie a draw's values to a seed. The worker ships its inputs back after the
+last call and the parent compares them with its own copy, so a worker that
+altered them is caught too.
 
 Transforms act on each input's whole storage and keep its strides and storage
 offset, because strides are part of the region's contract.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,8 +56,9 @@ class Draw:
         return cls(d["name"], int(d["seed"]), d["dist"], tuple(sorted(d["sizes"].items())), bool(d["positive"]))
 
     def label(self) -> str:
+        """How messages (and the LLM's feedback) name the draw: never by its seed, which stays secret."""
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes)
-        return f"draw '{self.name}' (seed {self.seed}{', ' + sizes if sizes else ''})"
+        return f"draw '{self.name}'" + (f" ({sizes})" if sizes else "")
 
 
 def fresh_seed() -> int:
@@ -95,8 +99,8 @@ def extra_sizes(hint: int) -> list[int]:
 def build_inputs(make_inputs: Callable[..., Sequence[torch.Tensor]], draw: Draw, device: str) -> list[torch.Tensor]:
     """make_inputs(seed, sizes) on the CPU, moved to device, then the draw's transform there, keeping strides.
 
-    The transform runs on the device with a generator seeded from the draw, so the parent and the
-    worker, on the same device, build the same bits (and a 4096x128256 logits draw is GPU work).
+    The transform runs on the device with a generator seeded from the draw (a 4096x128256 logits
+    draw is GPU work); the result is the same bits every time on the same device.
     """
     kwargs: dict[str, Any] = {"seed": draw.seed, "device": "cpu"}
     if draw.sizes:
@@ -113,10 +117,15 @@ def build_inputs(make_inputs: Callable[..., Sequence[torch.Tensor]], draw: Draw,
     return out
 
 
-def _storage_tensor(t: torch.Tensor) -> torch.Tensor:
-    """A 1-D copy of t's whole storage (so the view's strides and offset stay meaningful)."""
+def _storage_view(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of t's whole storage (so the view's strides and offset stay meaningful)."""
     n = t.untyped_storage().nbytes() // t.element_size()
-    return torch.empty(0, dtype=t.dtype).set_(t.untyped_storage(), 0, (n,), (1,)).clone()
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), 0, (n,), (1,))
+
+
+def _storage_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D copy of t's whole storage."""
+    return _storage_view(t).clone()
 
 
 def _transform(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
@@ -141,6 +150,28 @@ def _transform(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
         finfo = torch.finfo(x.dtype)
         work = torch.where(work.isfinite(), work.clamp(finfo.min, finfo.max), work)
     return work.to(x.dtype)
+
+
+def save_inputs(inputs: Sequence[torch.Tensor], path: Path) -> None:
+    """One draw's inputs (host tensors, strides and offsets kept) for a worker: written once, mapped there."""
+    torch.save([t.detach() for t in inputs], path)
+
+
+def load_inputs(path: str | Path) -> list[torch.Tensor]:
+    """The parent's inputs file, memory-mapped: plain tensors only (weights_only), on the host."""
+    loaded = torch.load(path, weights_only=True, mmap=True, map_location="cpu")
+    if not isinstance(loaded, list) or not all(isinstance(t, torch.Tensor) for t in loaded):
+        raise ValueError(f"{path} does not hold a list of tensors")
+    return loaded
+
+
+def to_device(inputs: Sequence[torch.Tensor], device: str) -> list[torch.Tensor]:
+    """A copy of each input on device with its whole storage, so strides and offsets keep their meaning."""
+    out = []
+    for t in inputs:
+        base = _storage_view(t).to(device, copy=True)
+        out.append(base.as_strided(t.shape, t.stride(), t.storage_offset()))
+    return out
 
 
 def clone_inputs(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -95,7 +95,7 @@ def protected_paths() -> list[str]:
 _said_unconfined: list[str] = []
 
 
-def _scratch_root(device: str) -> str | None:
+def scratch_root(device: str) -> str | None:
     """Tensors cross between the processes through files: on a GPU host they can be gigabytes,
     so they go to /dev/shm (memory) when it has room; containers often give it only 64 MB."""
     if device == "cuda" and os.path.isdir("/dev/shm"):
@@ -110,7 +110,7 @@ def _scratch_root(device: str) -> str | None:
 class Worker:
     def __init__(self, device: str) -> None:
         self.device = device
-        self.dir = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_", dir=_scratch_root(device)))
+        self.dir = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_", dir=scratch_root(device)))
         self.log_path = self.dir / "worker.log"
         self._log = open(self.log_path, "wb")
         self.protect = protected_paths()

@@ -91,6 +91,9 @@ class VerifyResult:
     versions: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     harness_failure: bool = False  # nothing was judged: the verifier could not run (reason "harness:<what>")
+    # GPU memory, bytes: worker_peak (its max_memory_allocated), flush (do_bench's L2-flush buffer, left out of
+    # the bound), working_set (inputs + outputs at the largest drawn size), cap (the worker's limit)
+    memory: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

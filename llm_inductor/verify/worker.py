@@ -6,9 +6,18 @@ candidate's own prints go to stderr). Tensors travel through ``torch.save``
 files that the parent loads with ``weights_only=True``. It never sees a
 reference: it returns outputs and inputs-after-the-call, and the parent judges.
 
-Requests: ``load`` (region + candidate), ``run`` (calls on one input draw, one
-poisoning each: ``"marked"`` or ``"noise"``; the values are drawn here, per call,
-and reported after it), ``time`` (GPU: candidate vs Inductor, interleaved), ``bye``.
+Requests: ``load`` (region + candidate; on a GPU also the memory cap this
+process keeps to), ``run`` (calls on one input draw, one poisoning each:
+``"marked"`` or ``"noise"``; the poison values are drawn here, per call, and
+reported after it), ``time`` (GPU: candidate vs Inductor, interleaved), ``bye``.
+A draw's inputs come as a file the parent wrote into this worker's scratch
+directory (``draws.save_inputs``): the worker never runs ``make_inputs`` and never
+learns a seed. Every answer carries the device memory peak so far.
+
+Memory stays bounded by the region's working set: the pristine inputs stay on
+the host (mapped from the file), each call gets a fresh device copy, and the
+earlier calls' outputs are held (so that a kernel handing out a cached buffer
+shows) only up to ``hold_bytes``, the latest call's always.
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ if "--device" in sys.argv and sys.argv[sys.argv.index("--device") + 1] == "cpu":
 import torch  # noqa: E402
 
 from llm_inductor.verify import guard, sandbox  # noqa: E402
-from llm_inductor.verify.draws import Draw, build_inputs, clone_inputs  # noqa: E402
+from llm_inductor.verify.draws import load_inputs, to_device  # noqa: E402
 
 MEMORY_HEADROOM = 8 << 30  # CPU: address space allowed above the warmed-up worker's
+COMPARE_CHUNK = 64 << 20  # bytes of an input compared at a time on the device (host copy to device)
 
 
 class Failure(Exception):
@@ -88,6 +98,10 @@ class Session:
 
         self.region = load_region(req["region"], check=False)
         self.candidate_path = req["candidate"]
+        cap = req.get("memory_cap")
+        if cap and self.device == "cuda":  # before the candidate's first line: its imports count too
+            total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, int(cap) / total))
         self.tripwires = guard.Tripwires(native=self.device == "cpu")
         spec = importlib.util.spec_from_file_location("llm_candidate", self.candidate_path)
         assert spec is not None and spec.loader is not None
@@ -108,16 +122,16 @@ class Session:
         return {"import_violations": g.violations[:5], **self.tripwire_report()}
 
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
-        draw = Draw.from_dict(req["draw"])
-        pristine = build_inputs(self.region.module.make_inputs, draw, self.device)
+        pristine = load_inputs(req["inputs"])  # host, mapped: each call gets its own device copy
+        hold = int(req.get("hold_bytes") or 1 << 62)
         outputs: list[list[torch.Tensor]] = []
         inputs_after: list[torch.Tensor] = []
         records = []
-        keep: list[torch.Tensor] = []
+        keep: list[torch.Tensor] = list(self.held)  # earlier requests' outputs, within the same window
         last_marked: dict[str, int | bool] = {}
         for kind in req["poisons"]:
             poison = guard.Poison(marked=kind == "marked", unlike=last_marked)
-            inputs = clone_inputs(pristine)
+            inputs = to_device(pristine, self.device)
             g = guard.DispatchGuard(poison, self.candidate)
             before = dict(guard.launches)
             try:
@@ -140,7 +154,7 @@ class Session:
             if not all(isinstance(o, torch.Tensor) for o in outs):
                 rec["bad_outputs"] = [type(o).__name__ for o in outs]
                 outs = []
-            old = {t.untyped_storage().data_ptr() for t in (*keep, *self.held) if t.numel()}
+            old = {t.untyped_storage().data_ptr() for t in keep if t.numel()}
             rec["reused_output"] = any(o.numel() and o.untyped_storage().data_ptr() in old for o in outs)
             rec["outputs"] = [
                 {
@@ -154,11 +168,13 @@ class Session:
             # Every call's inputs are compared here, on the device; the last call's also go to the
             # parent, which compares them with its own copy (shipping every call's would cost
             # gigabytes at real shapes).
-            rec["inputs_changed"] = [j for j, (a, b) in enumerate(zip(pristine, inputs)) if not _same_bits(a, b)]
-            keep.extend(outs)
+            rec["inputs_changed"] = [j for j, (a, b) in enumerate(zip(pristine, inputs)) if not _same_storage(a, b)]
+            keep = _window([*keep, *outs], len(outs), hold)
             records.append(rec)
             outputs.append([o.detach().cpu() for o in outs])
-            inputs_after = [t.cpu() for t in inputs]
+            if len(records) == len(req["poisons"]):
+                inputs_after = [t.cpu() for t in inputs]
+            del inputs
         self.held = keep
         torch.save({"outputs": outputs, "inputs_after": [inputs_after]}, req["out"])
         return {"calls": records}
@@ -166,8 +182,8 @@ class Session:
     def time(self, req: dict[str, Any]) -> dict[str, Any]:
         from llm_inductor.verify.timing import time_pair
 
-        draw = Draw.from_dict(req["draw"])
-        inputs = build_inputs(self.region.module.make_inputs, draw, self.device)
+        self.held = []  # the draws' outputs: timing gets the memory back
+        inputs = to_device(load_inputs(req["inputs"]), self.device)
         before = dict(guard.launches)
         # Inductor's compile starts its own thread pools and imports: the tripwires are re-armed after it,
         # before the candidate's first timed call, so those are not taken for the candidate's.
@@ -220,11 +236,39 @@ class Session:
         return Failure("runtime_error", self.where(e))
 
 
-def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.dtype.is_floating_point:
-        view = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[a.element_size()]
-        return torch.equal(a.contiguous().view(view), b.contiguous().view(view))
-    return torch.equal(a, b)
+def _same_storage(pristine: torch.Tensor, now: torch.Tensor) -> bool:
+    """Are the bytes of now's whole storage (on the device) those of pristine's (on the host)?
+
+    Compared in chunks on the device, so the check costs ``COMPARE_CHUNK`` bytes of device memory,
+    not a second copy of the input; every byte counts, those outside the view too.
+    """
+    a, b = _bytes(pristine), _bytes(now)
+    if a.numel() != b.numel():
+        return False
+    for start in range(0, a.numel(), COMPARE_CHUNK):
+        part = a[start : start + COMPARE_CHUNK].to(b.device)
+        if not torch.equal(part, b[start : start + COMPARE_CHUNK]):
+            return False
+    return True
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    storage = t.untyped_storage()
+    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(storage, 0, (storage.nbytes(),), (1,))
+
+
+def _window(held: list[torch.Tensor], latest: int, budget: int) -> list[torch.Tensor]:
+    """The outputs kept alive on the device: the latest call's ``latest`` ones always, then earlier ones,
+    newest first, while their bytes fit ``budget`` (a cached buffer handed out again shows as long as it is
+    held, and the region's working set is what the memory bound allows)."""
+    keep = held[len(held) - latest :] if latest else []
+    used = sum(t.untyped_storage().nbytes() for t in keep)
+    for t in reversed(held[: len(held) - latest]):
+        used += t.untyped_storage().nbytes()
+        if used > budget:
+            break
+        keep.insert(0, t)
+    return keep
 
 
 def _exit_with_parent() -> None:
@@ -297,6 +341,8 @@ def main() -> int:
                 "message": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc(),
             }
+        if args.device == "cuda":
+            reply["peak_bytes"] = torch.cuda.max_memory_allocated()
         proto.write(json.dumps(reply) + "\n")
         if not reply["ok"] and reply["reason"] == "crash":
             break  # a CUDA error leaves the context unusable: this worker is done

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from llm_inductor import cli
-from llm_inductor.verify import engine, pool
+from llm_inductor.verify import draw_set, engine, pool
 from llm_inductor.verify.engine import HARNESS_RETRIES, verify
 from support.paths import KERNELS, REGIONS
 
@@ -134,7 +134,7 @@ def test_an_internal_error_of_the_worker_is_retried(workers, monkeypatch):
 @pytest.mark.parametrize("error", [MemoryError, torch.OutOfMemoryError])
 def test_the_parent_out_of_memory_computing_references_is_retried(workers, monkeypatch, error):
     workers()
-    real, calls = engine.fp64_reference, []
+    real, calls = draw_set.fp64_reference, []
 
     def fp64_reference(*args: Any) -> Any:
         calls.append(1)
@@ -142,7 +142,7 @@ def test_the_parent_out_of_memory_computing_references_is_retried(workers, monke
             raise error("out of memory computing the reference (injected)")
         return real(*args)
 
-    monkeypatch.setattr(engine, "fp64_reference", fp64_reference)
+    monkeypatch.setattr(draw_set, "fp64_reference", fp64_reference)
     assert_retried_then_judged(verify(REGION, GOOD, device="cpu"), "harness:parent_oom", "(injected)")
 
 
@@ -152,7 +152,7 @@ def test_the_parent_out_of_memory_every_time_is_a_harness_failure(workers, monke
     def fp64_reference(*args: Any) -> Any:
         raise MemoryError("out of memory computing the reference (injected)")
 
-    monkeypatch.setattr(engine, "fp64_reference", fp64_reference)
+    monkeypatch.setattr(draw_set, "fp64_reference", fp64_reference)
     result = verify(REGION, GOOD, device="cpu")
     assert result.harness_failure and result.reason == "harness:parent_oom" and not result.accepted
     assert len(p.alone) == TRIES and [c.name for c in result.checks] == ["harness"]

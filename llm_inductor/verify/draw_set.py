@@ -1,0 +1,253 @@
+"""The draws the candidates of one round share, and their references: built once per region and round.
+
+Per input draw, a verification needs the inputs and three references (float64,
+eager, Inductor). At real shapes building them costs more than running a candidate
+on them, and none of it depends on the candidate, so the candidates of one round
+share it:
+
+* A ``DrawSet`` holds one region's plan (the base draws and the extra sizes, each
+  with a secret seed) and, per draw, the parent's ``Expected`` (inputs and
+  references, on the host) and the inputs file that workers get a copy of. There
+  is one per region, device and Inductor mode within a ``verification_round``; the
+  next round makes new ones, with new seeds.
+* Seeds never leave the parent: a worker gets a file of tensors, and messages (so
+  the LLM's feedback) name a draw without its seed. A value a candidate saw cannot
+  help a later round's candidates: their draws are new.
+* Every candidate still gets draws of its own (``private``): a fresh seed with a
+  distribution it cannot predict, and the draw after timing. They are judged like
+  the shared ones and never shared.
+* Inductor's compiled function for the region is memoized per region and mode for
+  the process (``reference.inductor_fn``): one compile across rounds.
+
+Memory stays bounded by the region's working set: the inputs and the references
+live on the host (float64 and eager run there, with every core), and only
+Inductor's reference runs on the device, one draw at a time in this process,
+inside the GPU gate's shared side (never while a candidate is being timed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm_inductor.verify.checks import Expected
+from llm_inductor.verify.compare import floors, spread
+from llm_inductor.verify.draws import (
+    BASE_DISTS,
+    Draw,
+    Plan,
+    build_inputs,
+    fresh_seed,
+    plan_draws,
+    save_inputs,
+    to_device,
+)
+from llm_inductor.verify.gpu_share import GATE
+from llm_inductor.verify.loaded_region import LoadedRegion
+from llm_inductor.verify.pool import scratch_root
+from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
+
+# A candidate's own draw takes one of these at random: it cannot know which values it will get.
+PRIVATE_DISTS = tuple(d for d in BASE_DISTS if d != "nan_inf")
+_device_work = threading.Lock()  # the parent's device work, one draw at a time: its memory is one draw's
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    plan: Plan
+    positive: bool  # finite inputs gave a NaN reference: every draw folds float inputs to |x|
+    exact: list[bool]  # per output: nearly constant across draws, judged without a tolerance floor
+    working_set: int  # bytes of inputs plus outputs at the largest drawn size
+
+
+class DrawSet:
+    """One region's draws and references on one device under one Inductor mode, for one round."""
+
+    def __init__(self, region: LoadedRegion, device: str, mode: str) -> None:
+        self.region, self.device, self.mode = region, device, mode
+        # Named like a worker's scratch, so that a worker's sandbox leaves it out (sandbox.confine).
+        self.dir = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_draws_", dir=scratch_root(device)))
+        self.inductor_how: str | None = None
+        self._lock = threading.Lock()
+        self._pending: dict[Draw, Future[Expected]] = {}
+        self._files: dict[Draw, Path] = {}
+        self._plan: PlanInfo | None = None
+        self._plan_lock = threading.Lock()
+        self._builder = ThreadPoolExecutor(1, thread_name_prefix="llm_inductor-draws")
+        self._closed = False
+
+    # ------------------------------------------------------------------ plan
+    def plan(self) -> PlanInfo:
+        """The shared draws, decided once: positive-only where the region needs it, and which outputs are exact."""
+        with self._plan_lock:
+            if self._plan is None:
+                self._plan = self._make_plan()
+            return self._plan
+
+    def _make_plan(self) -> PlanInfo:
+        plan = plan_draws(self.region.symbols, positive=False, has_float_inputs=True)
+        first = self.expect(plan.base[0])
+        has_float = any(t.dtype.is_floating_point for t in first.inputs)
+        # Positive-only where the op needs it: finite inputs giving a NaN reference (log, sqrt of a negative).
+        positive = any(bool(r.isnan().any()) for r in first.ref64 if r.dtype.is_floating_point)
+        if positive or not has_float:
+            plan = plan_draws(self.region.symbols, positive=positive, has_float_inputs=has_float)
+        for d in (*plan.base, *plan.sizes):
+            self._start(d)  # built one after another in the background while the first ones are judged
+        usual = [self.expect(d) for d in plan.base if d.dist != "nan_inf"]
+        exact = []
+        for j, spec in enumerate(usual[0].specs):
+            s = spread([e.ref64[j] for e in usual]) if spec.dtype.is_floating_point else float("inf")
+            exact.append(s <= floors(spec.dtype)[0])
+        for d in plan.base:
+            self.expect(d).exact = exact
+        sized = [self.expect(d) for d in plan.sizes] or [first]
+        working_set = max(_bytes(e) for e in (*usual, *sized))
+        return PlanInfo(plan, positive, exact, working_set)
+
+    def private_draw(self, name: str = "own") -> Draw:
+        """A draw for one candidate only: a fresh seed and a distribution drawn at random, at the region's sizes."""
+        info = self.plan()
+        dist = PRIVATE_DISTS[secrets.randbelow(len(PRIVATE_DISTS))]
+        return Draw(name, fresh_seed(), dist, (), info.positive)
+
+    # ------------------------------------------------------------------ expectations
+    def expect(self, draw: Draw) -> Expected:
+        """Inputs, specs and references for a draw (built once; Inductor's on first use)."""
+        future = self._start(draw)
+        try:
+            exp = future.result()
+        except BaseException:
+            with self._lock:  # a failure (the host out of memory) is not kept: a retry builds the draw again
+                if self._pending.get(draw) is future:
+                    del self._pending[draw]
+            raise
+        if self._plan is not None and not exp.exact:
+            exp.exact = self._plan.exact  # a draw made after the plan (private, seed 0) is judged alike
+        return exp
+
+    def _start(self, draw: Draw) -> Future[Expected]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this round's draws are closed")
+            if draw not in self._pending:
+                self._pending[draw] = self._builder.submit(self._build, draw)
+            return self._pending[draw]
+
+    def forget(self, draw: Draw) -> None:
+        """Drop a private draw's tensors and file once its candidate is judged."""
+        with self._lock:
+            self._pending.pop(draw, None)
+            path = self._files.pop(draw, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _build(self, draw: Draw) -> Expected:
+        host = build_inputs(self.region.module.make_inputs, draw, "cpu")
+        ref64 = fp64_reference(self.region, host)
+        eager = eager_reference(self.region, host)
+        specs = self.region.output_specs(host, draw.size_map)
+        return Expected(draw, host, specs, ref64, eager, lambda: self._inductor(host))
+
+    def _inductor(self, host: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Inductor's outputs for these inputs: computed on the device, kept on the host."""
+        with GATE.shared(self.device), _device_work:
+            on_dev = to_device(host, self.device)
+            outs, how = inductor_reference(self.region, on_dev, self.mode)
+            outs = [o.to("cpu") for o in outs]
+            del on_dev
+        self.inductor_how = how
+        return outs
+
+    # ------------------------------------------------------------------ files for workers
+    def inputs_file(self, draw: Draw, into: Path) -> Path:
+        """A copy, in a worker's own directory, of the draw's inputs: written once here, copied per worker."""
+        exp = self.expect(draw)
+        with self._lock:
+            src = self._files.get(draw)
+            if src is None:
+                src = self.dir / f"draw{len(self._files)}.pt"
+                save_inputs(exp.inputs, src)
+                self._files[draw] = src
+        dst = into / f"inputs_{secrets.token_hex(4)}.pt"
+        shutil.copyfile(src, dst)
+        return dst
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pending, self._pending, self._files = list(self._pending.values()), {}, {}
+        for f in pending:
+            f.cancel()
+        self._builder.shutdown(wait=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _bytes(exp: Expected) -> int:
+    inputs = sum(t.untyped_storage().nbytes() for t in exp.inputs)
+    outputs = 0
+    for s in exp.specs:
+        numel = 1
+        for dim in s.shape:
+            numel *= dim
+        outputs += numel * s.dtype.itemsize
+    return inputs + outputs
+
+
+# ---------------------------------------------------------------------- rounds
+class _Round:
+    def __init__(self) -> None:
+        self.sets: dict[tuple[str, str, str], DrawSet] = {}
+        self.lock = threading.Lock()
+
+
+_current: contextvars.ContextVar[_Round | None] = contextvars.ContextVar("llm_inductor_round", default=None)
+
+
+@contextlib.contextmanager
+def verification_round() -> Iterator[None]:
+    """Candidates verified inside share their regions' draws and references; the next round gets new ones.
+
+    Nested rounds join the outer one. Threads started with the context copied (``asyncio.to_thread``,
+    ``contextvars.copy_context().run``) share it too.
+    """
+    if _current.get() is not None:
+        yield
+        return
+    rnd = _Round()
+    token = _current.set(rnd)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+        for s in rnd.sets.values():
+            s.close()
+
+
+@contextlib.contextmanager
+def draws_for(region: LoadedRegion, device: str, mode: str) -> Iterator[DrawSet]:
+    """The round's DrawSet for this region, or, outside a round, one of this verification's own."""
+    rnd = _current.get()
+    if rnd is None:
+        own = DrawSet(region, device, mode)
+        try:
+            yield own
+        finally:
+            own.close()
+        return
+    key = (region.digest, device, mode)
+    with rnd.lock:
+        if key not in rnd.sets:
+            rnd.sets[key] = DrawSet(region, device, mode)
+        shared = rnd.sets[key]
+    yield shared
