@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,160 @@ def test_protected_paths_are_carved_out_of_an_allowed_tree(tmp_path):
     rules = dict(sandbox.grants({str(tmp_path): sandbox.READ}, [str(tmp_path / "cache"), str(tmp_path / "key.pem")]))
     assert set(rules) == {tmp_path / "scratch", tmp_path / "other.txt"}
     assert sandbox.grants({str(tmp_path / "cache" / "regions"): sandbox.READ}, [str(tmp_path / "cache")]) == []
+
+
+def test_a_shared_folder_is_granted_entry_by_entry_without_other_workers(tmp_path):
+    root = tmp_path / "shm"
+    own, other = root / "llm_inductor_verify_own", root / "llm_inductor_verify_other"
+    for d in (own, other, root / "pts"):
+        d.mkdir(parents=True)
+    (root / "null").write_text("")
+    (root / "escape").symlink_to(tmp_path / "outside")  # a rule on the folder would not cover the target
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "beside").mkdir()
+    everything = sandbox.READ | sandbox.WRITE_FILE
+    trees = {str(tmp_path): sandbox.READ, str(root): everything, str(own): everything}
+    others = sandbox.others_entries([str(root)], trees)
+    assert others == [str(other)]  # its own scratch directory is granted, so it is not among them
+    rules = dict(sandbox.grants(trees, others, expand=[str(root)]))
+    assert set(rules) == {own, root / "pts", root / "null", tmp_path / "outside", tmp_path / "beside"}
+    assert rules[own] == rules[root / "null"] == everything and rules[tmp_path / "beside"] == sandbox.READ
+    # without the expansion the folder is one rule, which covers the other worker and whatever is made later
+    assert dict(sandbox.grants(trees, []))[root] == everything
+
+
+def test_others_entries_keeps_a_granted_cache_and_takes_the_parents_folders(tmp_path):
+    for name in ("llm_inductor_verify_a", "llm_inductor_cache", "llm_online_x", "llm_gate_y", "torchinductor_me"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "llm_inductor-cli.log").write_text("")
+    (tmp_path / "llm_inductor_link").symlink_to(tmp_path / "torchinductor_me")
+    trees = {str(tmp_path / "llm_inductor_cache" / "inductor"): sandbox.READ}
+    found = {Path(p).name for p in sandbox.others_entries([str(tmp_path)], trees)}
+    assert found == {"llm_inductor_verify_a", "llm_online_x", "llm_gate_y", "llm_inductor-cli.log"}
+    scratch = tmp_path / "llm_inductor_verify_a"
+    assert set(sandbox.shared_folders(str(scratch))) >= {str(tmp_path), os.path.realpath(tempfile.gettempdir())}
+
+
+CONFINED = r"""
+import json, os, sys, tempfile
+from llm_inductor.verify import sandbox
+print(sandbox.confine(json.loads(sys.argv[1]), os.getcwd()), flush=True)
+sys.stdin.readline()  # the parent makes its files now, after this process confined itself
+paths = json.loads(sys.stdin.readline())
+
+
+def attempt(what, fn):
+    try:
+        fn()
+        return what + " ok"
+    except PermissionError:
+        return what + " denied"
+
+
+def write(path, mode="w"):
+    with open(path, mode) as f:
+        f.write("x")
+
+
+def read(path):
+    with open(path) as f:
+        f.read()
+
+
+with tempfile.NamedTemporaryFile("w", delete=False) as t:
+    t.write("mine")
+seen = [
+    attempt("read other", lambda: read(paths["other_file"])),
+    attempt("overwrite other", lambda: write(paths["other_file"], "r+")),
+    attempt("plant in other", lambda: write(os.path.join(paths["other"], "out_0.pt"))),
+    attempt("list other", lambda: os.listdir(paths["other"])),
+    attempt("read late", lambda: read(paths["late_file"])),
+    attempt("plant in late", lambda: write(os.path.join(paths["late"], "planted"))),
+    attempt("read late temp", lambda: read(paths["late_temp"])),
+    attempt("make in root", lambda: os.mkdir(os.path.join(paths["root"], "llm_inductor_verify_planted"))),
+    attempt("write own", lambda: write(os.path.join(os.getcwd(), "out_0.pt"))),
+    attempt("write cache", lambda: write(os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], "probe"))),
+    attempt("devices", lambda: (write("/dev/null"), open("/dev/urandom", "rb").read(4))),
+    "temp in own " + str(os.path.dirname(t.name) == os.path.join(os.getcwd(), "tmp")),
+]
+print(json.dumps(seen), flush=True)
+"""
+
+
+@needs_landlock
+def test_a_confined_worker_cannot_reach_another_workers_scratch_nor_later_files(tmp_path, monkeypatch):
+    # scratch directories as pool.Worker makes them, before its process starts; the child confines itself
+    # with the worker's arguments (pool.protected_paths, its scratch directory as its cwd). A temp directory
+    # of the test's own, holding the Inductor cache as /tmp does by default; the kernel cache is outside it,
+    # so nothing protected makes the temp directory carved
+    from llm_inductor.verify import pool
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(temp / "torchinductor_me"))
+    root = pool.scratch_root("cpu")
+    own = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_", dir=root))
+    other = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_", dir=root))
+    assert own.parent == other.parent == temp and not (temp / "torchinductor_me").exists()
+    (other / "candidate.py").write_text("forward = None\n")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CONFINED, json.dumps(pool.protected_paths())],
+        cwd=own,
+        env=pool.scrubbed_env("cpu"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().startswith("landlock ABI")
+    late = Path(tempfile.mkdtemp(prefix="llm_inductor_verify_", dir=root))  # a worker started later
+    (late / "candidate.py").write_text("forward = None\n")
+    (temp / "late.txt").write_text("the parent's, later")
+    paths = {
+        "other": str(other),
+        "other_file": str(other / "candidate.py"),
+        "late": str(late),
+        "late_file": str(late / "candidate.py"),
+        "late_temp": str(temp / "late.txt"),
+        "root": str(temp),
+    }
+    out, _ = child.communicate("go\n" + json.dumps(paths) + "\n", timeout=120)
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen == [
+        "read other denied",
+        "overwrite other denied",
+        "plant in other denied",
+        "list other denied",
+        "read late denied",
+        "plant in late denied",
+        "read late temp denied",
+        "make in root denied",
+        "write own ok",
+        "write cache ok",
+        "devices ok",
+        "temp in own True",
+    ], seen
+    assert (other / "candidate.py").read_text() == "forward = None\n" and list(other.iterdir()) == [
+        other / "candidate.py"
+    ]
+    assert not (late / "planted").exists() and not (temp / "llm_inductor_verify_planted").exists()
+    assert (own / "out_0.pt").read_text() == "x" and (temp / "torchinductor_me" / "probe").read_text() == "x"
+
+
+@needs_landlock
+def test_a_candidate_cannot_read_nor_overwrite_a_concurrent_workers_files():
+    from llm_inductor.verify import pool
+
+    other = pool.Worker("cpu")  # a worker of another verification, running beside this one
+    try:
+        other.wait_ready()
+        planted = other.dir / "out_0.pt"
+        planted.write_bytes(b"the other worker's output")
+        probe = PROBE.format(paths=[str(planted)], plant=str(planted))
+        result = verify(SOFTMAX, probe, device="cpu", static_policy=False)
+        assert result.reason == "compile_error" and "probe denied denied" in result.message, result.message
+        assert planted.read_bytes() == b"the other worker's output"
+    finally:
+        other.close()
