@@ -56,7 +56,7 @@ def _cmd(args: argparse.Namespace) -> int:
         raise NegativeResult(
             "nothing to tune: no pending hot regions. Compile with backend='llm' first, or pass SCRIPT.py."
         )
-    print(summary_table(report.rows))
+    print(summary_table(report.rows, report.total))
     print(f"\nprovider {report.provider}, target {report.device}; config:\n{config_lines(cfg)}")
     if report.answered:
         print(f"\nimported {report.answered} answer(s)")
@@ -75,6 +75,7 @@ def _cmd(args: argparse.Namespace) -> int:
                     "exported": report.exported,
                     "answered": report.answered,
                     "rows": [r.to_dict() for r in report.rows],
+                    "total": report.total.to_dict(),
                     "config": {name: value for name, _, value in cfg.describe()},
                 },
                 indent=1,

@@ -26,7 +26,7 @@ from llm_inductor.passes import regionfile
 from llm_inductor.search.context import RegionContext, load_context, read_region
 from llm_inductor.search.llm.providers import Provider, select_provider
 from llm_inductor.search.loop import Searcher
-from llm_inductor.search.progress import ProgressLine, SummaryRow, summary_row
+from llm_inductor.search.progress import ProgressLine, RunTotal, SummaryRow, run_total, summary_row
 from llm_inductor.search.search_state import SearchState, load_state, save_state
 from llm_inductor.search.verdict import Verifier, default_verifier
 from llm_inductor.search.winners import store_winner
@@ -43,6 +43,12 @@ class TuneReport:
     exported: int = 0  # requests written
     next_batch: str | None = None  # where they were written
     answered: int = 0  # batch answers consumed
+    parent_gpu_peak_mib: float | None = None  # this process's GPU peak at the end of the run; None without a GPU
+
+    @property
+    def total(self) -> RunTotal:
+        """The whole run's verifications per device-minute and peak GPU memory (parent and largest worker)."""
+        return run_total(self.rows, self.parent_gpu_peak_mib, self.device)
 
     @property
     def winners(self) -> int:
@@ -63,6 +69,16 @@ def target_device(cfg: Config) -> str:
         "No GPU on this machine: a kernel's speed cannot be judged here, so tune refuses. Run it on the GPU "
         "machine, or set LLM_INDUCTOR_INTERPRET=1 (and TRITON_INTERPRET=1) to tune for correctness only."
     )
+
+
+def parent_gpu_peak_mib() -> float | None:
+    """This process's ``torch.cuda.max_memory_allocated`` in MiB (0 where it never initialized CUDA); None
+    without a GPU. The references are computed here, so it belongs next to the workers' peaks."""
+    if not torch.cuda.is_available():
+        return None
+    if not torch.cuda.is_initialized():
+        return 0.0
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -171,6 +187,7 @@ def tune(
         _export(run, paths, report, export_batch, import_batch)
     else:
         run_async(_live(run, paths, report))
+    report.parent_gpu_peak_mib = parent_gpu_peak_mib()
     return report
 
 

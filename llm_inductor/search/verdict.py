@@ -135,6 +135,12 @@ def judge(result: Any, cfg: Config, floor_ms: float | None) -> dict[str, Any]:
 def verify_candidate(
     verifier: Verifier, region_path: str, source: str, cfg: Config, floor_ms: float | None
 ) -> dict[str, Any]:
+    """One verification, judged. Besides the verdict, the attempt keeps what the summary counts: its
+    wall-clock interval (``verify_started``/``verify_ended``, ``time.time()``; verifications of a region
+    may overlap, so the region's device time is their union) and the worker's GPU peak in MiB
+    (``gpu_peak_mib``; None where the result carries no ``memory``). ``verification`` itself is dropped
+    from every attempt but the winner, so these are copied out here."""
+    started = time.time()
     start = time.monotonic()
     try:
         result = verifier(region_path, source, cfg)
@@ -148,5 +154,9 @@ def verify_candidate(
             "verification": None,
         }
     out["verify_seconds"] = time.monotonic() - start
+    out["verify_started"], out["verify_ended"] = started, time.time()
+    memory = (out.get("verification") or {}).get("memory") or {}
+    peak = memory.get("worker_peak") if isinstance(memory, dict) else None
+    out["gpu_peak_mib"] = peak / 2**20 if isinstance(peak, (int, float)) and not isinstance(peak, bool) else None
     out["code_hash"] = code_hash(source)
     return out
