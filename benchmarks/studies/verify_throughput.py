@@ -237,7 +237,30 @@ def verify_region(
     start = time.monotonic()
     with GpuMemory() as mem:
         if phase == "after" and many is not None:
-            results = many(region_path, [src for _, src in cands], device="cuda", speed=True, config=cfg)
+            from llm_inductor.verify import draw_set, pool
+
+            spent: dict[str, float] = defaultdict(float)
+            real_request, lock = pool.Worker.request, threading.Lock()
+
+            def request(self_: Any, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+                t = time.perf_counter()
+                try:
+                    return real_request(self_, msg, timeout)
+                finally:
+                    with lock:
+                        spent[f"worker: {msg.get('op')}"] += time.perf_counter() - t
+
+            pool.Worker.request = request  # type: ignore[method-assign]
+            draw_set.SECONDS.clear()
+            try:
+                results = many(region_path, [src for _, src in cands], device="cuda", speed=True, config=cfg)
+            finally:
+                pool.Worker.request = real_request  # type: ignore[method-assign]
+            # Summed over threads: parallel stages add up to more than the wall time.
+            row["stage_seconds"] = {
+                **{f"parent: {k}": round(v, 2) for k, v in draw_set.SECONDS.items()},
+                **{k: round(v, 2) for k, v in spent.items()},
+            }
             seconds = round(time.monotonic() - start, 2)
             for (label, _), result in zip(cands, results):
                 row["verdicts"].append(

@@ -16,6 +16,7 @@ import torch
 
 from llm_inductor.verify.compare import Verdict, judge, same_bits, strides_match, unwritten
 from llm_inductor.verify.draws import Draw
+from llm_inductor.verify.gpu_share import GATE
 from llm_inductor.verify.loaded_region import TensorMeta
 
 
@@ -38,6 +39,8 @@ class Expected:
     inductor: Callable[[], list[torch.Tensor]]  # Inductor's outputs, computed when first judged
     exact: list[bool] = field(default_factory=list)  # per output: nearly constant reference → no floor
     _ind: list[torch.Tensor] | None = None
+    _memos: dict[int, dict[Any, Any]] = field(default_factory=dict)  # per output: judge's reference side
+    device: str = "cpu"  # where judging computes (the tensors stay on the host): the verification device
 
     @property
     def ind(self) -> list[torch.Tensor]:
@@ -48,10 +51,13 @@ class Expected:
 
     def verdicts(self, outs: list[torch.Tensor]) -> list[Verdict]:
         exact = self.exact or [False] * len(outs)
-        return [
-            judge(o, r, {"inductor": i, "eager": e}, exact=x)
-            for o, r, i, e, x in zip(outs, self.ref64, self.ind, self.eager, exact)
-        ]
+        ind = self.ind  # before the gate: computing it takes the gate itself
+        dev = self.device
+        with GATE.shared(self.device):  # judging streams through the GPU: never while a candidate is timed
+            return [
+                judge(o, r, {"inductor": i, "eager": e}, exact=x, memo=self._memos.setdefault(j, {}), device=dev)
+                for j, (o, r, i, e, x) in enumerate(zip(outs, self.ref64, ind, self.eager, exact))
+            ]
 
 
 def isolation(rec: dict[str, Any], where: str) -> Finding | None:
@@ -137,7 +143,7 @@ def judge_run(
                 f"{label}, call {n}: input {j} changed "
                 f"during the call (first at {diff}); a kernel must not write its inputs",
             ), []
-    per_call = [exp.verdicts(outs) for outs in outs_by_call]
+    per_call = _verdicts_per_call(exp, outs_by_call)
     good = [all(v.ok for v in verdicts) for verdicts in per_call]
     if not all(good):
         k = good.index(False)
@@ -163,6 +169,22 @@ def judge_run(
                         f"inputs differ in output {j} (first at {_first_diff(a, b)})",
                     ), per_call[-1]
     return None, per_call[-1]
+
+
+def _verdicts_per_call(exp: Expected, outs_by_call: list[list[torch.Tensor]]) -> list[list[Verdict]]:
+    """Every call's verdicts; a call whose outputs are bit for bit an earlier call's has that call's verdicts."""
+    judged: list[tuple[list[torch.Tensor], list[Verdict]]] = []
+    out = []
+    for outs in outs_by_call:
+        same = next(
+            (v for seen, v in judged if len(seen) == len(outs) and all(same_bits(a, b) for a, b in zip(seen, outs))),
+            None,
+        )
+        if same is None:
+            same = exp.verdicts(outs)
+            judged.append((outs, same))
+        out.append(same)
+    return out
 
 
 def poison_split(exp: Expected, records: list[dict[str, Any]], data: dict[str, Any]) -> Finding | None:

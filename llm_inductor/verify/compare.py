@@ -67,7 +67,9 @@ eager disagree with the reference, matching them is accepted too.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -128,54 +130,110 @@ def _index(flat: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape)) if len(shape) else ()
 
 
-def errors(x: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, scale: float, floor_rel: float) -> Errors:
-    if not bool(mask.any()):
+CHUNK = 1 << 20  # elements per step of the streaming statistics: about 100 MB of float64 temporaries at most
+
+
+def _stream(device: str, *tensors: torch.Tensor) -> Iterator[tuple[int, list[torch.Tensor]]]:
+    """(start, chunks): the flattened tensors, ``CHUNK`` elements at a time, on the compute device.
+
+    References and outputs live on the host; a chunk at a time goes to the device and is judged there, so
+    judging costs the device a chunk's memory, not the outputs', and the host none of the arithmetic.
+    """
+    flat = [t.reshape(-1) for t in tensors]
+    for start in range(0, flat[0].numel(), CHUNK):
+        yield start, [f[start : start + CHUNK].to(device) for f in flat]
+
+
+def errors(x: torch.Tensor, r: torch.Tensor, dtype: torch.dtype, scale: float, floor_rel: float, device: str) -> Errors:
+    """x's errors against the float64 reference r, where both r rounded to ``dtype`` and x are finite.
+
+    Streamed (``_stream``): every statistic is a maximum (the first index on ties) or a sum, so chunks give
+    what whole-tensor arithmetic gives.
+    """
+    n = 0
+    max_abs = max_rel = -1.0
+    a = ra = 0
+    mean_rel = bias = 0.0
+    dots = _Dots()
+    for start, (xc, rc) in _stream(device, x, r):
+        rc = rc.double()
+        m = rc.to(dtype).isfinite() & xc.isfinite()
+        n += int(m.sum())
+        rr = torch.where(m, rc, 0.0)
+        signed = torch.where(m, xc.double(), 0.0) - rr
+        diff = signed.abs()
+        mag = rr.abs()
+        rel = diff / (mag + scale * MAX_REL_FLOOR)
+        den = mag + scale * floor_rel
+        i, ri = int(diff.argmax()), int(rel.argmax())
+        if float(diff[i]) > max_abs:
+            max_abs, a = float(diff[i]), start + i
+        if float(rel[ri]) > max_rel:
+            max_rel, ra = float(rel[ri]), start + ri
+        mean_rel += float((diff / den).sum())
+        bias += float((signed * rr.sign() / den).sum())  # signed relative to |r|: a scale error shows as a bias
+        dots.add(signed / den, rr / den, m / den)
+    if n == 0:
         return Errors()
-    zero = torch.zeros_like(r)
-    rr, xx = torch.where(mask, r, zero), torch.where(mask, x, zero)
-    signed = xx - rr
-    diff = signed.abs()
-    rel = diff / (rr.abs() + scale * MAX_REL_FLOOR)
-    den = rr.abs() + scale * floor_rel
-    n = int(mask.sum())
-    a, ra = int(diff.reshape(-1).argmax()), int(rel.reshape(-1).argmax())
     return Errors(
-        float(diff.reshape(-1)[a]),
-        float(rel.reshape(-1)[ra]),
-        float((diff / den).sum()) / n,
+        max_abs,
+        max_rel,
+        mean_rel / n,
         _index(a, r.shape),
         _index(ra, r.shape),
         float(x.reshape(-1)[ra]),
         float(r.reshape(-1)[ra]),
-        float((signed * rr.sign() / den).sum()) / n,  # signed relative to |r|: a scale error shows as a bias
-        _systematic(signed / den, rr / den, mask / den),
+        bias / n,
+        dots.systematic(),
     )
 
 
-def _systematic(e: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> float:
-    """R² of the relative error e fitted by a wrong factor (e ∝ r/den) plus a wrong offset (e ∝ 1/den).
+class _Dots:
+    """The dot products ``_systematic`` needs, summed over chunks: eᵀe, XᵀX and Xᵀe for X = [scale, offset]."""
 
-    Rounding to fewer bits errs independently of the value, so almost none of its
-    error fits (measured: at most 0.01 over 3000 draws of TF32 bias+GELU, whose
-    errors are strongly correlated along rows); a wrong constant, normalizer or
-    offset fits almost entirely (≥ 0.99). A mean signed error is no test of this:
-    on correlated errors it reached 0.84 of the mean error by chance.
-    """
-    e, cols = e.reshape(-1), [scale.reshape(-1), offset.reshape(-1)]
-    energy = float(e @ e)
-    if energy == 0.0 or not math.isfinite(energy):
-        return 0.0  # nothing to explain, or errors past float64's range: no rounding does that
-    # From dot products only (outputs reach 10^8 elements): R² = bᵀ G⁺ b / eᵀe with G = XᵀX, b = Xᵀe,
-    # both columns scaled to unit norm first so that G is well conditioned; pinv when r is constant.
-    # A column whose norm is zero or not a normal float64 (r/den of an all-zero reference) explains nothing and
-    # is dropped; entries divide by one norm at a time, because the product of two small norms underflows to 0.
-    squares = [float(c @ c) for c in cols]
-    kept = [(c, sq**0.5) for c, sq in zip(cols, squares) if math.isfinite(sq) and sq >= _TINY64]
-    if not kept:
-        return 0.0
-    gram = torch.tensor([[float(a @ b) / na / nb for b, nb in kept] for a, na in kept], dtype=torch.float64)
-    proj = torch.tensor([float(c @ e) / n for c, n in kept], dtype=torch.float64)
-    return min(1.0, max(0.0, float(proj @ torch.linalg.pinv(gram) @ proj) / energy))
+    def __init__(self) -> None:
+        self.energy = 0.0
+        self.gram = [[0.0, 0.0], [0.0, 0.0]]
+        self.proj = [0.0, 0.0]
+
+    def add(self, e: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> None:
+        e, cols = e.reshape(-1), [scale.reshape(-1), offset.reshape(-1)]
+        self.energy += float(e @ e)
+        for i, c in enumerate(cols):
+            self.proj[i] += float(c @ e)
+            for j, d in enumerate(cols):
+                self.gram[i][j] += float(c @ d)
+
+    def systematic(self) -> float:
+        """R² of the relative error e fitted by a wrong factor (e ∝ r/den) plus a wrong offset (e ∝ 1/den).
+
+        Rounding to fewer bits errs independently of the value, so almost none of its
+        error fits (measured: at most 0.01 over 3000 draws of TF32 bias+GELU, whose
+        errors are strongly correlated along rows); a wrong constant, normalizer or
+        offset fits almost entirely (≥ 0.99). A mean signed error is no test of this:
+        on correlated errors it reached 0.84 of the mean error by chance.
+        """
+        energy = self.energy
+        if energy == 0.0 or not math.isfinite(energy):
+            return 0.0  # nothing to explain, or errors past float64's range: no rounding does that
+        # From dot products only (outputs reach 10^8 elements): R² = bᵀ G⁺ b / eᵀe with G = XᵀX, b = Xᵀe,
+        # both columns scaled to unit norm first so that G is well conditioned; pinv when r is constant.
+        # A column whose norm is zero or not a normal float64 (r/den of an all-zero reference) explains nothing
+        # and is dropped; entries divide by one norm at a time, because the product of two small norms underflows.
+        kept = [(i, self.gram[i][i] ** 0.5) for i in range(2) if math.isfinite(self.gram[i][i])]
+        kept = [(i, norm) for i, norm in kept if self.gram[i][i] >= _TINY64]
+        if not kept:
+            return 0.0
+        gram = torch.tensor([[self.gram[i][j] / ni / nj for j, nj in kept] for i, ni in kept], dtype=torch.float64)
+        proj = torch.tensor([self.proj[i] / ni for i, ni in kept], dtype=torch.float64)
+        return min(1.0, max(0.0, float(proj @ torch.linalg.pinv(gram) @ proj) / energy))
+
+
+def _systematic(e: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> float:
+    """``_Dots.systematic`` of whole tensors (one chunk)."""
+    dots = _Dots()
+    dots.add(e, scale, offset)
+    return dots.systematic()
 
 
 def _classes(x: torch.Tensor) -> torch.Tensor:
@@ -188,10 +246,22 @@ def _classes(x: torch.Tensor) -> torch.Tensor:
 
 
 def judge(
-    cand: torch.Tensor, ref64: torch.Tensor, yardsticks: dict[str, torch.Tensor], *, exact: bool = False
+    cand: torch.Tensor,
+    ref64: torch.Tensor,
+    yardsticks: dict[str, torch.Tensor],
+    *,
+    exact: bool = False,
+    memo: dict[Any, Any] | None = None,
+    device: str | None = None,
 ) -> Verdict:
-    """Compare one output (all on one device). cand and the yardsticks have the output dtype; ref64 is float64."""
+    """Compare one output. cand and the yardsticks have the output dtype; ref64 is float64.
+
+    The tensors may live anywhere; the arithmetic streams through ``device`` (cand's by default) a chunk at
+    a time. ``memo``, a dict kept with the references, holds what does not depend on the candidate (the
+    reference's peak and rounding noise, the yardsticks' errors), so many calls on one draw compute it once.
+    """
     dtype = cand.dtype
+    dev = device or str(cand.device)
     if not dtype.is_floating_point:
         want = ref64.to(dtype)
         bad = cand != want
@@ -206,13 +276,13 @@ def judge(
                 f"{list(_index(j, cand.shape))}: got {cand.reshape(-1)[j].item()}, want {want.reshape(-1)[j].item()}",
             )
         return Verdict(True, "ok", "exact")
-    c, r = cand.double(), ref64.double()
-    rc = ref64.to(dtype).double()  # what a correctly rounded kernel stores: overflow shows as Inf
-    cls_c, cls_r = _classes(c), _classes(rc)
-    finite_r = cls_r == 0
-    peak = float(r[finite_r].abs().max()) if bool(finite_r.any()) else 0.0
+    memo = {} if memo is None else memo
+    side = memo.get(dtype)
+    if side is None:
+        side = memo[dtype] = _reference_side(ref64, yardsticks, dtype, dev)
+    peak = side["peak"]
     # Before anything of the candidate's is looked at: the verdict on a degenerate region is the region's.
-    noise, by = max(((rounding_error(y, r, finite_r), name) for name, y in yardsticks.items()), default=(0.0, ""))
+    noise, by = side["noise"]
     if noise > 0.0 and peak <= noise:
         return Verdict(
             False,
@@ -222,16 +292,23 @@ def judge(
             f"({noise:.3g}), so its values are rounding noise that no kernel can be judged against; "
             "the region is not worth tuning (Inductor keeps it)",
         )
-    bad = cls_c != cls_r
-    for y in yardsticks.values():
-        bad &= cls_c != _classes(y.double())
-    if bool(bad.any()):
-        j = int(bad.reshape(-1).nonzero()[0])
+    count, first = 0, -1
+    for start, (cc, rc, *ys) in _stream(dev, cand, ref64, *yardsticks.values()):
+        cls_c = _classes(cc)
+        bad = cls_c != _classes(rc.to(dtype))  # what a correctly rounded kernel stores: overflow shows as Inf
+        for y in ys:
+            bad &= cls_c != _classes(y)
+        k = int(bad.sum())
+        if k and first < 0:
+            first = start + int(bad.nonzero()[0])
+        count += k
+    if count:
         return Verdict(
             False,
             "nan_mismatch",
-            f"{int(bad.sum())} of {bad.numel()} elements differ in NaN/Inf; first at "
-            f"{list(_index(j, c.shape))}: got {c.reshape(-1)[j].item()}, want {rc.reshape(-1)[j].item()}",
+            f"{count} of {cand.numel()} elements differ in NaN/Inf; first at "
+            f"{list(_index(first, cand.shape))}: got {cand.reshape(-1)[first].double().item()}, "
+            f"want {ref64.reshape(-1)[first].to(dtype).item()}",
         )
     scale = peak if peak > 0 else torch.finfo(dtype).tiny
     floor_rel, floor_abs = floors(dtype)
@@ -239,11 +316,12 @@ def judge(
         floor_rel, floor_abs = unit_roundoff(dtype), 0.0
     if scale * floor_rel < _TINY64:  # fp64's smallest normal times its roundoff underflows: 0/0 where r is 0
         scale = _TINY64 / floor_rel
-    ce = errors(c, r, finite_r & (cls_c == 0), scale, floor_rel)
-    ye = {
-        name: errors(y.double(), r, finite_r & y.double().isfinite(), scale, floor_rel)
-        for name, y in yardsticks.items()
-    }
+    ce = errors(cand, ref64, dtype, scale, floor_rel, dev)
+    ye = side.get(("errors", scale, floor_rel))
+    if ye is None:
+        ye = side[("errors", scale, floor_rel)] = {
+            name: errors(y, ref64, dtype, scale, floor_rel, dev) for name, y in yardsticks.items()
+        }
     yard = [max((getattr(e, m) for e in ye.values()), default=0.0) for m in ("max_abs", "max_rel", "mean_rel")]
     bounds = (max(K_MAX * yard[0], floor_abs * scale), max(K_MAX * yard[1], 4 * floor_rel), max(K * yard[2], floor_rel))
     got = (ce.max_abs, ce.max_rel, ce.mean_rel)
@@ -267,30 +345,50 @@ def judge(
     return Verdict(False, reason, detail, ce, ye)
 
 
-def rounding_error(y: torch.Tensor, r: torch.Tensor, finite_r: torch.Tensor) -> float:
-    """A yardstick's largest error against the float64 reference, where both are finite: the rounding noise
-    of the region's computation in its own dtypes."""
-    y = y.double()
-    m = finite_r & y.isfinite()
-    return float((y[m] - r[m]).abs().max()) if bool(m.any()) else 0.0
+def _reference_side(
+    ref64: torch.Tensor, yardsticks: dict[str, torch.Tensor], dtype: torch.dtype, device: str
+) -> dict[Any, Any]:
+    """What judging needs of the reference and the yardsticks alone: the reference's largest finite magnitude
+    (where it rounds to a finite ``dtype`` value), and each yardstick's largest error against it where both
+    are finite: the rounding noise of the region's computation in its own dtypes."""
+    peak = 0.0
+    noise = dict.fromkeys(yardsticks, 0.0)
+    for _, (rc, *ys) in _stream(device, ref64, *yardsticks.values()):
+        rc = rc.double()
+        finite = rc.to(dtype).isfinite()
+        if bool(finite.any()):
+            peak = max(peak, float(rc[finite].abs().max()))
+        for name, y in zip(yardsticks, ys):
+            m = finite & y.isfinite()
+            if bool(m.any()):
+                noise[name] = max(noise[name], float((y.double()[m] - rc[m]).abs().max()))
+    worst = max(((v, n) for n, v in noise.items()), default=(0.0, ""))
+    return {"peak": peak, "noise": worst}
 
 
-def spread(refs: list[torch.Tensor]) -> float:
-    """How much an output's reference moves across draws, relative to its scale (inf if it cannot tell)."""
-    base = refs[0].double()
-    ok = base.isfinite()
-    if not bool(ok.any()) or len(refs) < 2:
+def spread(refs: list[torch.Tensor], device: str | None = None) -> float:
+    """How much an output's reference moves across draws, relative to its scale (inf if it cannot tell).
+
+    Streamed through ``device`` (the first reference's by default), like ``judge``.
+    """
+    if len(refs) < 2 or any(r.shape != refs[0].shape for r in refs[1:]):
         return float("inf")
-    scale = float(base[ok].abs().max()) or 1.0
-    worst = 0.0
-    for r in refs[1:]:
-        r = r.double()
-        if r.shape != base.shape:
-            return float("inf")
-        m = ok & r.isfinite()
-        if bool(m.any()):
-            worst = max(worst, float((r[m] - base[m]).abs().max()) / scale)
-    return worst
+    scale, worst, any_ok = 0.0, 0.0, False
+    for _, (base, *others) in _stream(device or str(refs[0].device), *refs):
+        base = base.double()
+        ok = base.isfinite()
+        if not bool(ok.any()):
+            continue
+        any_ok = True
+        scale = max(scale, float(base[ok].abs().max()))
+        for r in others:
+            r = r.double()
+            m = ok & r.isfinite()
+            if bool(m.any()):
+                worst = max(worst, float((r[m] - base[m]).abs().max()))
+    if not any_ok:
+        return float("inf")
+    return worst / (scale or 1.0)
 
 
 def unwritten(outs: list[torch.Tensor], fills: list[int | bool | None]) -> tuple[int, tuple[int, ...]] | None:

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import secrets
 import shutil
 import tempfile
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +62,8 @@ from llm_inductor.verify.reference import eager_reference, fp64_reference, induc
 
 # A candidate's own draw takes one of these at random: it cannot know which values it will get.
 PRIVATE_DISTS = tuple(d for d in BASE_DISTS if d != "nan_inf")
+# Seconds the parent spent per stage of building draws, over the process (benchmarks/studies read it).
+SECONDS: defaultdict[str, float] = defaultdict(float)
 _device_work = threading.Lock()  # the parent's device work, one draw at a time: its memory is one draw's
 
 
@@ -83,7 +88,7 @@ class DrawSet:
         self._files: dict[Draw, Path] = {}
         self._plan: PlanInfo | None = None
         self._plan_lock = threading.Lock()
-        self._builder = ThreadPoolExecutor(1, thread_name_prefix="llm_inductor-draws")
+        self._builder = ThreadPoolExecutor(_builders(device), thread_name_prefix="llm_inductor-draws")
         self._closed = False
 
     # ------------------------------------------------------------------ plan
@@ -107,7 +112,11 @@ class DrawSet:
         usual = [self.expect(d) for d in plan.base if d.dist != "nan_inf"]
         exact = []
         for j, spec in enumerate(usual[0].specs):
-            s = spread([e.ref64[j] for e in usual]) if spec.dtype.is_floating_point else float("inf")
+            if spec.dtype.is_floating_point:
+                with GATE.shared(self.device):
+                    s = spread([e.ref64[j] for e in usual], self.device)
+            else:
+                s = float("inf")
             exact.append(s <= floors(spec.dtype)[0])
         for d in plan.base:
             self.expect(d).exact = exact
@@ -153,19 +162,27 @@ class DrawSet:
             path.unlink(missing_ok=True)
 
     def _build(self, draw: Draw) -> Expected:
+        t0 = time.perf_counter()
         host = build_inputs(self.region.module.make_inputs, draw, "cpu")
+        t1 = time.perf_counter()
         ref64 = fp64_reference(self.region, host)
+        t2 = time.perf_counter()
         eager = eager_reference(self.region, host)
+        t3 = time.perf_counter()
         specs = self.region.output_specs(host, draw.size_map)
-        return Expected(draw, host, specs, ref64, eager, lambda: self._inductor(host))
+        for stage, dt in (("inputs", t1 - t0), ("float64", t2 - t1), ("eager", t3 - t2)):
+            SECONDS[stage] += dt
+        return Expected(draw, host, specs, ref64, eager, lambda: self._inductor(host), device=self.device)
 
     def _inductor(self, host: list[torch.Tensor]) -> list[torch.Tensor]:
         """Inductor's outputs for these inputs: computed on the device, kept on the host."""
         with GATE.shared(self.device), _device_work:
+            t0 = time.perf_counter()
             on_dev = to_device(host, self.device)
             outs, how = inductor_reference(self.region, on_dev, self.mode)
             outs = [o.to("cpu") for o in outs]
             del on_dev
+            SECONDS["inductor"] += time.perf_counter() - t0
         self.inductor_how = how
         return outs
 
@@ -191,6 +208,11 @@ class DrawSet:
             f.cancel()
         self._builder.shutdown(wait=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _builders(device: str) -> int:
+    """Draws built at once: make_inputs' generator runs on one core, so a GPU host's cores build several."""
+    return 1 if device != "cuda" else max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 def _bytes(exp: Expected) -> int:
