@@ -153,6 +153,11 @@ class DrawSet:
                 self._pending[draw] = self._builder.submit(self._build, draw)
             return self._pending[draw]
 
+    def prefetch(self, *draws: Draw) -> None:
+        """Start building these draws now, so that they are ready when judged."""
+        for d in draws:
+            self._start(d)
+
     def forget(self, draw: Draw) -> None:
         """Drop a private draw's tensors and file once its candidate is judged."""
         with self._lock:

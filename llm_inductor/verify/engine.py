@@ -41,7 +41,7 @@ from llm_inductor.verify import policy
 from llm_inductor.verify.checks import Expected, Finding, isolation, judge_run, poison_split, worst
 from llm_inductor.verify.compare import same_bits
 from llm_inductor.verify.draw_set import DrawSet, PlanInfo, draws_for, verification_round
-from llm_inductor.verify.draws import Draw
+from llm_inductor.verify.draws import Draw, fresh_seed
 from llm_inductor.verify.gpu_share import ADMISSION, GATE
 from llm_inductor.verify.loaded_region import LoadedRegion, load_region
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure, WorkerStartError
@@ -235,6 +235,7 @@ class _Verification:
         self.draws = draws  # the round's shared draws and references
         self.alone = alone  # a retry: a fresh worker, no spare beside it, and all of the GPU's memory
         self.private: list[Draw] = []  # this candidate's own draws, dropped when it is judged
+        self.after: Draw | None = None  # its draw after timing
         self.memory: dict[str, Any] = {}
         self.checks: dict[str, CheckResult] = {}
         self.timings: dict[str, Any] = {}
@@ -264,10 +265,14 @@ class _Verification:
                 self.load(granted)
                 self.first = info.plan.base[0]
                 own = self.own(self.draws.private_draw())
+                timed = self.speed and self.device == "cuda"
+                if timed:
+                    self.after = self.own(Draw("after timing", fresh_seed(), "normal", (), info.positive))
+                self.draws.prefetch(*self.private)  # built while the shared draws are judged
                 self.run_draws([*info.plan.base, own], "values")
                 self.run_draws(info.plan.sizes, "sizes")
                 self.recheck()
-                if self.speed and self.device == "cuda":
+                if timed:
                     self.time(info.plan.base[0])
                 elif self.speed:
                     self.passed("speed", "not judged: timings under the Triton interpreter mean nothing")
@@ -372,7 +377,11 @@ class _Verification:
     def request(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
         assert self.worker is not None
         resp = self.worker.request(msg, timeout)
-        self.memory["worker_peak"] = max(self.memory.get("worker_peak", 0), int(resp.get("peak_bytes") or 0))
+        peak = int(resp.get("peak_bytes") or 0)
+        self.memory["worker_peak"] = max(self.memory.get("worker_peak", 0), peak)
+        if peak:  # the peak so far after each kind of step: which one set it
+            steps = self.memory.setdefault("peak_after", {})
+            steps[msg["op"]] = max(steps.get(msg["op"], 0), peak)
         return resp
 
     def plan(self) -> PlanInfo:
@@ -567,6 +576,18 @@ class _Verification:
         inputs = self.draws.inputs_file(draw, self.worker.dir)
         # Compiling Inductor (max-autotune benchmarks its choices) and timing take longer than a check.
         try:
+            with GATE.shared(self.device):  # Inductor's compiles: no candidate code, beside other GPU steps
+                prepared = self.request(
+                    {
+                        "op": "prepare",
+                        "inputs": str(inputs),
+                        "inductor_mode": self.mode,
+                        "extra_modes": self.extra_modes,
+                    },
+                    3 * self.timeout,
+                )
+            if not prepared["ok"]:
+                self.failed("speed", prepared)
             with GATE.exclusive(self.device):  # nothing else runs on this GPU meanwhile
                 bandwidth = device_bandwidth()  # once per device and process
                 resp = self.request(
@@ -597,7 +618,8 @@ class _Verification:
         # the worker, where the candidate runs.
         report = {**resp, **work(self.region.forward, exp.inputs), "measured_bandwidth": bandwidth}
         reason, message, self.timings = judge_speed(report, self.cfg.speed_margin, spec.bandwidth, spec.flops)
-        fresh = self.own(Draw("after timing", secrets.randbelow(2**31 - 2) + 1, "normal", draw.sizes, draw.positive))
+        fresh = self.after
+        assert fresh is not None
         records, data = self.call(fresh, ["marked", "marked"])
         found, _ = judge_run(self.expect(fresh), records, data, self.deterministic)
         if found:

@@ -9,7 +9,8 @@ reference: it returns outputs and inputs-after-the-call, and the parent judges.
 Requests: ``load`` (region + candidate; on a GPU also the memory cap this
 process keeps to), ``run`` (calls on one input draw, one poisoning each:
 ``"marked"`` or ``"noise"``; the poison values are drawn here, per call, and
-reported after it), ``time`` (GPU: candidate vs Inductor, interleaved), ``bye``.
+reported after it), ``prepare`` (GPU: Inductor's compiles for timing), ``time``
+(GPU: candidate vs Inductor, interleaved), ``bye``.
 A draw's inputs come as a file the parent wrote into this worker's scratch
 directory (``draws.save_inputs``): the worker never runs ``make_inputs`` and never
 learns a seed. Every answer carries the device memory peak so far.
@@ -61,6 +62,7 @@ class Session:
         self.tripwires: guard.Tripwires | None = None
         self.held: list[torch.Tensor] = []  # last request's outputs, alive so a cache that hands them out shows
         self.stream: int | None = None
+        self.compiled: dict[str, Any] | None = None  # Inductor for timing, compiled by ``prepare``
 
     # ------------------------------------------------------------------ setup
     def warm_up(self) -> None:
@@ -179,6 +181,23 @@ class Session:
         torch.save({"outputs": outputs, "inputs_after": [inputs_after]}, req["out"])
         return {"calls": records}
 
+    def prepare(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Inductor's compiles for timing (max-autotune benchmarks its choices here), ahead of ``time``: no
+        candidate code runs, so this needs no exclusive GPU, and ``time`` then measures only."""
+        from llm_inductor.verify.timing import compile_modes, timed_modes
+
+        self.held = []  # the draws' outputs: timing gets the memory back
+        inputs = to_device(load_inputs(req["inputs"]), self.device)
+        self.compiled = compile_modes(self.region.forward, timed_modes(req))
+        try:
+            with torch.no_grad():
+                for fn in self.compiled.values():
+                    fn(*inputs)
+            torch.cuda.synchronize()
+        except BaseException as e:  # noqa: BLE001  (as when time_pair compiled: the candidate may have caused it)
+            raise self.classify(e) from None
+        return {}
+
     def time(self, req: dict[str, Any]) -> dict[str, Any]:
         from llm_inductor.verify.timing import time_pair
 
@@ -189,7 +208,7 @@ class Session:
         # before the candidate's first timed call, so those are not taken for the candidate's.
         rearm = lambda: setattr(self, "tripwires", guard.Tripwires(native=self.device == "cpu"))  # noqa: E731
         try:
-            report, last = time_pair(self.fn, self.region.forward, inputs, req, rearm)
+            report, last = time_pair(self.fn, self.region.forward, inputs, req, rearm, self.compiled)
         except BaseException as e:  # noqa: BLE001
             raise self.classify(e) from None
         report["foreign_streams"] = guard.launches["foreign_streams"] - before["foreign_streams"]
