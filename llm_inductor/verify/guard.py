@@ -109,7 +109,7 @@ class Poison:
         if t.numel() == 0 or t.dtype.is_complex:
             return
         if not self.marked:
-            t.copy_(self._noise_like(t))
+            self._noise_into(t)
         elif t.dtype in NAN_LAYOUT:
             t.view(NAN_LAYOUT[t.dtype][0]).fill_(self.value(t.dtype))
         elif t.dtype.is_floating_point:  # fp8 and friends: no payload room, and the NaN check reports a NaN
@@ -126,22 +126,29 @@ class Poison:
     def to_dict(self) -> dict[str, Any]:
         return {"marked": self.marked, "fills": dict(self.fills)}
 
-    def _noise_like(self, t: torch.Tensor) -> torch.Tensor:
+    def _noise_into(self, t: torch.Tensor) -> None:
+        """Fill t in place (no temporaries: fresh memory of a 10^8-element output costs no second copy)."""
         key = str(t.device)
         if key not in self._noise:
             self._noise[key] = torch.Generator(device=t.device).manual_seed(secrets.randbits(63))
         g = self._noise[key]
         if t.dtype.is_floating_point:
             scale = 2.0 ** (secrets.randbelow(13) - 8)  # at most ~80: within fp8's range
-            return torch.randn(t.shape, generator=g, device=t.device) * scale
+            if t.dtype in NAN_LAYOUT:
+                t.normal_(0.0, scale, generator=g)
+            else:  # fp8 and friends have no normal_
+                t.copy_(torch.randn(t.shape, generator=g, device=t.device) * scale)
+            return
         high = 2 if t.dtype == torch.bool else min(int(torch.iinfo(t.dtype).max), 255) + 1
-        return torch.randint(0, high, t.shape, generator=g, device=t.device)
+        t.random_(0, high, generator=g)
 
 
 def _draw(dtype: torch.dtype) -> int | bool:
     if dtype in NAN_LAYOUT:
         int_dtype, base, payload_bits = NAN_LAYOUT[dtype]
-        bits = base | (1 + secrets.randbelow((1 << payload_bits) - 1))
+        # Payload 1 .. all ones less one: 0 is the x86 canonical NaN, and all ones is what a GPU's arithmetic
+        # produces (CUDA's 0x7FFFFFFF, and bfloat16's 0x7FFF from it), which a kernel writes for a NaN input.
+        bits = base | (1 + secrets.randbelow((1 << payload_bits) - 2))
         width = torch.iinfo(int_dtype).bits
         return bits - (1 << (width - 1)) if secrets.randbits(1) else bits  # sign bit set, as the signed view reads it
     if dtype == torch.bool:
