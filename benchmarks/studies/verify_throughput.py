@@ -384,7 +384,10 @@ def run(args: argparse.Namespace) -> int:
 def merge(paths: list[Path], out: Path) -> int:
     runs = [json.loads(p.read_text()) for p in paths]
     merged = {k: runs[0][k] for k in ("gpu", "torch", "triton", "python")}
-    merged["runs"] = [{k: r[k] for k in ("phase", "engine", "date", "commit")} for r in runs]
+    # a phase file, or an earlier merge (its own runs)
+    merged["runs"] = [
+        {k: one.get(k) for k in ("phase", "engine", "date", "commit")} for r in runs for one in r.get("runs", [r])
+    ]
     merged["rows"] = [row for r in runs for row in r["rows"]]
     out.write_text(json.dumps(merged, indent=1))
     out.with_suffix(".md").write_text(table(merged))

@@ -202,6 +202,7 @@ class Session:
         from llm_inductor.verify.timing import time_pair
 
         self.held = []  # the draws' outputs: timing gets the memory back
+        torch.cuda.empty_cache()  # and starts from an allocator with room under the cap
         inputs = to_device(load_inputs(req["inputs"]), self.device)
         before = dict(guard.launches)
         # Inductor's compile starts its own thread pools and imports: the tripwires are re-armed after it,
