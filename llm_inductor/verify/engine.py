@@ -7,6 +7,13 @@ Every step is a named check. The first failure ends the run and is the result's
 reason; the message says which check, which draw, which call, and by how much.
 References are computed here, in the parent; the worker only returns tensors.
 
+Throughput without a looser check: the candidates of a round share its draws and
+references (``draw_set``: built once, new seeds every round, a private draw per
+candidate besides, seeds never leave this process); ``verify_many`` runs several at
+once on one GPU, timing alone (``gpu_share``); each worker keeps to a memory cap
+(``memory_cap``), and references and judged outputs stay on the host, streamed
+through the device a chunk at a time (``compare``).
+
 Harness failures are never verdicts. A worker that does not start or dies before it
 takes the candidate, an "internal" answer (the worker's own code raised) and the
 parent running out of memory are the harness's: the whole verification is run

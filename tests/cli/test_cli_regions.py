@@ -24,6 +24,7 @@ SCRIPT = textwrap.dedent(
 
 
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m llm_inductor.cli ARGS` in a fresh process (about 6 s of imports before anything runs)."""
     env = dict(os.environ, LLM_INDUCTOR_MIN_REGION_US="0")
     return subprocess.run(
         [sys.executable, "-m", "llm_inductor.cli", *args],
@@ -35,7 +36,29 @@ def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
     )
 
 
-def test_regions_maps_and_exports_every_compiled_graph(tmp_path):
+@pytest.fixture
+def cli_here(tmp_path, monkeypatch, capsys):
+    """The same command through ``llm_inductor.cli.main`` in this process, with what it printed and its exit code.
+
+    The entry point is ``sys.exit(main())`` and ``regions`` runs the script in the CLI's own process either way,
+    so this checks what a fresh process would, without its imports; the tests that need a process of their own
+    (the entry point, --timeout's alarm, a bad setting from the environment) still start one.
+    """
+    from llm_inductor.cli import main
+
+    monkeypatch.setenv("LLM_INDUCTOR_MIN_REGION_US", "0")
+
+    def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return run
+
+
+def test_regions_maps_and_exports_every_compiled_graph(tmp_path, cli_here):
     (tmp_path / "train.py").write_text(SCRIPT)
     out = cli("regions", "--json", "--export", "exported", "train.py", "6", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -48,7 +71,7 @@ def test_regions_maps_and_exports_every_compiled_graph(tmp_path):
     exported = sorted(p.name for p in (tmp_path / "exported").iterdir())
     assert len(exported) == 4 and all(p.startswith("region_") for p in exported)
 
-    text = cli("regions", "train.py", "6", cwd=tmp_path)
+    text = cli_here("regions", "train.py", "6")
     assert text.returncode == 0
     assert "graph 0 (inference): 2 region(s)" in text.stdout and norm["key16"] in text.stdout
 
@@ -61,16 +84,18 @@ def test_regions_maps_and_exports_every_compiled_graph(tmp_path):
         ("import sys; sys.exit(4)\n", ["bad.py"], "exited with status 4"),
     ],
 )
-def test_bad_scripts_exit_2_with_a_clear_message(tmp_path, script, args, message):
+def test_bad_scripts_exit_2_with_a_clear_message(tmp_path, cli_here, script, args, message):
     if script:
         (tmp_path / "bad.py").write_text(script)
-    out = cli("regions", *args, cwd=tmp_path)
+    out = cli_here("regions", *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_timeout_stops_a_long_script_and_reports_what_compiled(tmp_path):
     (tmp_path / "slow.py").write_text(SCRIPT + "\nimport time\ntime.sleep(600)\n")
-    out = cli("regions", "--timeout", "45", "--json", "slow.py", "3", cwd=tmp_path, timeout=200)
+    # The alarm must fire after the compile (cold, about 10 s here on 2 cores) and before the sleep ends; each second
+    # of --timeout is a second this test waits.
+    out = cli("regions", "--timeout", "30", "--json", "slow.py", "3", cwd=tmp_path, timeout=200)
     assert out.returncode == 0, out.stderr
     assert "ran past --timeout" in out.stderr
     assert json.loads(out.stdout)["finished"] is False and len(json.loads(out.stdout)["graphs"]) == 1
@@ -123,10 +148,10 @@ BLOCKS = textwrap.dedent(
 )
 
 
-def test_a_repeated_layer_is_one_row_with_its_count_and_summed_share(tmp_path):
+def test_a_repeated_layer_is_one_row_with_its_count_and_summed_share(tmp_path, cli_here):
     """Three identical blocks: each distinct region once, ×3, share summed over occurrences, in JSON and text."""
     (tmp_path / "blocks.py").write_text(BLOCKS)
-    out = cli("regions", "--json", "blocks.py", cwd=tmp_path)
+    out = cli_here("regions", "--json", "blocks.py")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     (graph,) = report["graphs"]
@@ -137,7 +162,7 @@ def test_a_repeated_layer_is_one_row_with_its_count_and_summed_share(tmp_path):
         assert region["est_us"] == pytest.approx(3 * region["occurrences"][0]["est_us"])
     assert sum(r["share"] for r in graph["regions"]) == pytest.approx(1)
 
-    text = cli("regions", "blocks.py", cwd=tmp_path)
+    text = cli_here("regions", "blocks.py")
     assert text.returncode == 0, text.stderr
     assert "graph 0 (inference): 6 region(s), 2 distinct, 0 substituted" in text.stdout
     for region in graph["regions"]:
@@ -173,9 +198,9 @@ def test_fold_keeps_first_appearance_and_separates_what_differs():
 ECHO = "import json, sys\nopen('argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"
 
 
-def test_own_option_after_the_script_warns_and_goes_to_the_script(tmp_path):
+def test_own_option_after_the_script_warns_and_goes_to_the_script(tmp_path, cli_here):
     (tmp_path / "echo.py").write_text(ECHO)
-    out = cli("regions", "--timeout", "60", "echo.py", "6", "--export", "out", "--json", cwd=tmp_path)
+    out = cli_here("regions", "--timeout", "60", "echo.py", "6", "--export", "out", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "argv.json").read_text()) == ["6", "--export", "out", "--json"]
     assert not (tmp_path / "out").exists() and out.stdout.strip() == "no graph was compiled"
@@ -183,20 +208,20 @@ def test_own_option_after_the_script_warns_and_goes_to_the_script(tmp_path):
     assert "--export out, --json after the script are passed to echo.py, not to regions" in warning
     assert "For regions, run: llm-inductor regions --timeout 60 --export out --json echo.py 6\n" in out.stderr
 
-    out = cli("regions", "echo.py", "--export=out", cwd=tmp_path)
+    out = cli_here("regions", "echo.py", "--export=out")
     assert out.returncode == 0 and "run: llm-inductor regions --export=out echo.py\n" in out.stderr
 
 
-def test_double_dash_marks_the_script_and_the_scripts_own_double_dash_stays(tmp_path):
+def test_double_dash_marks_the_script_and_the_scripts_own_double_dash_stays(tmp_path, cli_here):
     (tmp_path / "echo.py").write_text(ECHO)
-    out = cli("regions", "--json", "--", "echo.py", "--export", "out", cwd=tmp_path)
+    out = cli_here("regions", "--json", "--", "echo.py", "--export", "out")
     assert out.returncode == 0 and "llm-inductor: warning" not in out.stderr, out.stderr
     assert json.loads(out.stdout)["graphs"] == [] and json.loads((tmp_path / "argv.json").read_text()) == [
         "--export",
         "out",
     ]
-    out = cli("regions", "echo.py", "--", "--json", cwd=tmp_path)
+    out = cli_here("regions", "echo.py", "--", "--json")
     assert out.returncode == 0 and "llm-inductor: warning" not in out.stderr, out.stderr
     assert json.loads((tmp_path / "argv.json").read_text()) == ["--", "--json"]
-    out = cli("regions", "--json", "--", cwd=tmp_path)
+    out = cli_here("regions", "--json", "--")
     assert out.returncode == 2 and "regions needs a script" in out.stderr

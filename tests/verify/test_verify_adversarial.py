@@ -17,6 +17,10 @@ from llm_inductor.verify.loaded_region import load_region
 from llm_inductor.verify.policy import check_source
 from support.paths import ADVERSARIAL, REGIONS
 
+# One kernel-cache path for the session: each verification takes the spare worker the last one started
+# (tests/verify/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_kernel_cache_path")
+
 # cheat → (region, reason with the static policy on, reason with it off)
 CHEATS = {
     "n_calls_then_wrong": ("softmax", "policy:global_state", "stateful"),

@@ -17,6 +17,10 @@ from llm_inductor.verify import guard
 from llm_inductor.verify.engine import verify
 from support.paths import KERNELS, REGIONS
 
+# One kernel-cache path for the session: each verification takes the spare worker the last one started
+# (tests/verify/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_kernel_cache_path")
+
 CANDIDATE = """
 import torch
 import triton

@@ -12,6 +12,10 @@ import pytest
 from llm_inductor.cli import main
 from support.paths import ADVERSARIAL, KERNELS, REGIONS
 
+# One kernel-cache path for the session: each verification takes the spare worker the last one started
+# (tests/verify/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_kernel_cache_path")
+
 
 def test_accepted_is_exit_0_and_a_region_without_sidecar_is_traced(capsys):
     region = REGIONS / "region_offset_tanh.py"

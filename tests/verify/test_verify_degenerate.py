@@ -22,6 +22,10 @@ from llm_inductor.verify.result import REASONS, REGION_REASONS
 from support.paths import KERNELS
 from support.util import regions_of
 
+# One kernel-cache path for the session: each verification takes the spare worker the last one started
+# (tests/verify/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_kernel_cache_path")
+
 _BUILT: list[Path] = []
 
 

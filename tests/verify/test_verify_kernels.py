@@ -9,6 +9,10 @@ import pytest
 from llm_inductor.verify.engine import verify
 from support.paths import KERNELS, REGIONS
 
+# One kernel-cache path for the session: each verification takes the spare worker the last one started
+# (tests/verify/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_kernel_cache_path")
+
 # (candidate, region): the region files came from compiling small models with backend="llm"
 # (benchmarks/studies/make_regions.py), except offset_tanh, hand-written and without a sidecar.
 CASES = [

@@ -13,7 +13,7 @@ import torch
 
 from llm_inductor.verify import draw_set, engine, pool
 from llm_inductor.verify.draws import Draw
-from llm_inductor.verify.engine import memory_cap, verify, verify_many
+from llm_inductor.verify.engine import memory_cap, verify_many
 from llm_inductor.verify.gpu_share import GpuGate, MemoryAdmission
 from llm_inductor.verify.timing import work
 from llm_inductor.verify.worker import _same_storage, _window
@@ -46,35 +46,27 @@ def recorded(monkeypatch):
 
 def test_a_round_shares_its_draws_and_the_next_round_gets_new_ones(recorded):
     built, sent = recorded
-    good, wrong = verify_many(REGION, [GOOD, WRONG], device="cpu", parallel=2)
-    assert good.accepted, good.feedback()
-    assert not wrong.accepted and wrong.reason == "wrong_values", wrong.feedback()
+    first = verify_many(REGION, [GOOD, GOOD], device="cpu", parallel=2)
+    assert all(r.accepted for r in first), [r.feedback() for r in first]
     first_round = list(built)
     assert len(first_round) == len(set(first_round)), "a draw of the round was built twice"
-    shared = {d for d in first_round if d.name not in ("own", "seed 0")}
+    shared = {d for d in first_round if d.name != "own"}
     assert len(shared) >= 6  # the base draws, built once for both candidates
-    built.clear()
-    again = verify_many(REGION, [GOOD, GOOD], device="cpu", parallel=2)  # the next round
-    assert all(r.accepted for r in again), [r.feedback() for r in again]
-    second_round = list(built)
-    assert len(second_round) == len(set(second_round))
-    assert not {d.seed for d in second_round} & {d.seed for d in first_round if d.seed}, "a seed outlived its round"
-    own = [d for d in second_round if d.name == "own"]
+    own = [d for d in first_round if d.name == "own"]
     assert len(own) == 2 and own[0].seed != own[1].seed  # each candidate gets a fresh draw of its own
-    built.extend(first_round)
+    built.clear()
+    (wrong,) = verify_many(REGION, [WRONG], device="cpu")  # the next round
+    assert not wrong.accepted and wrong.reason == "wrong_values", wrong.feedback()
+    assert not {d.seed for d in built} & {d.seed for d in first_round}, "a seed outlived its round"
 
     # The seeds stay in the parent: workers get files, messages name no seed, the envelope lists none.
-    seeds = {str(d.seed) for d in built if d.seed}
+    seeds = {str(d.seed) for d in (*first_round, *built) if d.seed}
     assert sent and not any({"draw", "seed"} & set(m) for m in sent)
     assert all(m["inputs"].startswith(str(m["out"]).rsplit("/", 1)[0]) for m in sent if m["op"] == "run")
-    text = json.dumps(sent) + wrong.feedback() + json.dumps([r.to_dict() for r in (good, wrong, *again)])
+    text = json.dumps(sent) + wrong.feedback() + json.dumps([r.to_dict() for r in (wrong, *first)])
     assert not [s for s in seeds if s in text]
 
-
-def test_the_memory_record_names_the_working_set_and_the_cap():
-    result = verify(REGION, GOOD, device="cpu")
-    assert result.accepted, result.feedback()
-    mem = result.memory
+    mem = first[0].memory  # the memory record: the working set and the cap it implies
     assert mem["working_set"] == 2 * 33 * 65 * 4  # one float32 input and one output of 33x65
     assert mem["cap"] == memory_cap(mem["working_set"]) and mem["worker_peak"] == 0  # no GPU: no device peak
 
