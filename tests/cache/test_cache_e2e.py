@@ -121,8 +121,10 @@ def test_entry_is_a_miss_until_cache_verify_re_verifies_it(machine_a, tmp_path, 
         )
         original = store.put(older)
     assert str(store.judge(original)).startswith(why)
-    # a compile on C misses, says why, and records the region: `cache verify` verifies at its sizes
-    compiled = _run([str(CACHE_DATA / "compile_tiny.py")], _env(tmp_path, "C", LLM_INDUCTOR_INTERPRET="1"))
+    # a compile on C misses, says why, and records the region: `cache verify` verifies at its sizes.
+    # Inductor's cache is the module's, as for machine B: the llm pass runs before Inductor looks it up.
+    env_c = {**_env(tmp_path, "C", LLM_INDUCTOR_INTERPRET="1"), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor")}
+    compiled = _run([str(CACHE_DATA / "compile_tiny.py")], env_c)
     assert compiled.returncode == 0, compiled.stderr[-3000:]
     assert json.loads(compiled.stdout.strip().splitlines()[-1])["stats"]["substituted"] == 0
     assert "llm-inductor cache verify" in compiled.stderr and original.key[:16] in compiled.stderr

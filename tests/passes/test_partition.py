@@ -74,8 +74,9 @@ def contracted_is_acyclic(gm) -> bool:
 
 
 def test_contraction_never_creates_a_cycle():
-    graphs = graphs_of(Block(), torch.randn(2, 5, 32), training=True)
-    graphs += graphs_of(UnrolledGRU(), torch.randn(4, 2, 8), training=True)
+    # The shapes test_backend_models trains these models at: in one session the same kernels are already built.
+    graphs = graphs_of(Block(), torch.randn(2, 6, 32), training=True)
+    graphs += graphs_of(UnrolledGRU(), torch.randn(5, 3, 8), training=True)
     assert len(graphs) == 4
     for gm in graphs:
         assert contracted_is_acyclic(gm)

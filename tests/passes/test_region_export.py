@@ -59,15 +59,17 @@ def capture(model, *inputs, tmp_path):
 def models():
     yield "block", Block().eval(), (torch.randn(2, 6, 32),)
     transformers = pytest.importorskip("transformers")
+    # test_backend_models's llama: in one session its kernels are already built.
     cfg = transformers.LlamaConfig(
-        vocab_size=64,
+        vocab_size=96,
         hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=1,
+        intermediate_size=64,
+        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        max_position_embeddings=64,
     )
-    yield "llama", transformers.LlamaForCausalLM(cfg).eval(), (torch.randint(0, 64, (2, 9)),)
+    yield "llama", transformers.LlamaForCausalLM(cfg).eval(), (torch.randint(0, 96, (2, 11)),)
 
 
 @pytest.mark.parametrize("name", ["block", "llama"])

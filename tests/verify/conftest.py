@@ -8,8 +8,10 @@ the previous test had started was thrown away. A module that marks itself with
 ``pytest.mark.usefixtures("one_kernel_cache_path")`` runs with one cache path for the whole session, so a
 spare started in one test serves the next, as it does for the candidates of a tuning run.
 
-Modules whose tests read the worker's environment, the cache directory or its keys
-(test_worker_sandbox, test_verify_isolation) keep their own directory per test.
+Tests that read the worker's environment, the cache directory or its keys keep their own directory per
+test, so their workers start after their own settings: test_worker_sandbox, and in test_verify_isolation
+the environment test (its other tests take the fixture one by one). test_verify_harness makes a pool of
+its own per test, so a spare never carries over there anyway.
 """
 
 from __future__ import annotations

@@ -24,11 +24,16 @@ TRIES = 1 + HARNESS_RETRIES
 
 
 class CountingPool(pool.Pool):
-    """The real pool, failing its first ``fail`` takes as a worker that never became ready."""
+    """The real pool, failing its first ``fail`` takes as a worker that never became ready.
 
-    def __init__(self, fail: int = 0) -> None:
+    ``ahead``: a worker started before the test, as the real pool's spare is, for the first take to use.
+    """
+
+    def __init__(self, fail: int = 0, ahead: pool.Worker | None = None) -> None:
         super().__init__()
         self.fail, self.alone = fail, []
+        if ahead is not None:
+            self._spare[ahead.device] = ahead
 
     def take(self, device: str, alone: bool = False) -> pool.Worker:
         self.alone.append(alone)
@@ -37,12 +42,31 @@ class CountingPool(pool.Pool):
         return super().take(device, alone)
 
 
+@pytest.fixture(scope="module")
+def _ahead():
+    """The worker started for the next test's first try (see ``workers``); the last one is closed here."""
+    started: list[pool.Worker] = []
+    yield started
+    for w in started:
+        w.close()
+
+
 @pytest.fixture
-def workers(monkeypatch):
+def workers(monkeypatch, _ahead, one_kernel_cache_path):
+    """Install a fresh CountingPool as the verifier's pool.
+
+    A pool whose takes do not fail gets, as its spare, a worker started while an earlier test ran (what the
+    real pool does between candidates), so its first try does not wait for ``import torch``; every retry is
+    alone and starts a fresh worker, as before. One kernel-cache path for the session (tests/verify/conftest.py)
+    keeps the protected paths of that worker equal to the test's, or the pool would replace it.
+    """
     made: list[CountingPool] = []
 
     def install(fail: int = 0) -> CountingPool:
-        p = CountingPool(fail)
+        ahead = _ahead.pop() if _ahead and not fail else None
+        p = CountingPool(fail, ahead)
+        if not _ahead:
+            _ahead.append(pool.Worker("cpu"))  # for the next test: it starts while this one runs
         made.append(p)
         monkeypatch.setattr(engine, "POOL", p)
         return p

@@ -13,6 +13,11 @@ from support.paths import ADVERSARIAL, KERNELS, REGIONS
 
 SOFTMAX = REGIONS / "region_softmax.py"
 
+# One kernel-cache path for the session, so a verification takes the spare worker the last one started
+# (tests/verify/conftest.py says why). Not for test_worker_environment_has_no_secrets: it sets the secrets
+# before it verifies, and a spare started earlier would not have seen them.
+reuse_spare = pytest.mark.usefixtures("one_kernel_cache_path")
+
 
 def cheat(name: str) -> str:
     return (ADVERSARIAL / f"{name}.py").read_text()
@@ -27,6 +32,7 @@ def short_timeout() -> Config:
 @pytest.mark.parametrize(
     "name, why", [("crash_exit", "exited with code 3"), ("abort", 'candidate.py", line 18 in forward')]
 )
+@reuse_spare
 def test_a_dying_worker_rejects_the_candidate(name, why):
     pid = os.getpid()
     result = verify(SOFTMAX, cheat(name), device="cpu", static_policy=False)
@@ -36,12 +42,14 @@ def test_a_dying_worker_rejects_the_candidate(name, why):
 
 
 @pytest.mark.parametrize("name", ["hang", "slow_kernel"])
+@reuse_spare
 def test_hanging_and_slow_candidates_time_out(name):
     result = verify(SOFTMAX, cheat(name), device="cpu", config=short_timeout())
     assert result.reason == "timeout", result.message
     assert "8 s limit" in result.message
 
 
+@reuse_spare
 def test_wild_store_is_rejected_whatever_the_mechanism():
     # Under the CPU interpreter a store 2^40 elements away may segfault or scribble; on a GPU it
     # is an illegal memory access. Any of these rejects it; none may take this process down.
@@ -50,6 +58,7 @@ def test_wild_store_is_rejected_whatever_the_mechanism():
     assert result.reason in {"crash", "runtime_error", "wrong_values", "unwritten_output", "nan_mismatch"}
 
 
+@reuse_spare
 def test_out_of_memory_is_its_own_reason():
     result = verify(SOFTMAX, cheat("oom"), device="cpu")
     assert result.reason == "oom" and "line 13" in result.message
@@ -57,6 +66,7 @@ def test_out_of_memory_is_its_own_reason():
     assert "the same again when run alone" in result.message and "try 1: oom" in result.check("harness").detail
 
 
+@reuse_spare
 def test_the_parent_keeps_going_after_a_crash():
     assert verify(SOFTMAX, cheat("abort"), device="cpu", static_policy=False).reason == "crash"
     good = verify(SOFTMAX, (KERNELS / "softmax.py").read_text(), device="cpu")
