@@ -23,8 +23,16 @@ from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.key import KEY_SCHEMA, KernelKey
 from llm_inductor.cache.pack import read_pack, write_pack
+from llm_inductor.cache.sizes import SizeRecord, SizeRecordError
 from llm_inductor.cache.tiered import Listing, TieredStore, open_store
-from llm_inductor.cache.trust import Revocation, current_versions, signature_problem, valid_target
+from llm_inductor.cache.trust import (
+    FIXABLE,
+    Revocation,
+    TrustVerdict,
+    current_versions,
+    signature_problem,
+    valid_target,
+)
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.passes.rebuild import KeyGraphError, rebuild, sizes_from
@@ -80,11 +88,67 @@ def _row(r: Listing) -> dict[str, Any]:
     }
 
 
+# A family entry (one kernel for every size of its key) is listed with its symbols and its per-size records.
+SizeRow = tuple[SizeRecord, TrustVerdict, list[str]]
+
+
+def _is_family(e: Entry | None) -> bool:
+    return e is not None and bool(e.key_fields.get("family"))
+
+
+def _symbols(e: Entry) -> list[str]:
+    """The family's symbols (s0, s1, ...), from the sidecar, else from the key fields."""
+    found = e.region_meta.get("symbols") or e.key_fields.get("symbols") or {}
+    names = {str(s) for s in found} if isinstance(found, (dict, list, tuple)) else set()
+    return sorted(names, key=lambda s: (int(s[1:]) if s[1:].isdigit() else 1 << 30, s))
+
+
+def _won(rec: SizeRecord) -> str:
+    return "won" if rec.won else ("lost" if rec.verified else "not verified")
+
+
+def _speed(rec: SizeRecord) -> str:
+    return f"{rec.speedup:.2f}x" if isinstance(rec.speedup, (int, float)) else "untimed"
+
+
+def _size_brief(rec: SizeRecord, verdict: TrustVerdict) -> str:
+    """``s0=4096,s1=128256 2.39x won``: one record, compact (mode when not the default, why when not believed)."""
+    text = f"{rec.bucket} {_speed(rec)} {_won(rec)}"
+    if rec.inductor_mode != "default":
+        text += f" [{rec.inductor_mode}]"
+    if not verdict.servable:
+        text += f" ({rec.gpu}: {verdict.reason})"
+    return text
+
+
+def _size_doc(rec: SizeRecord, verdict: TrustVerdict, tiers: list[str]) -> dict[str, Any]:
+    return {**rec.to_dict(), "bucket": rec.bucket, "verdict": str(verdict), "tiers": tiers}
+
+
+def _sizes_by_entry(rows: list[SizeRow]) -> dict[str, list[SizeRow]]:
+    out: dict[str, list[SizeRow]] = {}
+    for row in rows:
+        out.setdefault(row[0].entry_id, []).append(row)
+    return out
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     _, store = _store()
-    rows = [_row(r) for r in store.listings(shared=not args.local)]
+    listings = store.listings(shared=not args.local)
+    sizes = _sizes_by_entry(store.size_records(shared=not args.local))
+    rows = [_row(r) for r in listings]
+    extra: dict[str, str] = {}  # entry id → its family line
+    for r, row in zip(listings, rows):
+        records = sizes.get(r.entry_id, [])
+        if not (_is_family(r.entry) or records):
+            continue  # a row as it always was
+        symbols = _symbols(r.entry) if r.entry is not None else []
+        row["symbols"] = symbols
+        row["size_records"] = [_size_doc(*rec) for rec in records]
+        timed = "; ".join(_size_brief(rec, v) for rec, v, _ in records) or "none yet"
+        extra[r.entry_id] = f"    family {','.join(symbols) or '-'} · timed: {timed}"
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1, default=str))
         return 0
     cols = (("key16", 16), ("ops", 28), ("shapes", 26), ("device", 10), ("speedup", 7), ("age", 4), ("tier", 14))
     print("  ".join(name.ljust(w) for name, w in cols) + "  served/why-not")
@@ -92,24 +156,51 @@ def cmd_ls(args: argparse.Namespace) -> int:
         speed = f"{row['speedup']:.2f}x" if row["speedup"] else "-"
         cells = [_clip(speed if name == "speedup" else str(row[name]), w).ljust(w) for name, w in cols]
         print("  ".join(cells) + "  " + row["served"])
+        if row["entry_id"] in extra:
+            print(extra[row["entry_id"]])
     if not rows:
         print("(empty: `llm-inductor cache add` or `llm-inductor tune` put kernels here)", file=sys.stderr)
     return 0
 
 
+def _show_family(e: Entry, records: list[SizeRow]) -> None:
+    """A family entry's symbols, the sizes it was verified at, and every per-size record of it."""
+    symbols = _symbols(e)
+    print(f"-- family: symbols {', '.join(symbols) or '-'}")
+    verified = e.envelope.get("sizes")
+    if isinstance(verified, dict) and verified:
+        parts = [
+            f"{s} in {{{', '.join(str(v) for v in (vals if isinstance(vals, list) else [vals]))}}}"
+            for s, vals in verified.items()
+        ]
+        print(f"   verified at: {'; '.join(parts)}")
+    else:
+        print("   verified at: (no sizes recorded)")
+    print(f"-- size records ({len(records)})")
+    for rec, verdict, tiers in records:
+        served = "served" if verdict.servable else f"not served: {verdict}"
+        why = f"  ({rec.why})" if rec.why else ""
+        print(
+            f"   {rec.bucket}  {_speed(rec)}  {_won(rec)}  mode {rec.inductor_mode}  gpu {rec.gpu}  "
+            f"{served}  [{'+'.join(tiers)}]{why}"
+        )
+    if not records:
+        print("   (none yet: `llm-inductor tune --pending` times the sizes compiles met)")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     _, store = _store()
     found = _match(store, args.key)
+    sizes = _sizes_by_entry(store.size_records()) if found else {}
     if args.json:
-        docs = [
-            {
-                "entry_id": r.entry_id,
-                "tiers": r.tiers,
-                "verdict": str(r.verdict),
-                **(r.entry.to_dict() if r.entry else {}),
-            }
-            for r in found
-        ]
+        docs = []
+        for r in found:
+            doc = {"entry_id": r.entry_id, "tiers": r.tiers, "verdict": str(r.verdict)}
+            doc.update(r.entry.to_dict() if r.entry else {})
+            records = sizes.get(r.entry_id, [])
+            if _is_family(r.entry) or records:
+                doc["size_records"] = [_size_doc(*rec) for rec in records]
+            docs.append(doc)
         print(json.dumps(docs, indent=1, default=str))
         return 0
     for r in found:
@@ -125,6 +216,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print("-- key\n" + "\n".join(KernelKey.from_dict(r.entry.key_fields).debug_lines()))
         except (KeyError, TypeError, ValueError) as e:
             print(f"-- key fields unreadable: {e}")
+        if _is_family(r.entry) or sizes.get(r.entry_id):
+            _show_family(r.entry, sizes.get(r.entry_id, []))
         print("-- kernel source\n" + sources["kernel_source"].rstrip())
         print("-- region source\n" + sources["region_source"].rstrip())
     return 0
@@ -259,8 +352,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     revocations = sorted({(t, reason) for t, reason, _ in store.revocations()})
     if not chosen and not revocations:
         raise NegativeResult("nothing to export: no entry matches (servable ones only unless --all); see `cache ls`")
-    n = write_pack(args.pack, chosen, revocations)
-    print(f"wrote {n} entr{'y' if n == 1 else 'ies'} and {len(revocations)} revocation(s) to {args.pack}")
+    # the per-size records of those entries, by the same rule: believed here, or with --all any but refused ones
+    ids = {e.entry_id for e in chosen}
+    sizes = [
+        rec
+        for rec, verdict, _ in store.size_records(packs=args.include_packs)
+        if rec.entry_id in ids
+        and not verdict.refused
+        and (args.all or verdict.servable)
+        and (not args.gpu or rec.gpu == args.gpu)
+    ]
+    n = write_pack(args.pack, chosen, revocations, sizes)
+    with_sizes = f", with {len(sizes)} size record(s) of those entries" if sizes else ""
+    print(f"wrote {n} entr{'y' if n == 1 else 'ies'} and {len(revocations)} revocation(s) to {args.pack}{with_sizes}")
     return 0
 
 
@@ -301,15 +405,34 @@ def cmd_import(args: argparse.Namespace) -> int:
             continue
         served += verdict.servable
         fixable += verdict.fixable
+    sizes = _import_sizes(store, pack.sizes)
     imported = served + fixable
     not_yet = f", {fixable} not: `llm-inductor cache verify` checks those on this machine" if fixable else ""
     print(
         f"imported {imported} entr{'y' if imported == 1 else 'ies'} ({served} served here{not_yet}), "
         f"skipped {skipped}, {revoked} of {len(pack.revocations)} revocation(s)"
+        + (f", {sizes} of {len(pack.sizes)} size record(s)" if pack.sizes else "")
     )
     if pack.entries and not imported:
         return 1
     return 0
+
+
+def _import_sizes(store: TieredStore, lines: list[tuple[int, dict[str, Any]]]) -> int:
+    """Write a pack's size records as they are (never re-signed); refused or unusable ones are skipped."""
+    n = 0
+    for lineno, d in lines:
+        try:
+            record = SizeRecord.from_dict(d)
+        except SizeRecordError as e:
+            print(f"warning: line {lineno}: skipped a size record: {e}", file=sys.stderr)
+            continue
+        verdict = store.judge_size(record)
+        if verdict.refused or not (verdict.servable or verdict.reason in FIXABLE):
+            print(f"warning: line {lineno}: skipped the size record {record.key}: {verdict}", file=sys.stderr)
+            continue
+        n += bool(store.write_size(record, sign_unsigned=False)[1])
+    return n
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -574,7 +697,8 @@ def cmd_salvage(args: argparse.Namespace) -> int:
             f"{len(s.restored) - served} not: `llm-inductor cache ls` says why), {s.present} present already, "
             f"refused {len(s.refused)}"
             f"{' (' + ', '.join(f'{k} {n}' for k, n in refused.items()) + ')' if refused else ''}, "
-            f"{len(s.lost)} row(s) unreadable, {s.revocations} revocation(s); the file stays: delete it when done"
+            f"{len(s.lost)} row(s) unreadable, {s.revocations} revocation(s)"
+            f"{f', {s.size_records} size record(s)' if s.size_records else ''}; the file stays: delete it when done"
         )
         usable += len(s.restored) + s.present
     return 0 if usable else 1

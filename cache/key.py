@@ -11,7 +11,8 @@ key: a key that is too specific makes sharing useless.
 Schema history. 1: no output identity, no index bounds; two regions returning different
 intermediates of the same shape (rstd against variance) shared a key. 2: both added.
 Size families add a second, size-abstracted key beside this
-exact one rather than changing it, so caches migrate once: ``legacy_digest`` names a
+exact one (``family=True``, which adds the row ``abstraction: family``) rather than
+changing it, so exact digests stay as they were and caches migrate once: ``legacy_digest`` names a
 region's schema-1 key, which ``llm-inductor cache verify`` uses to re-verify old entries
 under the new key.
 """
@@ -62,9 +63,12 @@ class KernelKey:
     device: str  # "cuda:sm90" | "cpu"
     returns: tuple[str, ...] = ()  # the graph values returned, in output order ("v3", "v5")
     schema: int = KEY_SCHEMA
+    family: bool = False  # sizes abstracted into symbols (passes/family.py); an exact key hashes what it saw
 
     def _fields(self) -> list[tuple[str, str]]:
         rows = [("schema", str(self.schema)), ("device", self.device)]
+        if self.family:  # only then: exact digests stay what they were
+            rows.append(("abstraction", "family"))
         rows += [(f"input[{i}]", s.line()) for i, s in enumerate(self.inputs)]
         rows += [(f"output[{i}]", s.line()) for i, s in enumerate(self.outputs)]
         rows += [(f"graph[{i}]", line) for i, line in enumerate(self.graph)]
@@ -109,6 +113,7 @@ class KernelKey:
             device=d["device"],
             returns=tuple(str(r) for r in d.get("returns", ())),
             schema=int(d.get("schema", 1)),  # schema 1 wrote no "returns" and may lack "schema"
+            family=bool(d.get("family", False)),
         )
         if "digest" in d and d["digest"] != key.digest:
             raise ValueError(f"key fields do not hash to the recorded digest {d['digest'][:16]}")

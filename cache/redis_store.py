@@ -7,6 +7,11 @@ Layout (the prefix carries the entry schema, so builds of another schema never m
                                        anyone who can write here can write one, so readers honour
                                        only those signed by a key they trust
   llm_inductor:v1:generation           counter: every write of an entry or a revocation adds one
+  llm_inductor:v1:size:<entry id>      hash: record key (entry|gpu|mode|sizes) → a family entry's per-size
+                                       record JSON (``cache/sizes.py``)
+  llm_inductor:v1:sizes_generation     counter: every write of a per-size record adds one (never
+                                       ``generation``: timing a size must not invalidate every
+                                       AOTAutograd cache entry of the team)
 Short socket timeouts (0.2 s) bound what an unreachable or slow server can cost a
 compile. The first failure gives one warning and the tier stays off for the rest
 of the process, so a dead server costs one timeout, not one per region. The
@@ -25,6 +30,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "llm_inductor:v1:"
 GENERATION = PREFIX + "generation"
+SIZES = PREFIX + "size:"
+SIZES_GENERATION = PREFIX + "sizes_generation"
 TIMEOUT_S = 0.2
 
 T = TypeVar("T")
@@ -94,12 +101,17 @@ class RedisTier:
         return self._run("write", False, lambda r: _hset_bumping(r, PREFIX + "entry:" + key, entry_id, body))
 
     def delete(self, entry_ids: list[str]) -> int:
+        """Remove entries; their per-size records go with them."""
+
         def d(r: Any) -> int:
             pipe = r.pipeline()
             for i in entry_ids:
                 pipe.hdel(PREFIX + "entry:" + i.split(":", 1)[0], i)
             pipe.incr(GENERATION)
-            return sum(int(n) for n in pipe.execute()[:-1])
+            n = sum(int(n) for n in pipe.execute()[:-1])
+            if entry_ids and r.delete(*(SIZES + i for i in entry_ids)):
+                r.incr(SIZES_GENERATION)
+            return n
 
         return self._run("delete", 0, d)
 
@@ -121,6 +133,41 @@ class RedisTier:
             return out
 
         yield from self._run("scan", [], s)
+
+    # ------------------------------------------------------------ per-size records
+    def size_bodies(self, record_key: str) -> list[bytes]:
+        entry_id = record_key.split("|", 1)[0]
+        body = self._run("size lookup", None, lambda r: r.hget(SIZES + entry_id, record_key))
+        return [body] if body is not None else []
+
+    def size_rows(self, entry_id: str | None = None) -> list[tuple[str, bytes]]:
+        """(record key, body) of every record on the server, or of one entry's."""
+
+        def q(r: Any) -> list[tuple[str, bytes]]:
+            names = [SIZES + entry_id] if entry_id is not None else list(r.scan_iter(match=SIZES + "*", count=500))
+            out = []
+            for name in names:
+                for field, body in r.hgetall(name).items():
+                    out.append((field.decode("utf-8", "replace"), body))
+            return out
+
+        return self._run("size list", [], q)
+
+    def put_size(self, record_key: str, entry_id: str, body: str) -> bool:
+        def w(r: Any) -> bool:
+            pipe = r.pipeline()  # MULTI/EXEC, as for entries: the record and its new counter together
+            pipe.hset(SIZES + entry_id, record_key, body)
+            pipe.incr(SIZES_GENERATION)
+            return pipe.execute()[0] is not None
+
+        return self._run("size record write", False, w)
+
+    def sizes_generation(self) -> str:
+        """The server's size-record write counter; "down" while the tier is off."""
+        value = self._run("sizes generation", None, lambda r: r.get(SIZES_GENERATION))
+        if self._down is not None:
+            return "down"
+        return value.decode() if isinstance(value, bytes) else str(value or 0)
 
     # ------------------------------------------------------------ revocations
     def revocations(self) -> list[tuple[str, str]]:

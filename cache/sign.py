@@ -1,7 +1,10 @@
 """Ed25519 keys and entry signatures (the ``cryptography`` package).
 
 A signature covers ``Entry.content_hash`` with a domain prefix, so a signature
-made for an entry cannot be replayed as a signature over anything else. Keys are
+made for an entry cannot be replayed as a signature over anything else. Per-size
+records (``cache/sizes.py``) are signed the same way, over their own content hash,
+which hashes a prefix of its own: no entry hash equals a size record's, so a
+signature made for one is never valid for the other. Keys are
 PEM files: ``NAME.key`` (PKCS#8, private, mode 0600) and ``NAME.pub``
 (SubjectPublicKeyInfo), readable by ``openssl pkey``. A signer is named in an entry
 by the fingerprint of its public key: the first 32 hex digits of sha256(raw key).
@@ -26,11 +29,10 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from llm_inductor._errors import UsageError
 from llm_inductor._files import atomic_write
-from llm_inductor.cache.entry import Entry
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,19 @@ LOCAL_KEY_NAME = "local"
 COMPROMISED = {
     "3cbddc137a2863883446fcb268173b1d": "its private key was committed in benchmarks/results/batch_flow_state.tgz",
 }
+
+
+class Signable(Protocol):
+    """A dataclass signed over its content hash: ``Entry``, ``SizeRecord``."""
+
+    signature: str | None
+    signer: str | None
+
+    @property
+    def content_hash(self) -> str: ...
+
+
+S = TypeVar("S", bound=Signable)
 
 
 def _crypto() -> Any:
@@ -113,10 +128,11 @@ class SigningKey:
         raw = private.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw)
         self.public = PublicKey(raw, source)
 
-    def sign(self, entry: Entry) -> Entry:
-        """A copy of entry signed with this key."""
-        signature = self._private.sign(_DOMAIN + entry.content_hash.encode())
-        return dataclasses.replace(entry, signature=signature.hex(), signer=self.public.fingerprint)
+    def sign(self, item: S) -> S:
+        """A copy of item (an ``Entry`` or a ``SizeRecord``: a dataclass with a content hash) signed with this key."""
+        signature = self._private.sign(_DOMAIN + item.content_hash.encode())
+        signed = {"signature": signature.hex(), "signer": self.public.fingerprint}
+        return dataclasses.replace(item, **signed)  # type: ignore[type-var]
 
     def sign_revocation(self, target: str, reason: str) -> str:
         """The hex signature over a revocation's target and reason."""

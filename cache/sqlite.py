@@ -16,6 +16,11 @@ Failure is a warning and a default value, never an exception on the compile path
     warning per directory and process;
   * a full disk or an unusable directory drops the write with one warning.
 A dropped write leaves ``refusal`` saying why and what fixes it (the CLI's exit-2 message).
+
+Per-size records of family entries (``cache/sizes.py``) live in their own table,
+``size_records``, keyed by record key (entry id, GPU model, Inductor mode, sizes), and
+are counted by their own meta row, ``sizes_version``: timing a size never changes
+``generation()``, so it never invalidates AOTAutograd's cache of every graph.
 The file name carries the table schema version, so a newer build's database is
 never rebuilt by an older one.
 """
@@ -74,6 +79,22 @@ INSERT OR IGNORE INTO meta VALUES ('db_id', lower(hex(randomblob(8))));
 INSERT OR IGNORE INTO meta VALUES ('version', '0');
 """
 _BUMP = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'version'"
+# Added after schema 1 shipped too, created on open: a family entry's per-size records, and their own
+# write count (``sizes_generation``), apart from ``version``.
+_SIZES = """
+CREATE TABLE IF NOT EXISTS size_records (
+    record_key TEXT PRIMARY KEY,
+    entry_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS size_records_by_entry ON size_records(entry_id);
+INSERT OR IGNORE INTO meta VALUES ('sizes_version', '0');
+"""
+_BUMP_SIZES = (
+    "INSERT INTO meta VALUES ('sizes_version', '1') ON CONFLICT(name) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+)
 
 T = TypeVar("T")
 
@@ -108,7 +129,7 @@ def _empty_database() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     conn.executescript(
         _SCHEMA + "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
-        "INSERT INTO meta VALUES ('db_id', 'none'), ('version', '0');"
+        "INSERT INTO meta VALUES ('db_id', 'none'), ('version', '0');" + _SIZES
     )
     return conn
 
@@ -163,6 +184,8 @@ class SqliteStore:
                 conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
                 conn.executescript(f"BEGIN IMMEDIATE; {_META} COMMIT;")
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='size_records'").fetchone():
+                conn.executescript(f"BEGIN IMMEDIATE; {_SIZES} COMMIT;")
         except BaseException:
             conn.close()
             raise
@@ -440,10 +463,16 @@ class SqliteStore:
         return self._run("write", False, w, writes=True)
 
     def delete(self, entry_ids: list[str]) -> int:
+        """Remove entries, and their per-size records with them."""
+
         def w(c: sqlite3.Connection) -> int:
             with self._write(c):
                 n = sum(c.execute("DELETE FROM entries WHERE entry_id=?", (i,)).rowcount for i in entry_ids)
                 c.execute(_BUMP)
+                if _has_sizes(c) and sum(
+                    c.execute("DELETE FROM size_records WHERE entry_id=?", (i,)).rowcount for i in entry_ids
+                ):
+                    c.execute(_BUMP_SIZES)
                 return n
 
         return self._run("delete", 0, w, writes=True)
@@ -496,7 +525,15 @@ class SqliteStore:
 
         None when the database cannot be read: the caller must then assume anything changed.
         Read-only, it holds too: nothing here writes, and whoever writes elsewhere bumps the count.
+        Per-size records are not counted here (``sizes_generation``).
         """
+        return self._meta_token("generation", "version")
+
+    def sizes_generation(self) -> str | None:
+        """ "<db id>:<size-record write count>": changes with every write of a per-size record (None: unreadable)."""
+        return self._meta_token("sizes generation", "sizes_version")
+
+    def _meta_token(self, op: str, counter: str) -> str | None:
         with self._lock:
             if self._immutable_stamps is not None and self._immutable_stamps != self._stamps():
                 self.close()  # an immutable=1 connection never sees another writer's changes: open the files anew
@@ -504,9 +541,56 @@ class SqliteStore:
         def q(c: sqlite3.Connection) -> str:
             if self.read_only is not None and not c.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
                 return "files " + " ".join(self._stamps())  # a database from before meta, and nobody here writes it
-            return "{db_id}:{version}".format(**dict(c.execute("SELECT name, value FROM meta").fetchall()))
+            meta = dict(c.execute("SELECT name, value FROM meta").fetchall())
+            return f"{meta.get('db_id')}:{meta.get(counter, 'none')}"  # none: a read-only database from before
 
-        return self._run("generation", None, q)
+        return self._run(op, None, q)
+
+    # ------------------------------------------------------------ per-size records
+    def put_size(self, record_key: str, entry_id: str, content_hash: str, created: float, body: str) -> bool:
+        """Store a record under its key unless the one there is newer or the same; True when the write took."""
+
+        def w(c: sqlite3.Connection) -> bool:
+            with self._write(c):
+                cur = c.execute(
+                    "INSERT INTO size_records (record_key, entry_id, content_hash, created, body) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(record_key) DO UPDATE SET entry_id=excluded.entry_id, "
+                    "content_hash=excluded.content_hash, created=excluded.created, body=excluded.body "
+                    "WHERE excluded.created >= size_records.created "
+                    "AND (excluded.content_hash != size_records.content_hash OR excluded.body != size_records.body)",
+                    (record_key, entry_id, content_hash, created, body),
+                )
+                if cur.rowcount:
+                    c.execute(_BUMP_SIZES)
+            return True
+
+        return self._run("size record write", False, w, writes=True)
+
+    def size_bodies(self, record_key: str) -> list[str]:
+        """The body stored under this record key (none or one)."""
+
+        def q(c: sqlite3.Connection) -> list[str]:
+            if not _has_sizes(c):
+                return []
+            return [r[0] for r in c.execute("SELECT body FROM size_records WHERE record_key=?", (record_key,))]
+
+        return self._run("size lookup", [], q)
+
+    def size_rows(self, entry_id: str | None = None) -> list[tuple[str, str]]:
+        """(record key, body) of every record, or of one entry's, newest first."""
+
+        def q(c: sqlite3.Connection) -> list[tuple[str, str]]:
+            if not _has_sizes(c):
+                return []
+            where, args = ("WHERE entry_id=?", (entry_id,)) if entry_id is not None else ("", ())
+            return [
+                (str(k), str(b))
+                for k, b in c.execute(
+                    f"SELECT record_key, body FROM size_records {where} ORDER BY created DESC", args
+                ).fetchall()
+            ]
+
+        return self._run("size list", [], q)
 
     # ------------------------------------------------------------ pending regions
     def add_pending(self, key: str, body: str) -> None:
@@ -545,6 +629,11 @@ class SqliteStore:
         return self._run("revoke", False, w, writes=True)
 
 
+def _has_sizes(c: sqlite3.Connection) -> bool:
+    """Whether this database has the size_records table (a read-only one from before may not)."""
+    return c.execute("SELECT 1 FROM sqlite_master WHERE name='size_records'").fetchone() is not None
+
+
 # ---------------------------------------------------------------------------- salvage
 
 
@@ -554,6 +643,7 @@ class Damaged:
 
     entries: list[tuple[str | None, str]] = field(default_factory=list)  # (the row's entry_id, body)
     revocations: list[tuple[str, str]] = field(default_factory=list)  # (target, stored body)
+    size_records: list[tuple[str, str]] = field(default_factory=list)  # (record key, body)
     lost: list[str] = field(default_factory=list)  # what could not be read, one line each
 
 
@@ -580,6 +670,12 @@ def read_damaged(path: str | Path) -> Damaged:
             conn.execute("PRAGMA writable_schema=ON")
             found.entries = _readable_rows(conn, "entries", "entry_id, body", found.lost)
             found.revocations = _readable_rows(conn, "revoked", "target, reason", found.lost)
+            try:
+                sizes = _has_sizes(conn)
+            except sqlite3.DatabaseError:
+                sizes = True  # _readable_rows says what it cannot read
+            if sizes:  # a database from before per-size records has none to lose
+                found.size_records = _readable_rows(conn, "size_records", "record_key, body", found.lost)
         finally:
             conn.close()
     return found

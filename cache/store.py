@@ -4,6 +4,12 @@ The compile path needs three things from a store: ``lookup`` a servable kernel b
 key digest, ``put`` a verified entry, and keep ``pending`` records of hot regions
 that missed. Trust decisions (signatures, versions, GPU model) live behind
 ``lookup``: whatever it returns may be imported in the user's process.
+
+A store that serves family entries also keeps their per-size records
+(``cache/sizes.py``): ``put_size``, ``size_record`` (the trusted record for one entry,
+GPU model, Inductor mode and sizes, won or lost, or None), ``size_records`` (every one,
+for listings) and ``sizes_generation`` (a token apart from ``generation``, so that
+timing a size never invalidates AOTAutograd's cache of every graph).
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from llm_inductor.cache.entry import Entry
+from llm_inductor.cache.sizes import SizeRecord, record_key
+from llm_inductor.cache.trust import TrustVerdict
 
 
 @dataclass
@@ -30,6 +38,9 @@ class PendingRegion:
     device: str
     first_seen: float = field(default_factory=time.time)
     seen: int = 1
+    # A region whose family entry (cache/sizes.py) has no record at its sizes: {"key" (the family digest),
+    # "entry_id", "sizes", "reason"}. ``tune --pending`` extends that entry by verification and timing alone.
+    family: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -58,6 +69,8 @@ class KernelStore(Protocol):
     # Optional: ``generation() -> str | None``, a token that changes whenever what lookup may
     # return changes (None: unknown). With it, the backend keeps AOTAutograd's cache on,
     # keyed on the token (``llm_inductor.compile.aot``); a store without it compiles without that cache.
+    # Optional, for family entries: ``put_size(record)``, ``size_record(entry_id, gpu, inductor_mode, sizes)``,
+    # ``size_records(entry_id=None)`` and ``sizes_generation()`` (``MemoryStore`` and ``TieredStore`` have them).
 
 
 class MemoryStore:
@@ -67,7 +80,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._pending: dict[str, PendingRegion] = {}
-        self._id, self._version = uuid.uuid4().hex[:16], 0
+        self._sizes: dict[str, SizeRecord] = {}  # record key → the newest record
+        self._id, self._version, self._sizes_version = uuid.uuid4().hex[:16], 0, 0
         for e in entries:
             self.put(e)
 
@@ -95,6 +109,28 @@ class MemoryStore:
         """This store's identity and write count: it lives and dies with the process."""
         return f"memory:{self._id}:{self._version}"
 
+    # ------------------------------------------------------------ per-size records (trusted as they come)
+    def put_size(self, record: SizeRecord) -> list[str]:
+        with self._lock:
+            old = self._sizes.get(record.key)
+            if old is None or record.created >= old.created:
+                self._sizes[record.key] = record
+                self._sizes_version += 1
+        return ["memory"]
+
+    def size_record(self, entry_id: str, gpu: str, inductor_mode: str, sizes: Mapping[str, int]) -> SizeRecord | None:
+        with self._lock:
+            return self._sizes.get(record_key(entry_id, gpu, inductor_mode, sizes))
+
+    def size_records(self, entry_id: str | None = None) -> list[tuple[SizeRecord, TrustVerdict, list[str]]]:
+        with self._lock:
+            found = [r for r in self._sizes.values() if entry_id is None or r.entry_id == entry_id]
+        return [(r, TrustVerdict("served"), ["memory"]) for r in sorted(found, key=lambda r: (r.key, -r.created))]
+
+    def sizes_generation(self) -> str:
+        return f"memory:{self._id}:{self._sizes_version}"
+
+    # ------------------------------------------------------------ pending regions
     def add_pending(self, record: PendingRegion) -> None:
         with self._lock:
             old = self._pending.get(record.key)

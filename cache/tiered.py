@@ -7,6 +7,12 @@ it never raises. Every entry a tier returns is parsed and judged here
 found in Redis or a pack is copied into the local tier. Writes go to local and
 shared; an unsigned entry is signed on the way in (``LLM_INDUCTOR_SIGNING_KEY``,
 else this cache's local key). Hit counts are written back once, at exit.
+
+Per-size records of family entries (``cache/sizes.py``) go the same way, beside the
+entries: ``put_size`` signs and writes them, ``size_record`` returns the newest record
+of one entry, GPU model, Inductor mode and sizes that ``Trust.judge_size`` believes,
+from any tier (won or lost: the caller reads ``won``), remembered like ``lookup``'s
+answers. Their writes are counted by ``sizes_generation``, never by ``generation``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +34,7 @@ from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.pack import PackTier, file_stamp
 from llm_inductor.cache.redis_store import RedisTier
+from llm_inductor.cache.sizes import SizeRecord, SizeRecordError, record_key
 from llm_inductor.cache.sqlite import SqliteStore, read_damaged
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.cache.trust import (
@@ -38,6 +45,7 @@ from llm_inductor.cache.trust import (
     bundled_keys_dir,
     load_trusted,
     report_miss,
+    report_size,
     report_unreadable,
 )
 from llm_inductor.config import Config
@@ -57,6 +65,10 @@ class Tier(Protocol):
     def bodies_for_key(self, key: str) -> list[Any]: ...
 
     def body(self, entry_id: str) -> Any: ...
+
+    def size_bodies(self, record_key: str) -> list[Any]: ...
+
+    def size_rows(self, entry_id: str | None = None) -> list[tuple[str, Any]]: ...
 
 
 @dataclass
@@ -88,6 +100,7 @@ class Salvage:
     present: int = 0  # readable, and in the local tier already
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # entry id (or row), reason code, detail
     revocations: int = 0
+    size_records: int = 0  # per-size records restored (or present already)
     lost: list[str] = field(default_factory=list)  # rows SQLite could not read
 
 
@@ -106,9 +119,11 @@ class TieredStore:
         self._signer: sign.SigningKey | None = None
         self._memo: dict[str, tuple[Entry, str] | None] = {}  # key → (entry, entry_id) or a miss
         self._unserved: dict[str, TrustVerdict] = {}  # key → why its entries were not served (a miss with entries)
+        self._size_memo: dict[str, SizeRecord | None] = {}  # record key → the trusted record, or None
         self._hits: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._generation: str | None = None
+        self._sizes_generation: tuple[str, str] | None = None  # (token, what beside the counters it covered)
         _track(self)
 
     @property
@@ -167,6 +182,9 @@ class TieredStore:
 
     def judge(self, entry: Entry) -> TrustVerdict:
         return self.trust().judge(entry)
+
+    def judge_size(self, record: SizeRecord) -> TrustVerdict:
+        return self.trust().judge_size(record)
 
     # ------------------------------------------------------------ the KernelStore protocol
     def lookup(self, key: str) -> Entry | None:
@@ -243,6 +261,142 @@ class TieredStore:
         if why is not None and (local or self.shared is None):
             raise NotWritable(f"cannot {what}: {why}")
 
+    # ------------------------------------------------------------ per-size records
+    def put_size(self, record: SizeRecord) -> list[str]:
+        """Sign (if unsigned) and write a per-size record to local and shared; returns the tiers written."""
+        return self.write_size(record)[1]
+
+    def write_size(self, record: SizeRecord, sign_unsigned: bool = True) -> tuple[SizeRecord, list[str]]:
+        """Like put_size, and also return the record as stored (``cache import`` keeps its signature)."""
+        if self.shared is None and (why := self.local.unwritable()) is not None:  # nothing can take it: do not sign
+            if self.strict:
+                raise NotWritable(f"cannot store the size record {record.key}: {why}")
+            return record, []
+        if not record.signature and sign_unsigned:
+            record = self.signer().sign(record)
+        body = record.to_json()
+        written = []
+        if self.local.put_size(record.key, record.entry_id, record.content_hash, record.created, body):
+            written.append(self.local.name)
+        if self.shared is not None and self.shared.put_size(record.key, record.entry_id, body):
+            written.append(self.shared.name)
+        self._size_memo.pop(record.key, None)
+        self._check_written(written, f"store the size record {record.key}")
+        return record, written
+
+    def size_record(self, entry_id: str, gpu: str, inductor_mode: str, sizes: Mapping[str, int]) -> SizeRecord | None:
+        """The newest record for exactly this entry, GPU model, Inductor mode and sizes that is trusted here, or None.
+
+        Won or lost: the caller tells "lost at this size" (a record, ``won`` False) from
+        "never timed" (None). Remembered like ``lookup``'s answers; never raises.
+        """
+        try:
+            rkey = record_key(entry_id, gpu, inductor_mode, sizes)
+            hit = self._size_memo.get(rkey, _UNSET)
+            if hit is _UNSET:
+                with self._lock:
+                    hit = self._size_memo[rkey] = self._resolve_size(rkey)
+            return hit
+        except Exception as e:
+            log.warning(
+                "llm_inductor: size-record lookup for %s at %s failed (%s: %s); treated as never timed",
+                str(entry_id)[:16],
+                dict(sizes) if isinstance(sizes, Mapping) else sizes,
+                type(e).__name__,
+                e,
+            )
+            return None
+
+    def _parse_size(self, body: Any, where: str, rkey: str) -> SizeRecord | None:
+        try:
+            return SizeRecord.from_dict(body) if isinstance(body, dict) else SizeRecord.from_json(body)
+        except SizeRecordError as e:
+            report_size(rkey, where, TrustVerdict(e.reason, str(e)))
+            return None
+
+    def _resolve_size(self, rkey: str) -> SizeRecord | None:
+        trust = self.trust()
+        best: tuple[SizeRecord, Tier] | None = None
+        for tier in self.tiers:
+            for body in tier.size_bodies(rkey):
+                record = self._parse_size(body, tier.name, rkey)
+                if record is None or record.key != rkey:
+                    continue
+                verdict = trust.judge_size(record)
+                if not verdict.servable:
+                    report_size(rkey, tier.name, verdict)
+                elif best is None or record.created > best[0].created:  # a tie: the nearer tier
+                    best = (record, tier)
+        if best is None:
+            return None
+        record, tier = best
+        if tier is not self.local:  # as entries are: the next process finds it without the shared tier
+            self.local.put_size(record.key, record.entry_id, record.content_hash, record.created, record.to_json())
+        return record
+
+    def sizes_generation(self) -> str | None:
+        """A token that changes whenever a per-size record changes in any tier; None when it cannot be known.
+
+        It covers the local tier's and the shared tier's size-record counters, the packs and
+        the key files trust is built from, and never moves with ``generation()``'s counters:
+        timing a size does not invalidate the AOTAutograd cache keyed on that. A change seen
+        here drops the remembered ``size_record`` answers (and, when packs or keys changed,
+        everything ``refresh`` drops).
+        """
+        local = self.local.sizes_generation()
+        if local is None:
+            return None
+        counters = [f"local {local}"]
+        if self.shared is not None:
+            counters.append(f"redis {self.shared.sizes_generation()}")
+        ambient = [f"crypto {sign.available()}", *(f"pack {p.stamp()}" for p in self.packs)]
+        ambient += [f"key {stamp}" for stamp in _key_stamps(self.cfg)]
+        around = hashlib.sha256("\n".join(ambient).encode()).hexdigest()
+        token = hashlib.sha256("\n".join([*counters, around]).encode()).hexdigest()[:32]
+        with self._lock:
+            if self._sizes_generation is None or token != self._sizes_generation[0]:
+                if self._sizes_generation is not None and around != self._sizes_generation[1]:
+                    self.refresh()  # a pack or a key changed: read and judge everything again
+                self._size_memo.clear()
+                self._sizes_generation = (token, around)
+        return token
+
+    def size_records(
+        self, entry_id: str | None = None, shared: bool = True, packs: bool = True
+    ) -> list[tuple[SizeRecord, TrustVerdict, list[str]]]:
+        """Every per-size record (of one entry, or all) in every tier, believed or not, with its verdict and tiers.
+
+        One row per distinct record (its key, content and signature), ordered by entry, GPU,
+        mode and sizes, newest first. Unreadable records are skipped with a warning.
+        """
+        trust = self.trust()
+        rows: dict[tuple[str, str, str | None], tuple[SizeRecord, TrustVerdict, list[str]]] = {}
+        tiers: list[Any] = [self.local]
+        if shared and self.shared is not None:
+            tiers.append(self.shared)
+        if packs:
+            tiers += self.packs
+        for tier in tiers:
+            for rkey, body in tier.size_rows(entry_id):
+                record = self._parse_size(body, tier.name, rkey)
+                if record is None or (entry_id is not None and record.entry_id != entry_id):
+                    continue
+                ident = (record.key, record.content_hash, record.signature)
+                if ident not in rows:
+                    rows[ident] = (record, trust.judge_size(record), [])
+                rows[ident][2].append(tier.name)
+        return sorted(
+            rows.values(),
+            key=lambda row: (
+                row[0].entry_id,
+                row[0].gpu,
+                row[0].inductor_mode,
+                sorted((int(k[1:]), v) for k, v in row[0].sizes.items()),
+                -row[0].created,
+            ),
+        )
+
+    # ------------------------------------------------------------ pending regions
     def add_pending(self, record: PendingRegion) -> None:
         self.local.add_pending(record.key, json.dumps(record.to_dict(), sort_keys=True))
 
@@ -289,6 +443,7 @@ class TieredStore:
         with self._lock:
             self._memo.clear()
             self._unserved.clear()
+            self._size_memo.clear()
             self._trust = None
             for p in self.packs:
                 p.refresh()
@@ -390,6 +545,7 @@ class TieredStore:
         if shared and self.shared is not None:
             n = max(n, self.shared.delete(entry_ids))
         self._memo.clear()
+        self._size_memo.clear()
         return n
 
     def revoke(self, target: str, reason: str) -> list[str]:
@@ -405,6 +561,7 @@ class TieredStore:
         self._check_written(written, f"record the revocation of {rev.target}")
         self.trust().revoked.add(rev, self.local.name, local=True)
         self._memo.clear()
+        self._size_memo.clear()
         return written
 
     def revocations(self, sign_own: bool = True) -> list[tuple[str, str, str]]:
@@ -468,7 +625,23 @@ class TieredStore:
                 report.restored.append((entry.entry_id, verdict))
             else:
                 raise NotWritable(f"cannot restore {entry.entry_id}: {self.local.refusal}")
+        for row_key, body in found.size_records:
+            try:
+                record = SizeRecord.from_json(body)
+            except SizeRecordError as e:
+                report.refused.append((row_key or "?", e.reason, str(e)))
+                continue
+            verdict = self.judge_size(record)
+            if row_key != record.key:
+                report.refused.append((row_key, "tampered", f"the row holds the size record {record.key}"))
+            elif verdict.refused:
+                report.refused.append((record.key, verdict.reason, verdict.detail))
+            elif self.local.put_size(record.key, record.entry_id, record.content_hash, record.created, body):
+                report.size_records += 1
+            else:
+                raise NotWritable(f"cannot restore the size record {record.key}: {self.local.refusal}")
         self._memo.clear()
+        self._size_memo.clear()
         return report
 
     def stats(self) -> dict[str, Any]:

@@ -17,6 +17,13 @@ Revoking a key is conservative: a signer revocation from a trusted key stands ev
 if its issuer is revoked too (two keys that revoke each other are both revoked);
 the revoked key's key and hash revocations are no longer honoured. The keys in
 ``sign.COMPROMISED`` are revoked everywhere, always.
+
+``Trust.judge_size(record)`` judges a family entry's per-size record (``cache/sizes.py``)
+by the same rules, on its own signature: a trusted signer, intact, the same torch and
+triton major.minor, this GPU model. A record is revoked with its entry (the entry's
+``key:`` or ``hash:`` target), with its signer (``signer:``), or on its own
+(``hash:<the record's content hash>``). Whether it won is not trust: the caller reads
+``record.won``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from llm_inductor._errors import LLMInductorError
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.key import KEY_SCHEMA
+from llm_inductor.cache.sizes import SizeRecord
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +217,23 @@ class Revocations:
                 return honoured[target]
         return None
 
+    def match_size(self, record: SizeRecord, keys: dict[str, sign.PublicKey]) -> Revocation | None:
+        """The revocation that withdraws this size record: its entry's key or content hash, its signer, or itself.
+
+        A record names its entry by id (``key:content16``): a ``hash:`` revocation withdraws
+        the records of the entry whose content hash starts with those 16 digits.
+        """
+        honoured = self.honoured(keys)
+        key, _, short = record.entry_id.partition(":")
+        for target in (f"key:{key}", f"signer:{record.signer}", f"hash:{record.content_hash}"):
+            if target in honoured:
+                return honoured[target]
+        if short:
+            for target, rev in honoured.items():
+                if target.startswith("hash:") and target[5:].startswith(short):
+                    return rev
+        return None
+
 
 def signature_problem(rev: Revocation, keys: dict[str, sign.PublicKey], local: bool = False) -> str | None:
     """Why a revocation cannot be honoured on its signature alone, or None."""
@@ -312,23 +337,9 @@ class Trust:
     def _judge(self, entry: Entry) -> TrustVerdict:
         if entry.status != "served":
             return TrustVerdict("status", entry.status)
-        if not entry.signature or not entry.signer:
-            return TrustVerdict("unsigned", "no signature")
-        if not (re.fullmatch(r"[0-9a-f]{128}", entry.signature) and re.fullmatch(r"[0-9a-f]{32}", entry.signer)):
-            return TrustVerdict(
-                "tampered", "the signature is malformed (Ed25519: 128 hex digits, by a 32-digit fingerprint)"
-            )
-        if not sign.available():
-            return TrustVerdict("no_crypto", "signatures cannot be checked: pip install 'llm-inductor[signing]'")
-        key = self.keys.get(entry.signer)
-        if key is None:
-            return TrustVerdict("untrusted_key", f"signed by {entry.signer[:16]}, not a trusted key")
-        try:
-            good = key.verify(bytes.fromhex(entry.signature), entry.content_hash)
-        except ValueError:
-            good = False
-        if not good:
-            return TrustVerdict("tampered", f"the signature of {key.source} does not match the content")
+        verdict = self._signature(entry, "content")
+        if verdict is not None:
+            return verdict
         schema = entry.key_fields.get("schema", KEY_SCHEMA)
         if schema != KEY_SCHEMA:  # schema 1 did not say which values a region returns: one key, several regions
             return TrustVerdict(
@@ -346,6 +357,66 @@ class Trust:
         if violations:
             return TrustVerdict("policy", "; ".join(str(v) for v in violations[:3]))
         return TrustVerdict("served")
+
+    def judge_size(self, record: SizeRecord) -> TrustVerdict:
+        """Whether a per-size record may be believed here (served) or why not; never raises.
+
+        Its own signature (by a trusted key, over its content hash), the torch and triton
+        major.minor it was timed under, this GPU model, and revocations. ``record.won`` is
+        the caller's to read: a trusted record of a kernel that lost is still served.
+        """
+        try:
+            rev = self.revoked.match_size(record, self.keys)
+            if rev is not None:
+                kind = rev.kind if rev.target != f"hash:{record.content_hash}" else "size record"
+                what = f"signer {rev.target.split(':', 1)[1][:16]}" if rev.kind == "signer" else kind
+                return TrustVerdict("revoked", f"{what} revoked ({rev.reason or 'no reason given'})")
+            ident = f"size:{record.content_hash}:{record.signer}:{record.signature}"
+            hit = self._memo.get(ident)
+            if hit is None:
+                hit = self._memo[ident] = self._judge_size(record)
+            return hit
+        except Exception as e:  # a judge that raises would break the compile path
+            return TrustVerdict("malformed", f"{type(e).__name__}: {e}")
+
+    def _judge_size(self, record: SizeRecord) -> TrustVerdict:
+        verdict = self._signature(record, "size record")
+        if verdict is not None:
+            return verdict
+        now = current_versions("cpu" if record.gpu == "cpu" else "cuda")
+        v = record.versions or {}
+        if not all(k in v for k in ("torch", "triton")):
+            return TrustVerdict("versions_unknown", "the size record does not record torch and triton versions")
+        for lib in ("torch", "triton"):
+            theirs = major_minor(v[lib])
+            if theirs is None or theirs != major_minor(now[lib]):
+                return TrustVerdict(f"{lib}_version", f"timed with {lib} {v[lib]}, this is {now[lib]}")
+        if v.get("gpu", record.gpu) != record.gpu:
+            return TrustVerdict("gpu_model", f"keyed by {record.gpu} but measured on {v['gpu']}")
+        if record.gpu != now["gpu"]:
+            return TrustVerdict("gpu_model", f"timed on {record.gpu}, this is {now['gpu']}")
+        return TrustVerdict("served")
+
+    def _signature(self, item: Entry | SizeRecord, what: str) -> TrustVerdict | None:
+        """Why item's signature is not one to believe here, or None (signed by a trusted key, intact)."""
+        if not item.signature or not item.signer:
+            return TrustVerdict("unsigned", "no signature")
+        if not (re.fullmatch(r"[0-9a-f]{128}", item.signature) and re.fullmatch(r"[0-9a-f]{32}", item.signer)):
+            return TrustVerdict(
+                "tampered", "the signature is malformed (Ed25519: 128 hex digits, by a 32-digit fingerprint)"
+            )
+        if not sign.available():
+            return TrustVerdict("no_crypto", "signatures cannot be checked: pip install 'llm-inductor[signing]'")
+        key = self.keys.get(item.signer)
+        if key is None:
+            return TrustVerdict("untrusted_key", f"signed by {item.signer[:16]}, not a trusted key")
+        try:
+            good = key.verify(bytes.fromhex(item.signature), item.content_hash)
+        except ValueError:
+            good = False
+        if not good:
+            return TrustVerdict("tampered", f"the signature of {key.source} does not match the {what}")
+        return None
 
     def _versions(self, entry: Entry) -> TrustVerdict | None:
         now = current_versions(entry.device)
@@ -416,6 +487,20 @@ def report_miss(key: str, where: str, verdict: TrustVerdict) -> None:
             where,
             verdict,
         )
+
+
+def report_size(record_key: str, where: str, verdict: TrustVerdict) -> None:
+    """The one log line for a per-size record that is not believed here (it counts as never timed)."""
+    level = logging.WARNING if verdict.refused or verdict.reason == "malformed" else logging.INFO
+    _say_once(
+        ("size", record_key, where, verdict.reason),
+        level,
+        "llm_inductor: %s the size record %s in the %s tier (%s); that size counts as not timed here",
+        "refused" if verdict.refused else "skipped",
+        record_key,
+        where,
+        verdict,
+    )
 
 
 def report_unreadable(key: str, where: str, reason: str, message: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import operator
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ import torch.fx as fx
 
 from llm_inductor._errors import RegionBypass
 from llm_inductor.cache.key import KernelKey, TensorSpec
-from llm_inductor.passes import regionfile
+from llm_inductor.passes import family, regionfile
 from llm_inductor.passes.partition import Region, op_name
 from llm_inductor.passes.regionfile import REGION_SCHEMA, Sidecar
-from llm_inductor.passes.symexpr import SymbolNamer
+from llm_inductor.passes.symexpr import SymbolNamer, _hint_of
+
+log = logging.getLogger(__name__)
 
 # Index inputs: (op, position of the index arg) → (position of the indexed tensor, dim arg position or fixed dim).
 _INDEX_USES = {
@@ -74,6 +77,9 @@ class RegionInfo:
     bindings: dict[str, tuple[int, int]]  # canonical symbol → (input, dim) that carries it
     index_high: dict[int, str] = field(default_factory=dict)  # input → exclusive upper bound (size expr)
     cost: dict[str, Any] = field(default_factory=dict)
+    # The same region with its sizes abstracted (passes/family.py): its key, body, symbols (sizes seen here) and
+    # bindings; its source() is the family's region file. None where the region has no family key.
+    family: RegionInfo | None = None
 
     @property
     def digest(self) -> str:
@@ -110,8 +116,16 @@ class RegionInfo:
                 "anchor": self.region.anchor,
                 "cost": dict(self.cost),
                 "torch_version": torch.__version__,
+                **self._family_fields(),
             }
         )
+
+    def _family_fields(self) -> dict[str, Any]:
+        """An exact region's sidecar names its family (a family's own says ``family`` in its key fields)."""
+        if self.family is None:
+            return {}
+        f = self.family
+        return {"family": {"key": f.digest, "key16": f.key16, "symbols": dict(f.symbols)}}
 
     def source(self) -> str:
         return render_source(self.key, self.body, self.returns, self.symbols, self.bindings, self.index_high)
@@ -171,9 +185,9 @@ class _Canon:
                     return h[a]
                 val = a.meta.get("val")
                 if isinstance(val, torch.Tensor):
-                    return f"in:{val.dtype}:{tuple(map(_neutral, val.shape))}"
-                return _neutral(val)  # a size node outside the region: the rebuilt graph has a constant
-            return _neutral(a)
+                    return f"in:{val.dtype}:{tuple(map(self.neutral, val.shape))}"
+                return self.neutral(val)  # a size node outside the region: the rebuilt graph has a constant
+            return self.neutral(a)
 
         self.leaf = leaf
         for n in self.region.nodes:
@@ -182,6 +196,11 @@ class _Canon:
             )  # kwarg order is not meaning
             h[n] = hashlib.sha256(f"{_target_text(n)}{args}".encode()).hexdigest()
         return h
+
+    @staticmethod
+    def neutral(a: Any) -> str:
+        """A constant (or a size) as the structural hash sees it."""
+        return _neutral(a)
 
     def args(self, n: fx.Node) -> tuple[Any, ...]:
         """n's positional args, commutative operands in structural-hash order (stable on ties)."""
@@ -224,18 +243,17 @@ class _Canon:
             self.names[a] = f"in{i}"
         self.outputs = outputs
 
+    def size_text(self, x: Any) -> str:
+        return self.syms.render(x)
+
     def spec(self, val: torch.Tensor) -> TensorSpec:
         for s in (*val.shape, *val.stride()):
             self.syms.observe(s)
-        offset = val.storage_offset()
-        aligned = True
-        if isinstance(offset, int):
-            aligned = (offset * val.element_size()) % 16 == 0
         return TensorSpec(
             str(val.dtype),
             tuple(self.syms.render(s) for s in val.shape),
             tuple(self.syms.render(s) for s in val.stride()),
-            aligned,
+            _aligned(val),
         )
 
     def arg(self, a: Any) -> str:
@@ -271,6 +289,12 @@ class _Canon:
         args = [self.arg(a) for a in self.args(n)]
         args += [f"{k}={self.arg(v)}" for k, v in sorted(n.kwargs.items())]
         return f"{self.names[n]} = {_target_text(n)}({', '.join(args)})"
+
+
+def _aligned(val: torch.Tensor) -> bool:
+    """Whether the storage offset is a multiple of 16 bytes (a symbolic offset counts as aligned)."""
+    offset = val.storage_offset()
+    return not isinstance(offset, int) or (offset * val.element_size()) % 16 == 0
 
 
 def _neutral(a: Any) -> str:
@@ -321,7 +345,110 @@ def describe(region: Region, *, device: str | None = None, symbols: SymbolNamer 
         returns=tuple(returns),
         device=device or device_class(c.inputs[0].meta["val"].device),
     )
-    return RegionInfo(key, region, c.inputs, c.outputs, body, returns, dict(c.syms.hints), bindings, index_high)
+    info = RegionInfo(key, region, c.inputs, c.outputs, body, returns, dict(c.syms.hints), bindings, index_high)
+    info.family = _describe_family(c, info)
+    return info
+
+
+def _describe_family(exact: _Canon, info: RegionInfo) -> RegionInfo | None:
+    """The family of an exactly described region: every size written over symbols (passes/family.py).
+
+    Never raises: a region without a family key keeps its exact key.
+    """
+    try:
+        return _family_of(exact, info)
+    except RegionBypass:
+        return None
+    except Exception as e:  # a gap in the abstraction must not cost the region its exact key
+        log.debug("llm_inductor: no family key for region %s: %s: %s", info.key16, type(e).__name__, e)
+        return None
+
+
+def _family_of(exact: _Canon, info: RegionInfo) -> RegionInfo | None:
+    c = _FamilyCanon(exact.region)
+    c.walk()
+    for a in c.inputs:
+        for s in a.meta["val"].shape:
+            c.fam.observe(s, _hint_of)
+    bindings: dict[str, tuple[int, int]] = {}
+    for i, a in enumerate(c.inputs):
+        for d, s in enumerate(a.meta["val"].shape):
+            name = c.size_text(s)
+            if name in c.fam.hints:
+                bindings.setdefault(name, (i, d))
+    if set(c.fam.hints) - set(bindings):  # a dynamic symbol only inside an expression: no dim carries it
+        return None
+    index_high = _index_bounds(c)
+    in_specs = tuple(
+        dataclasses.replace(c.spec(a.meta["val"]), index_high=index_high.get(i)) for i, a in enumerate(c.inputs)
+    )
+    body = [c.statement(n) for n in c.order]
+    out_specs = tuple(c.spec(o.meta["val"]) for o in c.outputs)
+    returns = [c.names[o] for o in c.outputs]
+    key = dataclasses.replace(
+        info.key, graph=tuple(body), inputs=in_specs, outputs=out_specs, returns=tuple(returns), family=True
+    )
+    return RegionInfo(
+        key, info.region, c.inputs, c.outputs, body, returns, dict(c.fam.hints), bindings, index_high, info.cost
+    )
+
+
+class _FamilyCanon(_Canon):
+    """A canonical walk that no size reaches, rendered with sizes over family symbols.
+
+    Its own walk, not the exact one's: the exact structural hash sees concrete shapes and size
+    arguments, so the order of outputs and commutative operands (and the input numbering with them)
+    could change with the sizes. Here a size of 2 or more hashes alike whatever its value; ties keep
+    the graph's order, which is the program's, at any size.
+    """
+
+    def __init__(self, region: Region) -> None:
+        super().__init__(region)
+        self.fam = family.FamilyNamer()
+
+    @staticmethod
+    def neutral(a: Any) -> str:
+        if isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return "?"
+        if isinstance(a, int) and not isinstance(a, bool) and a >= 2:
+            return "n"
+        return repr(a)
+
+    def size_text(self, x: Any) -> str:
+        return self.fam.size(x).text
+
+    def spec(self, val: torch.Tensor) -> TensorSpec:
+        shape = tuple(self.fam.size(s) for s in val.shape)
+        strides = family.strides(self.fam, shape, tuple(val.stride()))
+        return TensorSpec(str(val.dtype), tuple(s.text for s in shape), tuple(s.text for s in strides), _aligned(val))
+
+    def arg(self, a: Any) -> str:
+        if isinstance(a, family.Lifted):
+            return a.text
+        if isinstance(a, fx.Node) and a not in self.names:
+            val = a.meta.get("val")
+            if isinstance(val, (torch.SymInt, torch.SymFloat)):
+                return self.size_text(val)
+        if isinstance(a, (torch.SymInt, torch.SymFloat)):
+            return self.size_text(a)
+        return super().arg(a)
+
+    def statement(self, n: fx.Node) -> str:
+        if n.target is operator.getitem:
+            return super().statement(n)
+        sizes = family.size_args(n)
+        args = list(self.args(n))
+        kwargs = dict(n.kwargs)
+        if sizes:
+            schema = n.target._schema.arguments
+            args = [family.lifted_arg(a, self.fam) if schema[i].name in sizes else a for i, a in enumerate(args)]
+            kwargs = {k: family.lifted_arg(v, self.fam) if k in sizes else v for k, v in kwargs.items()}
+        divisor = family.traced_divisor(n, self.fam)
+        if divisor is not None:
+            args[1] = family.lifted_divisor(divisor, n.args[1])
+        rendered = [self.arg(a) for a in args]
+        rendered += [f"{k}={self.arg(v)}" for k, v in sorted(kwargs.items())]
+        return f"{self.names[n]} = {_target_text(n)}({', '.join(rendered)})"
 
 
 def _index_bounds(c: _Canon) -> dict[int, str]:
@@ -335,12 +462,12 @@ def _index_bounds(c: _Canon) -> dict[int, str]:
             idx_pos = 1 if name == "embedding" else idx_pos
             if len(n.args) > idx_pos and isinstance(n.args[src_pos], fx.Node):
                 dim = n.args[d] if how == "arg" else d
-                uses.append((n.args[idx_pos], c.syms.render(n.args[src_pos].meta["val"].shape[dim])))
+                uses.append((n.args[idx_pos], c.size_text(n.args[src_pos].meta["val"].shape[dim])))
         elif name == "index":
             src = n.args[0].meta["val"]
             for d, idx in enumerate(n.args[1]):
                 if idx is not None:
-                    uses.append((idx, c.syms.render(src.shape[d])))
+                    uses.append((idx, c.size_text(src.shape[d])))
         for idx, high in uses:
             for inp in _integer_sources(idx, c):
                 highs.setdefault(c.inputs.index(inp), high)

@@ -216,6 +216,7 @@ _FIELDS: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "torch_version": (_text, None),
     "baseline_inductor_mode": (_text, None),  # set by the region pass under max-autotune
     "regions": (_texts, None),  # graph files only
+    "family": (_mapping, None),  # an exact region's family: {"key", "key16", "symbols"} (passes/family.py)
 }
 
 
@@ -244,6 +245,7 @@ class Sidecar:
     torch_version: str | None = field(init=False, compare=False, repr=False)
     baseline_inductor_mode: str | None = field(init=False, compare=False, repr=False)
     regions: tuple[str, ...] | None = field(init=False, compare=False, repr=False)
+    family: Mapping[str, Any] | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.raw, Mapping):
@@ -356,3 +358,9 @@ def write(directory: str | Path, key16: str, source: str, sidecar: Sidecar, pref
     write_sidecar(py, sidecar)
     atomic_write(py, source)
     return py
+
+
+def family_dir(regions: str | Path) -> Path:
+    """Where the family files (passes/family.py) of the region files in ``regions`` go: a folder of their own,
+    so that everything that lists a cache's compiled regions (``region_scripts``) sees those only."""
+    return Path(regions) / "families"

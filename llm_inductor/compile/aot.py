@@ -68,10 +68,13 @@ def start(cfg: Config, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Rec
     Never raises: anything unexpected here only costs the cache, as before it existed.
     """
     try:
-        tok = token(cfg, _state.store(cfg))
-        if tok is None:
+        path = Record.path_for(cfg, gm, example_inputs)
+        store = _state.store(cfg)
+        base = base_token(cfg, store)
+        if base is None:
             return None
-        record = Record(cfg, tok, gm, example_inputs)
+        tok = family_token(base, store, path)
+        record = Record(cfg, tok, gm, example_inputs, base)
         setattr(gm, ATTR, tok)
         return record
     except Exception as e:
@@ -79,8 +82,17 @@ def start(cfg: Config, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Rec
         return None
 
 
-def token(cfg: Config, store: Any) -> str | None:
-    """The part of AOTAutograd's key that follows our settings and the store; None: no cache."""
+def token(cfg: Config, store: Any, record: Path | None = None) -> str | None:
+    """The part of AOTAutograd's key that follows our settings and the store; None: no cache.
+
+    ``record``: this graph's compile record, whose size-record lookups the token follows (``family_token``).
+    """
+    base = base_token(cfg, store)
+    return None if base is None else family_token(base, store, record)
+
+
+def base_token(cfg: Config, store: Any) -> str | None:
+    """Settings, versions and the store's generation: everything but the size records."""
     if cfg.mode == "tune" or cfg.tune or _state.export_dir or _state.graph_hook is not None:
         return None  # the pass must run: it tunes, or writes files, or a tool watches it
     generation = getattr(store, "generation", None)
@@ -98,13 +110,67 @@ def token(cfg: Config, store: Any) -> str | None:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
+def family_token(base: str, store: Any, record: Path | None) -> str:
+    """The token, following the size records (cache/sizes.py) this graph's family entries looked up.
+
+    Size records are not in the store's generation, so that timing a family at one size does not
+    invalidate every AOTAutograd entry of a team. The graph's compile record lists the records its
+    pass looked up and what it found. While the same lookups would find the same now, under the same
+    base, the token is the one that compile used (an AOTAutograd hit); when any answer changed, it is
+    a new one (a miss, and a compile that records the new answers). A graph with no record under this
+    base follows every size record (``sizes_generation``): its compile cannot know which it will look up.
+    """
+    sized = getattr(store, "size_record", None)
+    if sized is None:
+        return base
+    generation = getattr(store, "sizes_generation", None)
+    sizes = generation() if generation is not None else None  # also drops what the store remembered, if stale
+    data = _recall(record) if record is not None else None
+    if data is None or data.get("base") != base or not isinstance(data.get("token"), str):
+        return _hash(base, f"sizes {sizes or '?'}")
+    seen = _family_lookups(data)
+    now = {lookup: _answer(sized, lookup) for lookup in seen}
+    if now == seen:
+        return data["token"]
+    return _hash(base, "family", *(f"{k} {v}" for k, v in sorted(now.items())))
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _family_lookups(data: dict[str, Any]) -> dict[str, str]:
+    """The size records a compile's pass looked up (``RegionRow.family_lookup``) and what it found."""
+    return {
+        row["family_lookup"]: str(row.get("family_answer") or "-")
+        for p in data.get("passes", [])
+        for r in p.get("reports", [])
+        for row in r.get("regions", [])
+        if isinstance(row, dict) and isinstance(row.get("family_lookup"), str)
+    }
+
+
+def _answer(sized: Any, lookup: str) -> str:
+    from llm_inductor.cache.sizes import parse_bucket
+
+    entry_id, gpu, mode, bucket = lookup.split("|")
+    rec = sized(entry_id, gpu, mode, parse_bucket(bucket))
+    return "-" if rec is None else rec.content_hash
+
+
 class Record:
     """What the pass did in one compile: per inner compile, its counter deltas and region reports."""
 
-    def __init__(self, cfg: Config, tok: str, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
-        self.token = tok
+    def __init__(
+        self, cfg: Config, tok: str, gm: fx.GraphModule, example_inputs: Sequence[Any], base: str | None = None
+    ) -> None:
+        self.token, self.base = tok, base
         self.passes: list[dict[str, Any]] = []
-        self.path = cfg.cache_path / "compiles" / f"{_graph_id(gm, example_inputs, cfg)}.json"
+        self.path = self.path_for(cfg, gm, example_inputs)
+
+    @staticmethod
+    def path_for(cfg: Config, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Path:
+        return cfg.cache_path / "compiles" / f"{_graph_id(gm, example_inputs, cfg)}.json"
 
     def add(self, counters: Counter[str], reports: list[_state.GraphReport]) -> None:
         self.passes.append(
@@ -162,7 +228,7 @@ _records: dict[Path, dict[str, Any]] = {}
 
 
 def _remember(rec: Record) -> None:
-    data = {"token": rec.token, "passes": rec.passes}
+    data = {"token": rec.token, "base": rec.base, "passes": rec.passes}
     with _lock:
         if len(_records) >= _MEMORY_RECORDS:
             _records.clear()

@@ -21,6 +21,8 @@ import torch.fx as fx
 import llm_inductor.compile.runtime as _runtime
 import llm_inductor.compile.state as _state
 from llm_inductor._errors import LLMInductorError, RegionBypass, UsageError
+from llm_inductor.cache.sizes import TIMING_NEEDED
+from llm_inductor.cache.sizes import record_key as size_record_key
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
@@ -141,6 +143,7 @@ class _GraphPass:
             return
         info.cost = {"flops": cost.flops, "bytes": cost.bytes, "est_us": cost.us, "share": share, "hot": hot}
         row.key16, row.key = info.key16, info.digest
+        row.family = info.family.digest if info.family is not None else None
         self.infos.append(info)
         if _state.export_dir:
             row.region_path = str(info.write(_state.export_dir))
@@ -150,14 +153,27 @@ class _GraphPass:
             fail(cfg, "lookup", _where(region, info), e)
             row.status = f"fallback: lookup: {e}"
             return
+        family_pending: dict[str, Any] | None = None
+        if entry is None and info.family is not None:
+            try:
+                entry, row.status, family_pending = self.family(info, row)
+            except Exception as e:
+                fail(cfg, "lookup", _where(region, info), e)
+                row.status = f"fallback: family lookup: {e}"
+                return
+            if entry is None and row.status.startswith(SLOWER_HERE):  # timed and lost here: nothing to tune
+                _state.bump("misses")
+                return
         if entry is not None:
             _state.bump("hits")
-            row.status = "hit"
+            exact = entry.key == info.digest
+            row.status = "hit" if exact else "hit (family)"
             if cfg.mode != "discover" and _substitutable(self.device, cfg):
-                self.hits.append((info, entry))
+                # a family's kernel takes the family's canonical inputs, in its own order
+                self.hits.append((info if exact or info.family is None else info.family, entry))
             return
         _state.bump("misses")
-        row.status = "miss"
+        row.status = row.status if row.status.startswith("family") else "miss"
         if cfg.mode in ("cache", "tune") and _fixable_miss(self.store, info):
             try:  # `cache verify` verifies that entry at the sizes of a region recorded here, never the entry's
                 row.region_path = str(_record_region(info, cfg))
@@ -168,14 +184,51 @@ class _GraphPass:
         self.hot_misses.append((info, row))
         if cfg.mode in ("cache", "tune"):
             try:
-                row.region_path = _record_pending(self.store, info, share, cfg)
-                row.status = "pending"
+                row.region_path = _record_pending(self.store, info, share, cfg, family_pending)
+                row.status = "pending" if family_pending is None else f"pending ({family_pending['reason']})"
                 self.pending.append(info)
                 _state.bump("pending")
             except OSError as e:
                 _cannot_record(cfg, e)
             except Exception as e:
                 fail(cfg, "pending", _where(region, info), e)
+
+    def family(self, info: RegionInfo, row: _state.RegionRow) -> tuple[Any, str, dict[str, Any] | None]:
+        """The region's family entry, where a size record says it won at these sizes (cache/sizes.py).
+
+        Returns (entry to serve or None, the row's status, what a pending record says about the family).
+        A family entry without a winning record here is a miss: "timing needed at this size" where no
+        record exists (``tune --pending`` extends it by verification and timing, with no LLM call), or
+        "slower at this size" where one says it lost (nothing to tune again).
+        """
+        fam = info.family
+        entry = self.store.lookup(fam.digest)
+        if entry is None:
+            return None, "miss", None
+        if info.symbols:
+            # Compiled with dynamic shapes: the graph runs at every size its guards admit, and records name
+            # single sizes, so no record can cover it. A size record at its hints would be served everywhere.
+            return None, f"family: {DYNAMIC_NOT_SERVED}", None
+        sized = getattr(self.store, "size_record", None)
+        gpu, mode = _gpu_model(self.device), inductor_mode()
+        record = sized(entry.entry_id, gpu, mode, fam.symbols) if sized is not None else None
+        row.family_lookup = size_record_key(entry.entry_id, gpu, mode, fam.symbols)
+        row.family_answer = "-" if record is None else record.content_hash  # AOTAutograd's token follows it
+        if record is None:
+            pending = {
+                "key": fam.digest,
+                "entry_id": entry.entry_id,
+                "sizes": dict(fam.symbols),
+                "inductor_mode": mode,  # the Inductor to time it against: this compile's
+                "reason": TIMING_NEEDED,
+            }
+            return None, f"family: {TIMING_NEEDED}", pending
+        if record.servable_here:
+            return entry, "hit (family)", None
+        if record.verified:
+            return None, f"{SLOWER_HERE} ({_speedup_text(record)})", None
+        # Wrong at these sizes: no verified kernel exists here, so the region is tuned as any other miss.
+        return None, f"family: wrong at this size ({record.why[:80]})", None
 
     def rewrite(self) -> fx.GraphModule | None:
         try:
@@ -223,15 +276,24 @@ def _shape(n: fx.Node) -> str:
 
 
 def _record_region(info: RegionInfo, cfg: Config) -> Path:
-    """The region file (and sidecar) in the cache's regions/, written once: what tuning and `cache verify` read."""
+    """The region file (and sidecar) in the cache's regions/, written once: what tuning and `cache verify` read.
+
+    Its family's file goes in regions/families/ (``regionfile.family_dir``): a winner for this region is verified
+    against that too, across sizes. Only compiled regions sit in regions/ itself.
+    """
     directory = cfg.cache_path / "regions"
     path = regionfile.script_path(directory, info.key16)
     if not path.exists():
         info.write(directory)
+    families = regionfile.family_dir(directory)
+    if info.family is not None and not regionfile.script_path(families, info.family.key16).exists():
+        info.family.write(families)
     return path
 
 
-def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> str:
+def _record_pending(
+    store: Any, info: RegionInfo, share: float, cfg: Config, family: dict[str, Any] | None = None
+) -> str:
     path = _record_region(info, cfg)
     _raise_baseline(path)
     store.add_pending(
@@ -242,9 +304,27 @@ def _record_pending(store: Any, info: RegionInfo, share: float, cfg: Config) -> 
             est_us=info.cost["est_us"],
             share=share,
             device=info.key.device,
+            family=family,
         )
     )
     return str(path)
+
+
+def inductor_mode() -> str:
+    """The Inductor this compile runs under, as size records and baselines name it."""
+    import torch._inductor.config as inductor_config
+
+    return MAX_AUTOTUNE if inductor_config.max_autotune else "default"
+
+
+def _gpu_model(device: torch.device) -> str:
+    from llm_inductor.cache.trust import current_versions
+
+    return current_versions(str(device))["gpu"]
+
+
+def _speedup_text(record: Any) -> str:
+    return f"{record.speedup:.2f}x" if isinstance(record.speedup, (int, float)) else record.why[:80]
 
 
 def _raise_baseline(region: Path) -> None:
@@ -266,6 +346,8 @@ def _raise_baseline(region: Path) -> None:
 
 
 MAX_AUTOTUNE = "max-autotune-no-cudagraphs"
+SLOWER_HERE = "family: slower at this size"
+DYNAMIC_NOT_SERVED = "dynamic shapes: a family kernel is served at single timed sizes only"
 
 
 @dataclass(frozen=True)

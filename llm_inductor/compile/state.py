@@ -33,6 +33,9 @@ class RegionRow:
     status: str  # hit | miss | pending | cold | bypass: reason | fallback: reason
     region_path: str | None = None
     key: str | None = None  # full digest
+    family: str | None = None  # the family key's digest (passes/family.py), where the region has one
+    family_lookup: str | None = None  # the size record looked up for its family entry (cache/sizes.record_key)
+    family_answer: str | None = None  # what that lookup found: the record's content hash, or "-" (compile/aot.py)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from llm_inductor._errors import HarnessError, NegativeResult, UsageError
 from llm_inductor.config import Config
 from llm_inductor.passes.regionfile import is_region_file
-from llm_inductor.search.progress import config_lines, summary_table
+from llm_inductor.search.progress import config_lines, extension_table, summary_table
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -52,6 +52,18 @@ def _cmd(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         script_timeout=args.timeout,
     )
+    if report.extensions:
+        print(extension_table(report.extensions))
+        if not report.rows:
+            won = sum(e.outcome == "won" for e in report.extensions)
+            print(f"\n{won} of {len(report.extensions)} family size(s) now served; no LLM call was made.")
+            if report.needs_llm:
+                print(
+                    f"{report.needs_llm} other pending region(s) need an LLM: set OPENAI_BASE_URL (or "
+                    "LLM_INDUCTOR_PROVIDER) and run `llm-inductor tune --pending` again.",
+                    file=sys.stderr,
+                )
+            return 0 if won else 1
     if not report.rows:
         raise NegativeResult(
             "nothing to tune: no pending hot regions. Compile with backend='llm' first, or pass SCRIPT.py."

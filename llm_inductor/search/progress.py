@@ -297,3 +297,13 @@ def summary_table(rows: list[SummaryRow], total: RunTotal | None = None) -> str:
 
 def config_lines(cfg: Config) -> str:
     return "\n".join(f"  {name:18} {value!s:28} {env}" for name, env, value in cfg.describe())
+
+
+def extension_table(extensions: list[Any]) -> str:
+    """Family kernels timed at new sizes by ``tune --pending`` (``search.families.Extension``): one line each."""
+    lines = ["family kernels extended by verification and timing (no LLM):"]
+    for e in extensions:
+        sizes = ",".join(f"{k}={v}" for k, v in sorted(e.sizes.items(), key=lambda kv: int(kv[0][1:])))
+        speed = f"{e.speedup:.2f}x" if isinstance(e.speedup, (int, float)) else "-"
+        lines.append(f"  {e.key16}  family {e.family16}  at {sizes:28}  {speed:>7}  {e.outcome}")
+    return "\n".join(lines)

@@ -24,6 +24,8 @@ from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.search.context import RegionContext, load_context, read_region
+from llm_inductor.search.families import Extension, convert, extend, family_pending, promote
+from llm_inductor.search.gate import SERVED
 from llm_inductor.search.llm.providers import Provider, select_provider
 from llm_inductor.search.loop import Searcher
 from llm_inductor.search.progress import ProgressLine, RunTotal, SummaryRow, run_total, summary_row
@@ -44,6 +46,8 @@ class TuneReport:
     next_batch: str | None = None  # where they were written
     answered: int = 0  # batch answers consumed
     parent_gpu_peak_mib: float | None = None  # this process's GPU peak at the end of the run; None without a GPU
+    extensions: list[Extension] = field(default_factory=list)  # family kernels timed at new sizes (no LLM)
+    needs_llm: int = 0  # pending regions left untuned: they need an LLM and none is configured
 
     @property
     def total(self) -> RunTotal:
@@ -96,22 +100,39 @@ def _key16(path: Path) -> str:
 
 
 def pending_regions(cfg: Config, store: Any) -> list[Path]:
-    """Region files of hot misses: the store's pending records, then region files no entry covers."""
+    """Region files of hot misses for the LLM: the store's pending records, then region files no entry covers.
+
+    Left out: regions a family entry covers (``extend_families`` times them, with no LLM call) and
+    family files themselves (a region's winner is verified against its family's file when promoted).
+    """
     paths: dict[str, Path] = {}
     for rec in store.pending():
         p = Path(rec.region_path)
-        if p.is_file():
+        if p.is_file() and not rec.family and store.lookup(rec.key) is None:
             paths.setdefault(rec.key[:16], p)
     for p in regionfile.region_scripts(cfg.cache_path / "regions"):
         key16 = regionfile.key16_of(p)
         if key16 not in paths and regionfile.is_region_file(p):
             try:
-                key = read_region(p).sidecar.key
+                side = read_region(p).sidecar
             except UsageError:
                 continue
-            if store.lookup(key) is None:
-                paths[key16] = p
+            if (side.key_fields or {}).get("family") or store.lookup(side.key) is not None:
+                continue
+            if side.family is not None and store.lookup(str(side.family["key"])) is not None:
+                continue
+            paths[key16] = p
     return list(paths.values())
+
+
+def extend_families(cfg: Config, device: str, store: Any, verifier: Verifier) -> list[Extension]:
+    """Time the family kernels at every pending region's sizes that one could serve (``families.extend``)."""
+    done = []
+    for rec in family_pending(store):
+        ext = extend(rec, store, cfg, device, verifier)
+        log.info("llm_inductor: region %s, family %s at %s: %s", ext.key16, ext.family16, ext.sizes, ext.outcome)
+        done.append(ext)
+    return done
 
 
 class _TuneRun:
@@ -121,6 +142,7 @@ class _TuneRun:
         self.cfg, self.provider, self.device, self.store = cfg, provider, device, store
         self.line = ProgressLine() if progress else None
         self.searcher = Searcher(cfg, provider, device, verifier, self.line)
+        self.verifier = verifier
         self.fresh = fresh
         self.contexts: dict[str, RegionContext] = {}
 
@@ -144,6 +166,23 @@ class _TuneRun:
                 ctx, state, self.store, self.cfg, self.provider.name, self.provider.model, self.device
             )
             save_state(self.cfg, state)
+            self.promote(state, ctx)
+        if self.line is not None:
+            self.line.end()
+        return summary_row(state, ctx)
+
+    def promote(self, state: SearchState, ctx: RegionContext) -> None:
+        """A served winner becomes its family's kernel where it is right across the family's sizes."""
+        result = state.result or {}
+        if result.get("status") != SERVED or "family" in result:
+            return
+        winner = self.store.lookup(ctx.key)
+        if winner is None or winner.entry_id != result.get("entry_id"):
+            return
+        if self.line is not None:
+            self.line(state, ctx, "verifying the winner across its family's sizes")
+        result["family"] = promote(ctx.path, winner, self.store, self.cfg, self.device, self.verifier)
+        save_state(self.cfg, state)
         if self.line is not None:
             self.line.end()
         return summary_row(state, ctx)
@@ -166,12 +205,33 @@ def tune(
     cfg = config or _state.config()
     device = target_device(cfg)
     files = bool(export_batch or import_batch)
-    provider = select_provider(cfg, "batch") if files else select_provider(cfg)
+    store = store if store is not None else _state.store(cfg)
+    verifier = verifier or default_verifier
+    extensions: list[Extension] = []
+    paths_left: list[Path] = []
+    if pending and not import_batch:  # families first: verification and timing alone, no provider needed
+        for done in convert(store, cfg, device, verifier):
+            log.warning(
+                "llm_inductor: entry %s %s",
+                done["entry_id"][:24],
+                "is now its family's kernel" if done.get("promoted") else f"stays its region's: {done.get('why')}",
+            )
+        extensions = extend_families(cfg, device, store, verifier)
+        paths_left = pending_regions(cfg, store)
+        if not regions and find_regions is None and not paths_left:
+            return TuneReport(config=cfg, device=device, extensions=extensions)
+    try:
+        provider = select_provider(cfg, "batch") if files else select_provider(cfg)
+    except UsageError as e:
+        if not extensions:
+            raise
+        # The families were extended with no LLM; what is left needs one. Say so, and keep what was done.
+        log.warning("llm_inductor: %d region(s) still need an LLM, and none is configured: %s", len(paths_left), e)
+        return TuneReport(config=cfg, device=device, extensions=extensions, needs_llm=len(paths_left))
     if not files and not provider.live:
         raise UsageError("LLM_INDUCTOR_PROVIDER=batch answers through files: pass --export-batch or --import-batch.")
-    store = store if store is not None else _state.store(cfg)
-    run = _TuneRun(cfg, provider, device, store, verifier or default_verifier, progress, fresh)
-    report = TuneReport(config=cfg, provider=provider.name, device=device)
+    run = _TuneRun(cfg, provider, device, store, verifier, progress, fresh)
+    report = TuneReport(config=cfg, provider=provider.name, device=device, extensions=extensions)
 
     if import_batch:
         paths = _import(run, Path(import_batch), report)

@@ -38,7 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -65,6 +65,8 @@ PRIVATE_DISTS = tuple(d for d in BASE_DISTS if d != "nan_inf")
 # Seconds the parent spent per stage of building draws, over the process (benchmarks/studies read it).
 SECONDS: defaultdict[str, float] = defaultdict(float)
 _device_work = threading.Lock()  # the parent's device work, one draw at a time: its memory is one draw's
+# Failures of the machine, never of a region or a size: they propagate (a retry, with less parallelism).
+_HARNESS = (MemoryError, torch.OutOfMemoryError, torch.AcceleratorError)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class PlanInfo:
     positive: bool  # finite inputs gave a NaN reference: every draw folds float inputs to |x|
     exact: list[bool]  # per output: nearly constant across draws, judged without a tolerance floor
     working_set: int  # bytes of inputs plus outputs at the largest drawn size
+    # Extra sizes the region itself cannot run at (a view whose other sizes are literal), draw label → why:
+    # outside the region's domain, so no candidate is judged there. Every kept size is checked as before.
+    outside: dict[str, str] = field(default_factory=dict)
 
 
 class DrawSet:
@@ -120,9 +125,19 @@ class DrawSet:
             exact.append(s <= floors(spec.dtype)[0])
         for d in plan.base:
             self.expect(d).exact = exact
-        sized = [self.expect(d) for d in plan.sizes] or [first]
-        working_set = max(_bytes(e) for e in (*usual, *sized))
-        return PlanInfo(plan, positive, exact, working_set)
+        kept, outside = [], {}
+        for d in plan.sizes:
+            try:
+                kept.append(self.expect(d))
+            except _HARNESS:
+                raise
+            except Exception as e:  # the reference raised: this size is outside the region's domain
+                outside[d.label()] = f"the region's reference fails there: {type(e).__name__}: {e}"[:300]
+                self.forget(d)
+        if outside:
+            plan = Plan(plan.base, [e.draw for e in kept])
+        working_set = max(_bytes(e) for e in (*usual, *(kept or [first])))
+        return PlanInfo(plan, positive, exact, working_set, outside)
 
     def private_draw(self, name: str = "own") -> Draw:
         """A draw for one candidate only: a fresh seed and a distribution drawn at random, at the region's sizes."""

@@ -408,6 +408,8 @@ class _Verification:
                 s: sorted({h, *(dict(d.sizes)[s] for d in info.plan.sizes)}) for s, h in self.region.symbols.items()
             },
             "static_shapes": not self.region.symbols,
+            # extra sizes the region's own reference cannot run at (its domain ends there): none judged
+            "outside_sizes": dict(info.outside),
             # which draws, never their seeds: an entry's envelope travels (a shared cache, a pack)
             "draws": [
                 {k: v for k, v in d.to_dict().items() if k != "seed"} for d in (*info.plan.base, *info.plan.sizes)

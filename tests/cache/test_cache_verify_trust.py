@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,8 +136,7 @@ def test_an_entry_no_compile_here_recorded_is_not_verified(tmp_path, capsys, cpu
     """Without a local record there are no trusted sizes: the entry's own (10**12) are never used."""
     meta = _compile_here()
     foreign = _foreign_entry(meta, tmp_path, RMS_KERNEL, tmp_path / "pwned")
-    for path in (Path(_state.config().cache_path) / "regions").glob("*"):
-        path.unlink()
+    shutil.rmtree(Path(_state.config().cache_path) / "regions")  # every region file and family file
     store = open_test_store(_state.config().cache_path, policy=None)
     store.resolve_pending(meta["key"])
     store.write(foreign, sign_unsigned=False)

@@ -65,6 +65,9 @@ def test_a_compiled_region_reads_back_typed_and_unchanged(exported):
     assert dict(side.bindings) == {"s0": (0, 0), "s1": (0, 1), "s2": (1, 0)}
     assert side.ops == ("embedding", "mul", "sum") and side.extra == {}
     assert side.kernel_key().digest == side.key  # key_fields rebuild the recorded key
+    # a graph compiled with dynamic shapes: its family keeps Dynamo's symbols (renamed canonically), no others
+    assert side.family["key16"] == side.family["key"][:16] != side.key16
+    assert dict(side.family["symbols"]) == {"s0": 10, "s1": 7, "s2": 5}
 
 
 def test_the_one_write_reproduces_the_compiles_files_byte_for_byte(exported, tmp_path):

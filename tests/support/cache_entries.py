@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_inductor.cache.entry import Entry
+from llm_inductor.cache.sizes import SizeRecord
 from llm_inductor.cache.tiered import TieredStore
 from llm_inductor.cache.trust import current_versions
 from llm_inductor.config import Config
@@ -48,6 +49,39 @@ def make_entry(name: str = "rms", kernel_source: str = RMS_KERNEL, **changes: An
     )
     fields.update(changes)
     return Entry(**fields)
+
+
+def make_family_entry(name: str = "rms family", symbols: dict[str, int] | None = None, **changes: Any) -> Entry:
+    """A CPU family entry (``key_fields["family"]``) over symbols s0, s1 (the kernel is never run)."""
+    symbols = dict(symbols or {"s0": 8, "s1": 33})
+    base = make_entry(name)
+    meta = {**base.region_meta, "symbols": symbols}
+    fields: dict[str, Any] = dict(
+        key_fields={**base.key_fields, "family": True},
+        region_meta=meta,
+        envelope={"sizes": {s: sorted({v, 2 * v}) for s, v in symbols.items()}, "inductor_mode": "default"},
+    )
+    fields.update(changes)
+    return Entry(**{**base.__dict__, **fields})
+
+
+def make_size_record(entry: Entry | str, sizes: dict[str, int], **changes: Any) -> SizeRecord:
+    """An unsigned record of entry (or an entry id) at sizes: verified and won on this CPU unless changes say."""
+    fields: dict[str, Any] = dict(
+        entry_id=entry if isinstance(entry, str) else entry.entry_id,
+        gpu="cpu",
+        inductor_mode="default",
+        sizes=dict(sizes),
+        verified=True,
+        won=True,
+        speedup=1.5,
+        candidate_us=10.0,
+        inductor_us=15.0,
+        why="timed to win",
+        versions=current_versions("cpu"),
+    )
+    fields.update(changes)
+    return SizeRecord(**fields)
 
 
 def open_test_store(cache_dir: Path | str, policy: Any = lambda src: [], **env: str) -> TieredStore:

@@ -1,0 +1,167 @@
+"""Size families end to end on the CPU: tune once, then serve other batch sizes by verification alone.
+
+The LLM (a loopback server) writes one RMSNorm kernel for 8 rows. The winner is verified across its
+family's sizes and stored as the family's kernel, with a size record at 8 rows. A compile at 12 rows
+misses, pending with "timing needed at this size"; ``tune --pending`` with no provider at all verifies the
+family kernel at 12 rows and records it; the next compile at 12 rows serves it. A kernel right at the
+size it was tuned at only never becomes a family's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import llm_inductor
+from llm_inductor.cli import main
+from llm_inductor.compile import state as _state
+from llm_inductor.config import Config
+from support.loopback import LoopbackLLM, Reply, sequence
+from support.search import GOOD, answer, verifier
+
+W = torch.randn(33)
+
+
+def rms(x):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * W
+
+
+SCRIPT = """
+import torch
+w = torch.randn(33)
+def f(x):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+with torch.no_grad():
+    torch.compile(f, backend="llm")(torch.randn(8, 33))
+"""
+
+# Divides by the 33 columns it was shown rather than by N: right at 33, wrong at the family's 1, 17 and 49.
+FITTED = GOOD.replace("tl.sum(x * x, axis=0) / N + eps", "tl.sum(x * x, axis=0) / 33 + eps")
+
+
+def compile_rows(rows: int, dynamic: bool = False) -> tuple[torch.Tensor, list[_state.RegionRow], dict]:
+    _state.reset()
+    torch._dynamo.reset()
+    x = torch.randn(rows, 33)
+    with torch.no_grad():
+        out = torch.compile(rms, backend=llm_inductor.backend(min_region_us=0), dynamic=dynamic)(x)
+    torch.testing.assert_close(out, rms(x), rtol=1e-5, atol=1e-5)
+    return out, [row for r in _state.reports for row in r.regions], llm_inductor.stats()
+
+
+def tune_script(tmp_path, monkeypatch, kernel: str) -> None:
+    import llm_inductor.search.tune as tune_module
+
+    script = tmp_path / "model.py"
+    script.write_text(SCRIPT)
+    monkeypatch.setattr(tune_module, "default_verifier", verifier())
+    with LoopbackLLM(sequence(Reply.text(answer(kernel)))) as llm, monkeypatch.context() as m:
+        m.setenv("OPENAI_BASE_URL", llm.base_url)
+        m.setenv("OPENAI_API_KEY", "sk-test")
+        assert main(["tune", "--json", str(tmp_path / "summary.json"), str(script)]) == 0
+    (row,) = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert row["outcome"] == "winner"
+
+
+@pytest.fixture
+def interpret(monkeypatch):
+    monkeypatch.setenv("LLM_INDUCTOR_INTERPRET", "1")
+    monkeypatch.setenv("LLM_INDUCTOR_MIN_REGION_US", "0")
+    monkeypatch.setenv("LLM_INDUCTOR_MODEL", "loopback-model")
+    monkeypatch.setenv("LLM_INDUCTOR_CANDIDATES", "1")
+    _state.set_config(None)
+
+
+def test_a_winner_travels_to_another_batch_size_with_no_llm_call(tmp_path, monkeypatch, capsys, interpret):
+    tune_script(tmp_path, monkeypatch, GOOD)
+    store = _state.store(Config.load()[0])
+    (family,) = [r.entry for r in store.listings() if r.entry is not None and r.entry.key_fields.get("family")]
+    assert family.provenance["promoted_from"].split(":")[0] != family.key  # from the region's own winner
+    (first,) = [r for r, _, _ in store.size_records(family.entry_id)]
+    assert first.sizes == {"s0": 8, "s1": 33} and first.won and first.verified
+
+    # 8 rows: the region's own (exact) entry serves, as before.
+    _, rows, stats = compile_rows(8)
+    assert [r.status for r in rows] == ["hit"] and stats["substituted"] == 1
+
+    # 12 rows: the family's kernel has no record there yet: a miss, pending for timing.
+    _, rows, stats = compile_rows(12)
+    (row,) = rows
+    assert row.status == "pending (timing needed at this size)" and stats["substituted"] == 0
+    assert row.family == family.key
+    (pending,) = [p for p in store.pending() if p.family]
+    assert pending.family["sizes"] == {"s0": 12, "s1": 33} and pending.family["entry_id"] == family.entry_id
+
+    # tune --pending with no provider configured: verification and timing alone.
+    code = main(["tune", "--pending"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "no LLM call" in out.out and "s0=12,s1=33" in out.out and "won" in out.out
+    records = {r.bucket: r for r, _, _ in store.size_records(family.entry_id)}
+    assert set(records) == {"s0=8,s1=33", "s0=12,s1=33"} and records["s0=12,s1=33"].won
+    assert not [p for p in store.pending() if p.family]
+
+    # 12 rows again: served from the family, at the right values (compile_rows checks them).
+    _, rows, stats = compile_rows(12)
+    assert [r.status for r in rows] == ["hit (family)"] and stats["substituted"] == 1
+
+    # Compiled with dynamic shapes at 12 rows: the same family key (Dynamo's symbol is s0, 33 is s1), but the
+    # graph runs at every row count, and the records name single sizes: not served, tuned as its own region.
+    _, rows, stats = compile_rows(12, dynamic=True)
+    (row,) = rows
+    assert row.family == family.key and stats["substituted"] == 0
+    assert not [p for p in store.pending() if p.family]
+
+
+def test_a_kernel_right_at_its_own_size_only_stays_the_regions(tmp_path, monkeypatch, interpret):
+    tune_script(tmp_path, monkeypatch, FITTED)
+    store = _state.store(Config.load()[0])
+    entries = [r.entry for r in store.listings() if r.entry is not None]
+    assert len(entries) == 1 and not entries[0].key_fields.get("family")
+    (state,) = (Config.load()[0].cache_path / "search" / "state").glob("*.json")
+    promoted = json.loads(state.read_text())["result"]["family"]
+    assert promoted["promoted"] is False and "not right across the family's sizes" in promoted["why"]
+    assert "wrong_at_size" in promoted["why"]
+    # another batch size is an ordinary miss, for the LLM
+    _, rows, _ = compile_rows(12)
+    assert [r.status for r in rows] == ["pending"]
+
+
+def test_entries_made_before_families_are_converted_once(tmp_path, monkeypatch, capsys, interpret):
+    """`tune --pending` makes a served region entry its family's kernel, once; a refusal is remembered."""
+    import llm_inductor.search.tune as tune_module
+
+    calls = []
+    real = verifier()
+
+    def counting(region_path, source, cfg):
+        calls.append(region_path)
+        return real(region_path, source, cfg)
+
+    monkeypatch.setattr(tune_module, "default_verifier", counting)
+    compile_rows(8)  # records the region file, as any compile of a hot miss does
+    (region,) = (Config.load()[0].cache_path / "regions").glob("region_*.py")
+    for name, kernel in (("good", GOOD), ("fitted", FITTED)):
+        (tmp_path / f"{name}.py").write_text(kernel)
+    store = _state.store(Config.load()[0])
+
+    # A kernel right at its own size only: added by hand, then refused by the family, and not asked again.
+    assert main(["cache", "add", str(region), str(tmp_path / "fitted.py")]) == 0
+    assert main(["tune", "--pending"]) in (0, 1)
+    assert len(calls) == 1 and "families" in calls[0]
+    refused = json.loads((Config.load()[0].cache_path / "regions" / "families" / "refused.json").read_text())
+    assert len(refused) == 1 and "wrong_at_size" in next(iter(refused.values()))
+    main(["tune", "--pending"])
+    assert len(calls) == 1
+    capsys.readouterr()
+
+    # A right one replaces it: converted, and 12 rows then go by timing alone.
+    assert main(["cache", "add", str(region), str(tmp_path / "good.py")]) == 0
+    main(["tune", "--pending"])
+    assert len(calls) == 2
+    families = [r.entry for r in store.listings() if r.entry is not None and r.entry.key_fields.get("family")]
+    assert len(families) == 1 and families[0].provenance["promoted_from"]
+    _, rows, _ = compile_rows(12)
+    assert [r.status for r in rows] == ["pending (timing needed at this size)"]
