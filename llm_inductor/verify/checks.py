@@ -38,6 +38,8 @@ class Expected:
     eager: list[torch.Tensor]  # eager PyTorch in the region's dtypes
     inductor: Callable[[], list[torch.Tensor]]  # Inductor's outputs, computed when first judged
     exact: list[bool] = field(default_factory=list)  # per output: nearly constant reference → no floor
+    # per output, at an extra size: its reference's scale at the region's own sizes (compare.judge's zero_scale)
+    scales: list[float] = field(default_factory=list)
     _ind: list[torch.Tensor] | None = None
     _memos: dict[int, dict[Any, Any]] = field(default_factory=dict)  # per output: judge's reference side
     device: str = "cpu"  # where judging computes (the tensors stay on the host): the verification device
@@ -55,7 +57,15 @@ class Expected:
         dev = self.device
         with GATE.shared(self.device):  # judging streams through the GPU: never while a candidate is timed
             return [
-                judge(o, r, {"inductor": i, "eager": e}, exact=x, memo=self._memos.setdefault(j, {}), device=dev)
+                judge(
+                    o,
+                    r,
+                    {"inductor": i, "eager": e},
+                    exact=x,
+                    memo=self._memos.setdefault(j, {}),
+                    device=dev,
+                    zero_scale=self.scales[j] if j < len(self.scales) else None,
+                )
                 for j, (o, r, i, e, x) in enumerate(zip(outs, self.ref64, ind, self.eager, exact))
             ]
 

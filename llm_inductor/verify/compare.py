@@ -253,8 +253,14 @@ def judge(
     exact: bool = False,
     memo: dict[Any, Any] | None = None,
     device: str | None = None,
+    zero_scale: float | None = None,
 ) -> Verdict:
     """Compare one output. cand and the yardsticks have the output dtype; ref64 is float64.
+
+    ``zero_scale``: the scale to judge an all-zero reference by, where it has one from elsewhere: at an
+    extra size (a cross-entropy over one class is 0 whatever its inputs), the output's scale at the
+    region's own sizes, so that a kernel's rounding there (1e-17 where Inductor happens to round to 0)
+    is judged as rounding. Without it an all-zero reference is judged at the dtype's smallest normal.
 
     The tensors may live anywhere; the arithmetic streams through ``device`` (cand's by default) a chunk at
     a time. ``memo``, a dict kept with the references, holds what does not depend on the candidate (the
@@ -310,7 +316,7 @@ def judge(
             f"{list(_index(first, cand.shape))}: got {cand.reshape(-1)[first].double().item()}, "
             f"want {ref64.reshape(-1)[first].to(dtype).item()}",
         )
-    scale = peak if peak > 0 else torch.finfo(dtype).tiny
+    scale = peak if peak > 0 else (zero_scale or torch.finfo(dtype).tiny)
     floor_rel, floor_abs = floors(dtype)
     if exact:
         floor_rel, floor_abs = unit_roundoff(dtype), 0.0

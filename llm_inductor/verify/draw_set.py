@@ -136,6 +136,9 @@ class DrawSet:
                 self.forget(d)
         if outside:
             plan = Plan(plan.base, [e.draw for e in kept])
+        seen = [_peak(r) for r in first.ref64]
+        for e in kept:  # an output all zero at an extra size is judged by its scale at the region's own sizes
+            e.scales = seen
         working_set = max(_bytes(e) for e in (*usual, *(kept or [first])))
         return PlanInfo(plan, positive, exact, working_set, outside)
 
@@ -239,6 +242,14 @@ class DrawSet:
 def _builders(device: str) -> int:
     """Draws built at once: make_inputs' generator runs on one core, so a GPU host's cores build several."""
     return 1 if device != "cuda" else max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+def _peak(r: torch.Tensor) -> float:
+    """The largest finite magnitude of a float reference (0.0 for others, or none)."""
+    if not r.dtype.is_floating_point or r.numel() == 0:
+        return 0.0
+    finite = r[torch.isfinite(r)]
+    return float(finite.abs().max()) if finite.numel() else 0.0
 
 
 def _bytes(exp: Expected) -> int:

@@ -260,3 +260,13 @@ def test_speed_beyond_the_roofline_is_suspicious():
 
     reason, message, _ = judge_speed(_timing_report([0.10, 0.10], [0.60, 0.60]), 0.03, 4.25e12, 679e12)
     assert reason == "suspicious_speed" and "floor" in message
+
+
+def test_an_all_zero_reference_at_an_extra_size_is_judged_by_the_regions_own_scale():
+    """Cross-entropy over one class is 0 whatever its inputs; Inductor rounds to exactly 0, a kernel may not."""
+    ref64 = torch.zeros(4, dtype=torch.float64)
+    exact_zero = {"inductor": torch.zeros(4), "eager": torch.zeros(4)}
+    rounded = torch.full((4,), -8.3e-17)
+    assert not judge(rounded, ref64, exact_zero).ok  # no scale of its own: the dtype's smallest normal
+    assert judge(rounded, ref64, exact_zero, zero_scale=11.8).ok  # the loss's scale at the region's sizes
+    assert not judge(torch.full((4,), 1e-3), ref64, exact_zero, zero_scale=11.8).ok  # still no room for error
