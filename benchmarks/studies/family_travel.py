@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # llm_inductor from this checkout, installed or not
 STATE = ROOT / "benchmarks" / "results" / "batch_flow_state.tgz"
 FULL = {"vocab": 128256, "width": 32000, "hidden": 4096, "tuned": 4096, "rows": [1024, 2048, 8192, 16384]}
 TINY = {"vocab": 96, "width": 40, "hidden": 16, "tuned": 8, "rows": [4, 12]}
