@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 import secrets
 import shutil
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from llm_inductor.passes.symexpr import evaluate
 from llm_inductor.verify.checks import Expected
 from llm_inductor.verify.compare import floors, spread
 from llm_inductor.verify.draws import (
@@ -56,6 +58,7 @@ from llm_inductor.verify.draws import (
     to_device,
 )
 from llm_inductor.verify.gpu_share import GATE
+from llm_inductor.verify.host_budget import BYTES_PER_ELEMENT, HOST
 from llm_inductor.verify.loaded_region import LoadedRegion
 from llm_inductor.verify.pool import scratch_root
 from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
@@ -92,6 +95,7 @@ class DrawSet:
         self._pending: dict[Draw, Future[Expected]] = {}
         self._files: dict[Draw, Path] = {}
         self._plan: PlanInfo | None = None
+        self._held: dict[Draw, int] = {}  # host bytes each built draw keeps (host_budget.HOST)
         self._plan_lock = threading.Lock()
         self._builder = ThreadPoolExecutor(_builders(device), thread_name_prefix="llm_inductor-draws")
         self._closed = False
@@ -181,14 +185,22 @@ class DrawSet:
         with self._lock:
             self._pending.pop(draw, None)
             path = self._files.pop(draw, None)
+            HOST.release(self._held.pop(draw, 0))
         if path is not None:
             path.unlink(missing_ok=True)
 
     def _build(self, draw: Draw) -> Expected:
         # Host work, but on the gate's shared side all the same: a candidate is timed with the machine quiet
         # (launch latency is host time; busy cores moved a timing 0.9x against 1.4x on the H200).
-        with GATE.shared(self.device):
-            return self._build_now(draw)
+        # Host memory is admitted first (host_budget): a draw too large for this host is a harness failure.
+        with HOST.build(build_bytes(self.region, draw), f"{draw.label()} of region {self.region.name}"):
+            with GATE.shared(self.device):
+                exp = self._build_now(draw)
+        held = _held_bytes(exp)
+        HOST.hold(held)
+        with self._lock:
+            self._held[draw] = self._held.get(draw, 0) + held
+        return exp
 
     def _build_now(self, draw: Draw) -> Expected:
         t0 = time.perf_counter()
@@ -236,12 +248,31 @@ class DrawSet:
         for f in pending:
             f.cancel()
         self._builder.shutdown(wait=True)
+        with self._lock:
+            HOST.release(sum(self._held.values()))
+            self._held = {}
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _builders(device: str) -> int:
     """Draws built at once: make_inputs' generator runs on one core, so a GPU host's cores build several."""
     return 1 if device != "cuda" else max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+def build_bytes(region: LoadedRegion, draw: Draw) -> int:
+    """Host bytes a draw's build may take at its sizes (host_budget): 0 where the sidecar gives no specs."""
+    side = region.sidecar
+    env = {**region.symbols, **draw.size_map}
+    try:
+        elements = sum(math.prod(int(evaluate(x, env)) for x in spec.shape) for spec in (*side.inputs, *side.outputs))
+    except (ValueError, TypeError, KeyError, ZeroDivisionError):
+        return 0
+    return BYTES_PER_ELEMENT * elements
+
+
+def _held_bytes(exp: Expected) -> int:
+    """What a built draw keeps on the host: its inputs, and the float64 and eager references."""
+    return sum(t.numel() * t.element_size() for t in (*exp.inputs, *exp.ref64, *exp.eager))
 
 
 def _peak(r: torch.Tensor) -> float:
