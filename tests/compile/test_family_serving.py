@@ -1,0 +1,106 @@
+"""The region pass and a family entry: served only where a size record says it won (cache/sizes.py).
+
+One family entry (the tests' RMSNorm kernel for the family of an 8-row region), then a compile at 12 rows
+under each record it may meet: none (pending, "timing needed at this size"), verified but slower (stays
+with Inductor, nothing to tune), wrong there (an ordinary miss, for the LLM), won (served, right values).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+import llm_inductor
+from llm_inductor.cache.entry import Entry
+from llm_inductor.cache.store import MemoryStore
+from llm_inductor.compile import state as _state
+from support.cache_entries import make_size_record
+from support.search import GOOD
+
+W = torch.randn(33)
+
+
+def rms(x):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * W
+
+
+def compile_at(rows: int):
+    _state.reset()
+    torch._dynamo.reset()
+    x = torch.randn(rows, 33)
+    with torch.no_grad():
+        out = torch.compile(rms, backend=llm_inductor.backend(min_region_us=0))(x)
+    torch.testing.assert_close(out, rms(x), rtol=1e-5, atol=1e-5)
+    (row,) = [row for r in _state.reports for row in r.regions]
+    return row, llm_inductor.stats()
+
+
+@pytest.fixture
+def family(tmp_path, monkeypatch):
+    """A MemoryStore serving GOOD as the family kernel of rms's region (from an 8-row compile)."""
+    monkeypatch.setenv("LLM_INDUCTOR_INTERPRET", "1")
+    _state.set_config(None)
+    seen = []
+    with torch.no_grad(), _state.overridden(graph_hook=lambda gm, kind, infos: seen.extend(infos)):
+        torch.compile(rms, backend=llm_inductor.backend(mode="discover", min_region_us=0))(torch.randn(8, 33))
+    (info,) = seen
+    path = info.family.write(tmp_path / "families")
+    side = json.loads(path.with_suffix(".json").read_text())
+    entry = Entry(
+        key=side["key"],
+        key_fields=side["key_fields"],
+        kernel_source=GOOD,
+        region_source=path.read_text(),
+        region_meta=side,
+        provenance={"provider": "test"},
+    )
+    store = MemoryStore([entry])
+    _state.set_store(store)
+    return store, entry
+
+
+def test_no_record_is_pending_for_timing(family):
+    store, entry = family
+    row, stats = compile_at(12)
+    assert row.status == "pending (timing needed at this size)" and stats["substituted"] == 0
+    (pending,) = store.pending()
+    assert pending.family["entry_id"] == entry.entry_id and pending.family["sizes"] == {"s0": 12, "s1": 33}
+    assert pending.family["inductor_mode"] == "default"
+    assert row.family_lookup.startswith(entry.entry_id) and row.family_answer == "-"
+
+
+def test_slower_there_stays_with_inductor_and_is_not_tuned_again(family):
+    store, entry = family
+    store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, won=False, speedup=0.9))
+    row, stats = compile_at(12)
+    assert row.status == "family: slower at this size (0.90x)" and stats["substituted"] == 0
+    assert store.pending() == []
+
+
+def test_wrong_there_is_an_ordinary_miss_for_the_llm(family):
+    store, entry = family
+    store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, verified=False, won=False, why="wrong_at_size"))
+    row, stats = compile_at(12)
+    assert row.status == "pending" and stats["substituted"] == 0
+    (pending,) = store.pending()
+    assert pending.family is None
+
+
+def test_won_there_is_served_with_the_right_values_and_only_there(family):
+    store, entry = family
+    won = make_size_record(entry, {"s0": 12, "s1": 33})
+    store.put_size(won)
+    row, stats = compile_at(12)  # compile_at checks the values against eager
+    assert row.status == "hit (family)" and stats["substituted"] == 1
+    assert row.family_answer == won.content_hash
+    # another mode's record, or another size's, serves nothing here
+    store.put_size(make_size_record(entry, {"s0": 16, "s1": 33}, inductor_mode="max-autotune-no-cudagraphs"))
+    row, stats = compile_at(16)
+    assert row.status == "pending (timing needed at this size)" and stats["substituted"] == 0
+    # a newer record that lost replaces the win
+    store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, won=False, speedup=0.95, created=time.time() + 5))
+    row, stats = compile_at(12)
+    assert row.status.startswith("family: slower at this size") and stats["substituted"] == 0
