@@ -262,9 +262,14 @@ def lifted_arg(a: Any, namer: FamilyNamer) -> Any:
     return Lifted(namer.size(a).text)
 
 
-def lifted_divisor(size: Size, original: int | float) -> Lifted:
-    """A traced divisor keeps its Python type: an int stays an int, a float becomes float(...)."""
-    return Lifted(size.text if isinstance(original, int) else f"float({size.text})")
+def lifted_divisor(size: Size) -> Lifted:
+    """A traced divisor, written as its size expression whether it was 4096 or 4096.0.
+
+    ``div`` is true division whatever the divisor's Python type, and a Python scalar takes no part in
+    type promotion against a tensor, so both compute the same; and the key grammar that rebuilds a key
+    (``passes/rebuild.py``, also the runtime's fallback) reads sizes as integer expressions only.
+    """
+    return Lifted(size.text)
 
 
 class Lifted:

@@ -300,7 +300,7 @@ def rebuild(key: KernelKey, sizes: Mapping[str, int]) -> RegionInfo:
     missing = [s for s in names if not (isinstance(sizes.get(s), int) and sizes[s] >= 2)]
     if missing:
         raise KeyGraphError("sizes", f"no size of at least 2 for {missing} (sizes given: {dict(sizes)})")
-    env, namer = ShapeEnv(), SymbolNamer()
+    env, namer = ShapeEnv(duck_shape=False), SymbolNamer()  # distinct symbols of equal sizes stay distinct
     symvals: dict[str, Any] = {}
     for s in names:
         sym = env.create_symbol(sizes[s], ConstantSource(s), dynamic_dim=DimDynamic.DYNAMIC)
@@ -342,6 +342,12 @@ def rebuild(key: KernelKey, sizes: Mapping[str, int]) -> RegionInfo:
         info = describe(region, device=key.device, symbols=namer)
     except RegionBypass as e:
         raise KeyGraphError("mismatch", f"the rebuilt graph cannot be described: {e}") from None
+    if key.family:
+        # A family key (passes/family.py) is rebuilt over its symbols, as a graph with dynamic sizes, and
+        # compared with that graph's family: a family names Dynamo's symbols as it names static sizes.
+        if info.family is None:
+            raise KeyGraphError("mismatch", "the rebuilt graph has no family key")
+        info = info.family
     if info.digest != key.digest:
         diff = sorted(set(info.key.debug_lines()) ^ set(key.debug_lines()))[:4]
         raise KeyGraphError("mismatch", f"the rebuilt graph describes key {info.key16}, not {key.key16}: {diff}")

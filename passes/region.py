@@ -408,8 +408,10 @@ class _FamilyCanon(_Canon):
 
     @staticmethod
     def neutral(a: Any) -> str:
+        # A dynamic size hashes as a static one does: the graph of one computation, compiled with dynamic
+        # shapes or not, is walked in one order.
         if isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)):
-            return "?"
+            return "n"
         if isinstance(a, int) and not isinstance(a, bool) and a >= 2:
             return "n"
         return repr(a)
@@ -445,7 +447,7 @@ class _FamilyCanon(_Canon):
             kwargs = {k: family.lifted_arg(v, self.fam) if k in sizes else v for k, v in kwargs.items()}
         divisor = family.traced_divisor(n, self.fam)
         if divisor is not None:
-            args[1] = family.lifted_divisor(divisor, n.args[1])
+            args[1] = family.lifted_divisor(divisor)
         rendered = [self.arg(a) for a in args]
         rendered += [f"{k}={self.arg(v)}" for k, v in sorted(kwargs.items())]
         return f"{self.names[n]} = {_target_text(n)}({', '.join(rendered)})"
