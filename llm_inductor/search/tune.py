@@ -206,6 +206,8 @@ def tune(
     device = target_device(cfg)
     files = bool(export_batch or import_batch)
     store = store if store is not None else _state.store(cfg)
+    for token in ("generation", "sizes_generation"):  # a change since this process last looked drops its memo
+        getattr(store, token, lambda: None)()
     verifier = verifier or default_verifier
     extensions: list[Extension] = []
     paths_left: list[Path] = []
