@@ -125,10 +125,15 @@ def pending_regions(cfg: Config, store: Any) -> list[Path]:
     return list(paths.values())
 
 
-def extend_families(cfg: Config, device: str, store: Any, verifier: Verifier) -> list[Extension]:
-    """Time the family kernels at every pending region's sizes that one could serve (``families.extend``)."""
+def extend_families(
+    cfg: Config, device: str, store: Any, verifier: Verifier, only: set[str | None] | None = None
+) -> list[Extension]:
+    """Time the family kernels at every pending region's sizes that one could serve (``families.extend``);
+    ``only``: just these regions' (their exact keys)."""
     done = []
     for rec in family_pending(store):
+        if only is not None and rec.key not in only:
+            continue
         ext = extend(rec, store, cfg, device, verifier)
         log.info("llm_inductor: region %s, family %s at %s: %s", ext.key16, ext.family16, ext.sizes, ext.outcome)
         done.append(ext)
@@ -241,6 +246,9 @@ def tune(
         paths = [Path(p) for p in regions]
         if find_regions is not None:
             paths += find_regions(cfg)
+            if not pending:  # the script's regions that a family could serve: timed now, with no LLM call
+                mine = {row.key for r in _state.reports for row in r.regions if row.status.startswith("pending (")}
+                report.extensions += extend_families(cfg, device, store, verifier, only=mine)
         if pending:
             paths += pending_regions(cfg, store)
     paths = list({_key16(p): p for p in paths}.values())

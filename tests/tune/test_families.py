@@ -165,3 +165,27 @@ def test_entries_made_before_families_are_converted_once(tmp_path, monkeypatch, 
     assert len(families) == 1 and families[0].provenance["promoted_from"]
     _, rows, _ = compile_rows(12)
     assert [r.status for r in rows] == ["pending (timing needed at this size)"]
+
+
+def test_tuning_a_script_at_a_new_size_extends_the_family_without_asking_the_llm(
+    tmp_path, monkeypatch, capsys, interpret
+):
+    """`llm-inductor tune SCRIPT.py` at a size the family has no record for: timed, and not sent to the LLM."""
+    import llm_inductor.search.tune as tune_module
+
+    tune_script(tmp_path, monkeypatch, GOOD)  # the family, with a record at 8 rows
+    script = tmp_path / "model12.py"
+    script.write_text(SCRIPT.replace("torch.randn(8, 33)", "torch.randn(12, 33)"))
+    monkeypatch.setattr(tune_module, "default_verifier", verifier())
+    capsys.readouterr()
+    with LoopbackLLM(sequence(Reply.text(answer(GOOD)))) as llm, monkeypatch.context() as m:
+        m.setenv("OPENAI_BASE_URL", llm.base_url)
+        m.setenv("OPENAI_API_KEY", "sk-test")
+        code = main(["tune", str(script)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert llm.seen == []  # the LLM was never asked
+    assert "s0=12,s1=33" in out.out and "won" in out.out
+    store = _state.store(Config.load()[0])
+    (family,) = [r.entry for r in store.listings() if r.entry is not None and r.entry.key_fields.get("family")]
+    assert {r.bucket for r, _, _ in store.size_records(family.entry_id)} == {"s0=8,s1=33", "s0=12,s1=33"}
