@@ -42,7 +42,8 @@ STATE = ROOT / "benchmarks" / "results" / "batch_flow_state.tgz"
 FULL = {"vocab": 128256, "width": 32000, "hidden": 4096, "tuned": 4096, "rows": [1024, 2048, 8192, 16384]}
 TINY = {"vocab": 96, "width": 40, "hidden": 16, "tuned": 8, "rows": [4, 12]}
 
-SCRIPT = r"""
+# The user's code for one case at one size (argv: case rows vocab width hidden): fn and its args.
+CASE = r"""
 import sys, json, torch, torch.nn.functional as F
 case, rows, vocab, width, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -59,6 +60,11 @@ elif case == "lmhead_cross_entropy":  # rows = batch x sequence
 else:
     fn = lambda x: torch.softmax(x.float(), dim=-1).to(x.dtype)
     args = (rnd(rows, width),)
+"""
+
+SCRIPT = (
+    CASE
+    + r"""
 import llm_inductor  # backend="llm" where the package is installed (its entry point); here it may be on a path
 with torch.no_grad():
     torch.compile(fn, backend=llm_inductor.backend())(*args)
@@ -66,6 +72,7 @@ rows_ = [dict(status=r.status, key16=r.key16, family=(r.family or "")[:16], path
          for rep in llm_inductor.compile.state.reports for r in rep.regions if r.hot]
 print(json.dumps({"stats": llm_inductor.stats(), "hot": rows_}))
 """
+)
 
 
 def log(*a: Any) -> None:
@@ -173,23 +180,10 @@ def phase_extend(cache: Path, sizes: dict[str, Any], e: dict[str, str], out: Out
     out.add("extend", {"ls": cli(["cache", "ls"], e)})
 
 
-MEASURE = r"""
-import sys, json, time, torch, torch.nn.functional as F, triton.testing, llm_inductor
-case, rows, vocab, width, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-dev = "cuda" if torch.cuda.is_available() else "cpu"
-g = torch.Generator(device=dev).manual_seed(0)
-def rnd(*s):
-    return torch.randn(*s, device=dev, dtype=torch.bfloat16, generator=g)
-if case == "cross_entropy":
-    fn = lambda x, t: F.cross_entropy(x.float(), t)
-    args = (rnd(rows, vocab), torch.randint(0, vocab, (rows,), device=dev, generator=g))
-elif case == "lmhead_cross_entropy":
-    fn = lambda h, w, t: F.cross_entropy((h @ w).view(-1, w.shape[1]).float(), t.view(-1))
-    args = (rnd(2, rows // 2, hidden) * 0.05, rnd(hidden, vocab) * 0.05,
-            torch.randint(0, vocab, (2, rows // 2), device=dev, generator=g))
-else:
-    fn = lambda x: torch.softmax(x.float(), dim=-1).to(x.dtype)
-    args = (rnd(rows, width),)
+MEASURE = (
+    CASE
+    + r"""
+import time, triton.testing, llm_inductor
 ref = fn(*[a.double() if a.is_floating_point() else a for a in args])
 row = {"case": case, "rows": rows}
 for mode in ("eager", "inductor", "max-autotune", "llm"):
@@ -209,6 +203,7 @@ for mode in ("eager", "inductor", "max-autotune", "llm"):
         row[mode]["status"] = [r.status for rep in llm_inductor.compile.state.reports for r in rep.regions if r.hot]
 print(json.dumps(row))
 """
+)
 
 
 def phase_measure(cache: Path, sizes: dict[str, Any], e: dict[str, str], out: Out, cases: list[str]) -> None:
