@@ -47,7 +47,7 @@ class Extension:
     key16: str  # the region's (exact) key
     family16: str
     sizes: dict[str, int]
-    outcome: str  # won | slower | slows_graph | wrong: <reason> | harness: <what> | no family entry
+    outcome: str  # won | slower | slows_graph | ungated | wrong: <reason> | harness: <what> | no family entry
     speedup: float | None = None
     record: SizeRecord | None = None
     message: str = ""
@@ -191,10 +191,20 @@ def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: V
         store.resolve_pending(rec.key)
     else:  # no verified kernel at these sizes: the region goes to the LLM as any other miss
         store.add_pending(dataclasses.replace(rec, family=None))
-    outcome = "won" if won else ("slows_graph" if gate.get("measured") else "slower") if verified else "wrong"
-    if outcome == "wrong":
-        outcome = f"wrong: {out['outcome']}"
-    return Extension(key16, family16, sizes, outcome, out.get("speedup"), record, out["message"])
+    return Extension(
+        key16, family16, sizes, _outcome(won, verified, out, gate), out.get("speedup"), record, out["message"]
+    )
+
+
+def _outcome(won: bool, verified: bool, out: dict[str, Any], gate: dict[str, Any]) -> str:
+    """won | wrong: <reason> | slower (than Inductor by the margin) | slows_graph (the gate measured it) | ungated."""
+    if won:
+        return "won"
+    if not verified:
+        return f"wrong: {out['outcome']}"
+    if out["outcome"] != "ok":
+        return "slower"
+    return "slows_graph" if gate.get("measured") else "ungated"
 
 
 def _as_region_entry(entry: Entry, region_path: str | Path) -> Entry:
