@@ -189,3 +189,14 @@ def test_tuning_a_script_at_a_new_size_extends_the_family_without_asking_the_llm
     store = _state.store(Config.load()[0])
     (family,) = [r.entry for r in store.listings() if r.entry is not None and r.entry.key_fields.get("family")]
     assert {r.bucket for r, _, _ in store.size_records(family.entry_id)} == {"s0=8,s1=33", "s0=12,s1=33"}
+
+
+def test_an_extensions_outcome_names_what_decided_it():
+    from llm_inductor.search.families import _outcome
+
+    ok, slower = {"outcome": "ok"}, {"outcome": "slower"}
+    assert _outcome(True, True, ok, {"measured": True, "passed": True}) == "won"
+    assert _outcome(False, False, {"outcome": "wrong_values"}, {}) == "wrong: wrong_values"
+    assert _outcome(False, True, slower, {}) == "slower"  # timed, under the margin
+    assert _outcome(False, True, ok, {"measured": True, "passed": False}) == "slows_graph"
+    assert _outcome(False, True, ok, {"measured": False, "passed": False}) == "ungated"  # fast, gate could not run
