@@ -234,12 +234,10 @@ class TieredStore:
         ``cache import`` passes sign_unsigned=False: signing is for entries verified in
         this process, never for code that arrived from elsewhere.
         """
-        if self.shared is None and (why := self.local.unwritable()) is not None:  # nothing can take it: do not sign
-            if self.strict:
-                raise NotWritable(f"cannot store {entry.entry_id}: {why}")
+        signed = self._signed(entry, sign_unsigned, f"store {entry.entry_id}")
+        if signed is None:
             return entry, []
-        if not entry.signature and sign_unsigned:
-            entry = self.signer().sign(entry)
+        entry = signed
         body = entry.to_json()
         written = []
         if self.local.put(entry.entry_id, entry.key, entry.content_hash, entry.created, body):
@@ -249,6 +247,17 @@ class TieredStore:
         self._memo.pop(entry.key, None)
         self._check_written(written, f"store {entry.entry_id}")
         return entry, written
+
+    def _signed(self, item: Any, sign_unsigned: bool, what: str) -> Any:
+        """``item`` ready to write (signed here if unsigned and asked), or None where no tier can take it.
+
+        Nothing is signed for a write that cannot land; strict raises ``NotWritable`` with the reason.
+        """
+        if self.shared is None and (why := self.local.unwritable()) is not None:
+            if self.strict:
+                raise NotWritable(f"cannot {what}: {why}")
+            return None
+        return self.signer().sign(item) if not item.signature and sign_unsigned else item
 
     def _check_written(self, written: list[str], what: str) -> None:
         """Strict: a write no tier took raises NotWritable with the local tier's reason."""
@@ -268,12 +277,10 @@ class TieredStore:
 
     def write_size(self, record: SizeRecord, sign_unsigned: bool = True) -> tuple[SizeRecord, list[str]]:
         """Like put_size, and also return the record as stored (``cache import`` keeps its signature)."""
-        if self.shared is None and (why := self.local.unwritable()) is not None:  # nothing can take it: do not sign
-            if self.strict:
-                raise NotWritable(f"cannot store the size record {record.key}: {why}")
+        signed = self._signed(record, sign_unsigned, f"store the size record {record.key}")
+        if signed is None:
             return record, []
-        if not record.signature and sign_unsigned:
-            record = self.signer().sign(record)
+        record = signed
         body = record.to_json()
         written = []
         if self.local.put_size(record.key, record.entry_id, record.content_hash, record.created, body):
