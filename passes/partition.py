@@ -153,6 +153,68 @@ class Region:
         return [op_name(n) for n in self.nodes if n.target is not operator.getitem]
 
 
+# Views that only reinterpret their input's sizes and strides: no data offset, no copy, no new storage.
+ALIASING = {
+    "view",
+    "_unsafe_view",
+    "_reshape_alias",
+    "alias",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "permute",
+    "transpose",
+    "t",
+}
+
+
+def core(region: Region) -> Region | None:
+    """The region without the views that only re-shape its inputs, or None where it has none.
+
+    ``x.view(-1)`` of a graph input lands in the consumer's region, so the same loss has another region
+    (and key, and family) in a training script that flattens its labels than in one that does not. Those
+    views cost nothing in Inductor's code or anyone's, and computed outside the kernel they keep the values
+    the same: the core computes what the region computes from the views' outputs. The region pass looks the
+    core up where the region is unknown, so one kernel serves both graphs.
+    """
+    members = set(region.nodes)
+    hoisted: list[fx.Node] = []
+    for n in region.nodes:
+        if _aliases(n) and classify(n) == "view":
+            # of an input or of a hoisted view; size arguments (SymInt nodes) come from outside the region
+            if all(a not in members or a in hoisted for a in n.all_input_nodes):
+                hoisted.append(n)
+    if not hoisted:
+        return None
+    rest = [n for n in region.nodes if n not in hoisted]
+    if not any(classify(n) in ("anchor", "pointwise", "reduction", "index") for n in rest):
+        return None
+    taken = set(rest)
+    inputs: list[fx.Node] = []
+    for n in rest:
+        for a in n.all_input_nodes:
+            if a not in taken and a not in inputs and isinstance(a.meta.get("val"), torch.Tensor):
+                inputs.append(a)
+    outputs = [n for n in region.outputs if n in taken]
+    if not outputs:
+        return None
+    return Region(region.index, rest, region.anchor, inputs, outputs)
+
+
+def _aliases(n: fx.Node) -> bool:
+    """A view that only reinterprets its input: ALIASING, or a reshape of a contiguous input (which views it)."""
+    src = n.args[0] if n.args else None
+    if not isinstance(src, fx.Node):
+        return False
+    if op_name(n) in ALIASING:
+        return True
+    val = src.meta.get("val")
+    if op_name(n) != "reshape" or not isinstance(val, torch.Tensor):
+        return False
+    static = all(isinstance(d, int) for d in (*val.shape, *val.stride()))
+    return static and val.is_contiguous()  # no guard on a dynamic shape; a strided input's reshape may copy
+
+
 class _Groups:
     """Union-find over nodes, tracking each group's members, anchor count and topo window."""
 

@@ -12,9 +12,11 @@ region pass only:
   verifier decides); ``llm-inductor tune --pending`` verifies it across the family's sizes and makes it the
   family's kernel, with a size record at 4096 rows.
 - ``extend``: the same scripts compile at 1024, 2048, 8192 and 16384 rows, and an lm_head matmul followed by
-  the same loss at 2 x 4096 rows (batch x sequence): each is a miss, pending with "timing needed at this
-  size". ``tune --pending`` (no provider configured: no LLM can be called) verifies the family's kernel at
-  each size, times it against Inductor, gates it in its graph and records the outcome, won or lost.
+  the same loss at 2 x 4096 rows (batch x sequence; the region pass keys its loss without the labels' view,
+  ``passes.partition.core``, so it is the plain loss's family at 8192 rows): each is a miss, pending with
+  "timing needed at this size". ``tune --pending`` (no provider configured: no LLM can be called) verifies
+  the family's kernel at each size, times it against Inductor, gates it in its graph and records the
+  outcome, won or lost.
 - ``measure``: per case and size, in one process: eager, Inductor, max-autotune and ``backend="llm"`` (do_bench,
   L2 flushed, median ms), the kernels substituted, and the error against a float64 eager run.
 
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # llm_inductor from this checkout, installed or not
 STATE = ROOT / "benchmarks" / "results" / "batch_flow_state.tgz"
 FULL = {"vocab": 128256, "width": 32000, "hidden": 4096, "tuned": 4096, "rows": [1024, 2048, 8192, 16384]}
-TINY = {"vocab": 96, "width": 40, "hidden": 16, "tuned": 8, "rows": [4, 12]}
+TINY = {"vocab": 96, "width": 40, "hidden": 16, "tuned": 8, "rows": [4, 16]}
 
 # The user's code for one case at one size (argv: case rows vocab width hidden): fn and its args.
 CASE = r"""
@@ -167,8 +169,9 @@ def phase_convert(cache: Path, sizes: dict[str, Any], e: dict[str, str], out: Ou
 
 
 def extend_cases(sizes: dict[str, Any], cases: list[str]) -> list[tuple[str, int]]:
+    """Every case at every size asked; lm_head + loss where its rows (2 x the tuned rows) are among them."""
     todo = [(c, r) for c in cases if c != "lmhead_cross_entropy" for r in sizes["rows"]]
-    if "cross_entropy" in cases:
+    if "cross_entropy" in cases and 2 * sizes["tuned"] in sizes["rows"]:
         todo.append(("lmhead_cross_entropy", 2 * sizes["tuned"]))
     return todo
 

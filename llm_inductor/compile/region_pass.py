@@ -27,7 +27,7 @@ from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.passes.cost import device_spec, rank
-from llm_inductor.passes.partition import Region, partition
+from llm_inductor.passes.partition import Region, core, partition
 from llm_inductor.passes.region import RegionInfo, describe
 from llm_inductor.passes.rewrite import copy_graph, finish, substitute
 
@@ -148,22 +148,18 @@ class _GraphPass:
         if _state.export_dir:
             row.region_path = str(info.write(_state.export_dir))
         try:
-            entry = self.store.lookup(info.digest)
+            entry, row.status, family_pending = self.lookup(info, row)
+            inner = core(region) if entry is None and row.status == "miss" else None
+            if inner is not None:
+                info = self.core(inner, info, row)
+                entry, row.status, family_pending = self.lookup(info, row)
         except Exception as e:
             fail(cfg, "lookup", _where(region, info), e)
             row.status = f"fallback: lookup: {e}"
             return
-        family_pending: dict[str, Any] | None = None
-        if entry is None and info.family is not None:
-            try:
-                entry, row.status, family_pending = self.family(info, row)
-            except Exception as e:
-                fail(cfg, "lookup", _where(region, info), e)
-                row.status = f"fallback: family lookup: {e}"
-                return
-            if entry is None and row.status.startswith(SLOWER_HERE):  # timed and lost here: nothing to tune
-                _state.bump("misses")
-                return
+        if entry is None and row.status.startswith(SLOWER_HERE):  # timed and lost here: nothing to tune
+            _state.bump("misses")
+            return
         if entry is not None:
             _state.bump("hits")
             exact = entry.key == info.digest
@@ -192,6 +188,31 @@ class _GraphPass:
                 _cannot_record(cfg, e)
             except Exception as e:
                 fail(cfg, "pending", _where(region, info), e)
+
+    def lookup(self, info: RegionInfo, row: _state.RegionRow) -> tuple[Any, str, dict[str, Any] | None]:
+        """The entry for the region (its exact key, then its family's), the row's status, the family's pending."""
+        entry = self.store.lookup(info.digest)
+        if entry is not None or info.family is None:
+            return entry, "miss", None
+        return self.family(info, row)
+
+    def core(self, inner: Region, info: RegionInfo, row: _state.RegionRow) -> RegionInfo:
+        """The region without its inputs' views (``partition.core``): what is looked up and recorded instead.
+
+        Recording the core as pending makes its kernel serve both graphs: the one that views its inputs and
+        the one that does not. A core that cannot be described leaves the region as it was.
+        """
+        try:
+            described = describe(inner)
+        except Exception as e:  # RegionBypass included: the region's own key stands
+            log.debug("llm_inductor: %s: its core without input views has no key (%s)", _where(inner, info), e)
+            return info
+        described.cost = info.cost
+        self.infos[self.infos.index(info)] = described
+        row.key16, row.key = described.key16, described.digest
+        row.family = described.family.digest if described.family is not None else None
+        row.core = True
+        return described
 
     def family(self, info: RegionInfo, row: _state.RegionRow) -> tuple[Any, str, dict[str, Any] | None]:
         """The region's family entry, where a size record says it won at these sizes (cache/sizes.py).

@@ -36,6 +36,7 @@ class RegionRow:
     family: str | None = None  # the family key's digest (passes/family.py), where the region has one
     family_lookup: str | None = None  # the size record looked up for its family entry (cache/sizes.record_key)
     family_answer: str | None = None  # what that lookup found: the record's content hash, or "-" (compile/aot.py)
+    core: bool = False  # keyed without the views of its inputs (passes/partition.core): key16 and family are the core's
 
 
 @dataclass

@@ -104,3 +104,34 @@ def test_won_there_is_served_with_the_right_values_and_only_there(family):
     store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, won=False, speedup=0.95, created=time.time() + 5))
     row, stats = compile_at(12)
     assert row.status.startswith("family: slower at this size") and stats["substituted"] == 0
+
+
+def test_a_graph_that_views_its_input_is_served_by_the_core_s_family(family):
+    store, entry = family
+    store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}))
+    _state.reset()
+    torch._dynamo.reset()
+    x = torch.randn(2, 6, 33)  # 12 rows as batch x sequence, flattened in the graph
+
+    def flat(x):
+        return rms(x.view(-1, 33))
+
+    with torch.no_grad():
+        out = torch.compile(flat, backend=llm_inductor.backend(min_region_us=0))(x)
+    torch.testing.assert_close(out, flat(x), rtol=1e-5, atol=1e-5)
+    (row,) = [row for r in _state.reports for row in r.regions]
+    assert row.core and row.status == "hit (family)" and llm_inductor.stats()["substituted"] == 1
+
+
+def test_an_unknown_region_that_views_its_input_is_recorded_as_its_core(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(tmp_path))
+    store = MemoryStore([])
+    _state.set_config(None)
+    _state.set_store(store)
+    for x, fn in ((torch.randn(2, 6, 33), lambda x: rms(x.view(-1, 33))), (torch.randn(12, 33), rms)):
+        _state.reset()
+        torch._dynamo.reset()
+        with torch.no_grad():
+            torch.compile(fn, backend=llm_inductor.backend(mode="cache", min_region_us=0))(x)
+    # both graphs are one pending region: a kernel tuned for it serves both
+    assert len({p.key for p in store.pending()}) == 1

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from llm_inductor.compile import state as _state
 from llm_inductor.passes.cost import CPU, H200, rank, region_cost
-from llm_inductor.passes.partition import partition
+from llm_inductor.passes.partition import core, partition
+from llm_inductor.passes.region import describe
 from support.util import Block, UnrolledGRU
 
 
@@ -118,3 +119,38 @@ def test_sdpa_is_an_anchor_unless_it_drops_out():
         (gm,) = graphs_of(lambda q, k, v, p=p: attend(q, k, v, p), q, k, v)
         anchors = [r.anchor for r in partition(gm) if r.anchor and r.anchor.startswith("_scaled_dot_product")]
         assert len(anchors) == expected, (p, anchors)
+
+
+def test_core_hoists_only_the_views_that_reshape_inputs():
+    def loss(x, t):  # the labels flattened in the graph, as training scripts do
+        return F.cross_entropy(x.float(), t.view(-1))
+
+    x, t = torch.randn(6, 10), torch.randint(0, 10, (2, 3))
+    (gm,) = graphs_of(loss, x, t)
+    (region,) = partition(gm)
+    inner = core(region)
+    assert inner is not None and len(inner.nodes) == len(region.nodes) - 1
+    (flat,) = [n for n in region.nodes if n not in inner.nodes]  # reshape or view, as the trace wrote it
+    assert flat.target in (torch.ops.aten.view.default, torch.ops.aten.reshape.default)
+    assert flat in inner.inputs and flat.args[0] in region.inputs  # the kernel reads the view's output
+    assert set(inner.outputs) == set(region.outputs) and inner.anchor == region.anchor
+    # the same loss written without the view has exactly the core's key
+    (plain_gm,) = graphs_of(lambda x, t: F.cross_entropy(x.float(), t), x, t.view(-1))
+    (plain,) = partition(plain_gm)
+    assert describe(inner).digest == describe(plain).digest != describe(region).digest
+
+
+def test_core_keeps_copies_offsets_and_views_of_computed_values():
+    x = torch.randn(4, 6)
+    cases = {
+        "no views": lambda x: (x * 2).sum(-1),
+        "a slice (a data offset)": lambda x: x[1:].sum(-1),
+        "a view of a computed value": lambda x: (x * 2).view(-1).sum(),
+    }
+    for why, fn in cases.items():
+        (gm,) = graphs_of(fn, x)
+        regions = partition(gm)
+        assert [core(r) for r in regions] == [None] * len(regions), why
+    (gm,) = graphs_of(lambda x: x.t().unsqueeze(0).exp().sum(-1), x)  # a chain of views: all of it hoisted
+    (region,) = partition(gm)
+    assert core(region).ops == ["exp", "sum"]

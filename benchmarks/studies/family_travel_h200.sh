@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The family study on the device machine, in runs that fit one 10-minute call.
+#
+#   bash benchmarks/studies/family_travel_h200.sh COMMIT SECONDS:PHASE:CASES:ROWS [...]
+#
+# e.g. 300:tune:cross_entropy:- 240:extend:cross_entropy:1024,2048 (ROWS "-" for the default sizes).
+# Each run gets its own time limit, so a slow one cannot take the call with it. The machine does not stay
+# warm between calls, so the kernel cache and the results travel: a call restores .gl/family_state.tgz
+# (carried from the last call's $OUT) and leaves the new state in $OUT, whatever its runs did.
+set -u
+export BENCH_COMMIT=$1
+shift
+cd "$(dirname "$0")/../.."
+python -m pip install -q --no-deps --target /tmp/site .whl/cryptography-* .whl/cffi-* .whl/pycparser-* || exit 2
+export PYTHONPATH=/tmp/site
+mkdir -p .gl
+[ -f .gl/family_state.tgz ] && tar xzf .gl/family_state.tgz -C .gl
+rc=0
+for spec in "$@"; do
+  IFS=: read -r seconds phase cases rows <<< "$spec"
+  extra=()
+  [ "$rows" != "-" ] && extra=(--rows "$rows")
+  echo "=== $(date -u +%T) $spec"
+  timeout "$seconds" python benchmarks/studies/family_travel.py --cache .gl/fam --out .gl/family_travel.json \
+    --phase "$phase" --cases "$cases" "${extra[@]}" || { rc=$?; echo "=== $spec: rc=$rc"; }
+done
+nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv > "$OUT/nvidia-smi.csv" 2>&1
+tar czf "$OUT/family_state.tgz" -C .gl fam family_travel.json
+cp .gl/family_travel.json "$OUT/"
+du -sh .gl/fam "$OUT"/*
+exit $rc
