@@ -149,10 +149,13 @@ class _GraphPass:
             row.region_path = str(info.write(_state.export_dir))
         try:
             entry, row.status, family_pending = self.lookup(info, row)
-            inner = core(region) if entry is None and row.status == "miss" else None
+            inner = self.core(region, info) if entry is None and row.status == "miss" else None
             if inner is not None:
-                info = self.core(inner, info, row)
-                entry, row.status, family_pending = self.lookup(info, row)
+                found = self.lookup(inner, row)
+                # the core stands in where it is known, or where it is what a pending record will name
+                if found[0] is not None or found[1] != "miss" or (hot and cfg.mode in ("cache", "tune")):
+                    info = self.use(inner, info, row)
+                    entry, row.status, family_pending = found
         except Exception as e:
             fail(cfg, "lookup", _where(region, info), e)
             row.status = f"fallback: lookup: {e}"
@@ -196,21 +199,30 @@ class _GraphPass:
             return entry, "miss", None
         return self.family(info, row)
 
-    def core(self, inner: Region, info: RegionInfo, row: _state.RegionRow) -> RegionInfo:
-        """The region without its inputs' views (``partition.core``): what is looked up and recorded instead.
+    def core(self, region: Region, info: RegionInfo) -> RegionInfo | None:
+        """The region described without its inputs' views (``partition.core``), where it has any.
 
-        Recording the core as pending makes its kernel serve both graphs: the one that views its inputs and
-        the one that does not. A core that cannot be described leaves the region as it was.
+        It is looked up where the region is unknown, and recorded as pending instead of it: its kernel then
+        serves both graphs, the one that views its inputs and the one that does not. A core that cannot be
+        described leaves the region as it is.
         """
+        inner = core(region)
+        if inner is None:
+            return None
         try:
             described = describe(inner)
         except Exception as e:  # RegionBypass included: the region's own key stands
             log.debug("llm_inductor: %s: its core without input views has no key (%s)", _where(inner, info), e)
-            return info
+            return None
         described.cost = info.cost
+        return described
+
+    def use(self, described: RegionInfo, info: RegionInfo, row: _state.RegionRow) -> RegionInfo:
+        """The row and the graph's infos name the core from here on."""
         self.infos[self.infos.index(info)] = described
         row.key16, row.key = described.key16, described.digest
         row.family = described.family.digest if described.family is not None else None
+        row.ops, row.shapes = described.ops, [_shape(n) for n in described.inputs]
         row.core = True
         return described
 

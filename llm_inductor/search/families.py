@@ -34,7 +34,7 @@ from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.search.context import read_region
-from llm_inductor.search.gate import SERVED, in_graph_gate
+from llm_inductor.search.gate import SERVED, UNGATED, in_graph_gate
 from llm_inductor.search.verdict import Verifier, against, baseline_mode, is_harness, verify_candidate
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,10 @@ def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: V
     why = "verified and timed at these sizes" if verified else f"{out['outcome']}: {out['message'][:300]}"
     if won:
         gate = in_graph_gate(key16, _as_region_entry(entry, rec.region_path), cfg, device)
+        if not gate.get("passed") and not gate.get("measured"):
+            # the gate could not run (its child failed, timed out, found no graph): no verdict on the kernel,
+            # so no record; the region stays pending and the next run gates it again
+            return Extension(key16, family16, sizes, UNGATED, out.get("speedup"), message=str(gate.get("note")))
         won = bool(gate.get("passed"))
         why = f"{why}; in-graph gate: {gate.get('note', '')}"
     elif verified:
@@ -197,14 +201,15 @@ def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: V
 
 
 def _outcome(won: bool, verified: bool, out: dict[str, Any], gate: dict[str, Any]) -> str:
-    """won | wrong: <reason> | slower (than Inductor by the margin) | slows_graph (the gate measured it) | ungated."""
+    """won | wrong: <reason> | slower (than Inductor by the margin) | slows_graph (the gate measured it).
+
+    A gate that could not run is no outcome of these: ``extend`` keeps the region pending (``UNGATED``).
+    """
     if won:
         return "won"
     if not verified:
         return f"wrong: {out['outcome']}"
-    if out["outcome"] != "ok":
-        return "slower"
-    return "slows_graph" if gate.get("measured") else "ungated"
+    return "slower" if out["outcome"] != "ok" else "slows_graph"
 
 
 def _as_region_entry(entry: Entry, region_path: str | Path) -> Entry:

@@ -85,6 +85,7 @@ def _bench(fn: Any, device: str) -> float:
 def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> dict[str, Any]:
     import torch
 
+    import llm_inductor
     import llm_inductor.compile.state as _state
     from llm_inductor.cache.entry import Entry
     from llm_inductor.cache.store import MemoryStore
@@ -105,8 +106,8 @@ def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> di
         return mod.forward(*a)
 
     a = torch.compile(without, backend="inductor")
-    opts = {"mode": "cache", "cache_dir": scratch, "interpret": device == "cpu"}
-    b = torch.compile(with_kernel, backend="llm", options=opts)
+    # the backend itself, not its registered name: a checkout on sys.path has no entry point
+    b = torch.compile(with_kernel, backend=llm_inductor.backend("cache", cache_dir=scratch, interpret=device == "cpu"))
     with torch.no_grad():
         ref = a(*inputs)
         _state.reset()
