@@ -87,6 +87,7 @@ class Out:
         self.data = json.loads(path.read_text()) if path.is_file() else {**meta, "phases": {}}
 
     def add(self, phase: str, row: dict[str, Any]) -> None:
+        row = {**row, "commit": os.environ.get("BENCH_COMMIT", "?")}  # runs of one file span calls and commits
         self.data["phases"].setdefault(phase, []).append(row)
         self.path.write_text(json.dumps(self.data, indent=1, default=str))
 
