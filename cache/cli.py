@@ -104,7 +104,13 @@ def _symbols(e: Entry) -> list[str]:
 
 
 def _won(rec: SizeRecord) -> str:
-    return "won" if rec.won else ("lost" if rec.verified else "not verified")
+    """won | lost | lost in its graph (faster alone; the in-graph gate measured the graph slower) | not verified."""
+    if rec.won:
+        return "won"
+    if not rec.verified:
+        return "not verified"
+    gate = rec.graph_ab or {}
+    return "lost in its graph" if gate.get("measured") and not gate.get("passed") else "lost"
 
 
 def _speed(rec: SizeRecord) -> str:

@@ -357,6 +357,10 @@ def _gpu_model(device: torch.device) -> str:
 
 
 def _speedup_text(record: Any) -> str:
+    """Why a verified record lost: its speedup, or the graph's times where the kernel won alone (the gate)."""
+    gate = record.graph_ab or {}
+    if gate.get("measured") and not gate.get("passed") and isinstance(record.speedup, (int, float)):
+        return f"{record.speedup:.2f}x alone, but its graph {gate['without_ms']:.3f} -> {gate['with_ms']:.3f} ms"
     return f"{record.speedup:.2f}x" if isinstance(record.speedup, (int, float)) else record.why[:80]
 
 

@@ -504,3 +504,13 @@ def test_salvage_restores_size_records(tmp_path):
     report = target.salvage(copy)
     assert report.size_records == 1 and not report.refused
     assert target.size_record(fam.entry_id, "cpu", "default", BIG).content_hash == record.content_hash
+
+
+def test_a_record_that_lost_in_its_graph_says_so():
+    from llm_inductor.cache.cli import _won
+
+    gate = {"measured": True, "passed": False, "without_ms": 0.36, "with_ms": 0.39}
+    assert _won(make_size_record("e:1", SMALL, won=False, speedup=2.49, graph_ab=gate)) == "lost in its graph"
+    assert _won(make_size_record("e:1", SMALL, won=False, speedup=0.91)) == "lost"
+    assert _won(make_size_record("e:1", SMALL, verified=False, won=False)) == "not verified"
+    assert _won(make_size_record("e:1", SMALL)) == "won"

@@ -80,6 +80,15 @@ def test_slower_there_stays_with_inductor_and_is_not_tuned_again(family):
     assert store.pending() == []
 
 
+def test_faster_alone_but_slower_in_its_graph_says_so(family):
+    store, entry = family
+    gate = {"measured": True, "passed": False, "without_ms": 0.3587, "with_ms": 0.3910}
+    store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, won=False, speedup=2.49, graph_ab=gate))
+    row, stats = compile_at(12)
+    assert row.status == "family: slower at this size (2.49x alone, but its graph 0.359 -> 0.391 ms)"
+    assert stats["substituted"] == 0 and store.pending() == []
+
+
 def test_wrong_there_is_an_ordinary_miss_for_the_llm(family):
     store, entry = family
     store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, verified=False, won=False, why="wrong_at_size"))
