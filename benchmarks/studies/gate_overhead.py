@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.device == "cuda":
                 from triton.testing import do_bench
 
-                r["do_bench_ms"] = float(do_bench(lambda: f(*inputs)))
-            r["host_us_per_call"] = host_us_per_call(lambda: f(*inputs), sync, 200 if a.device == "cuda" else 3)
+                r["do_bench_ms"] = float(do_bench(lambda f=f: f(*inputs)))
+            r["host_us_per_call"] = host_us_per_call(lambda f=f: f(*inputs), sync, 200 if a.device == "cuda" else 3)
             acts = [torch.profiler.ProfilerActivity.CPU]
             if a.device == "cuda":
                 acts.append(torch.profiler.ProfilerActivity.CUDA)
