@@ -169,3 +169,82 @@ def _type_problems(rec: SizeRecord) -> list[str]:
     ):
         wrong.append("sizes")
     return wrong
+
+
+# ---------------------------------------------------------------------- graphs compiled with dynamic shapes
+#
+# Such a graph runs at every size its guards admit, so one record cannot cover it. Sizes go in classes per
+# symbol (powers of two: 1, 2-3, 4-7, 8-15, ...). A dynamic graph is served from a family only where, for
+# every class combination its guards' ranges reach, a trusted record of this GPU model and Inductor mode
+# says the kernel won, and none says it lost or was wrong. Unbounded ranges (Dynamo's default) are never
+# covered: a user bounds them with ``torch._dynamo.mark_dynamic(x, dim, min=..., max=...)``.
+
+RANGE_PREFIX = "range:"
+MAX_CLASSES = 64  # class combinations a range may span and still be judged
+
+
+def size_class(n: int) -> int:
+    """1 for 1, 2 for 2-3, 3 for 4-7, ...: the power-of-two class of a size."""
+    return max(int(n), 1).bit_length()
+
+
+def range_text(ranges: Mapping[str, tuple[int, int]]) -> str:
+    """``range:s0=2..8192,s1=128256..128256``: what a dynamic graph's family lookup names."""
+    return RANGE_PREFIX + ",".join(
+        f"{s}={int(ranges[s][0])}..{int(ranges[s][1])}" for s in sorted(ranges, key=lambda s: int(s[1:]))
+    )
+
+
+def parse_range(text: str) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for part in filter(None, text.removeprefix(RANGE_PREFIX).split(",")):
+        name, _, span = part.partition("=")
+        lo, _, hi = span.partition("..")
+        if not _SYMBOL.fullmatch(name) or not lo.isdigit() or not hi.isdigit() or int(lo) > int(hi):
+            raise SizeRecordError("malformed", f"size range {text!r} is not 'range:s0=LO..HI,...'")
+        out[name] = (int(lo), int(hi))
+    return out
+
+
+@dataclass(frozen=True)
+class RangeVerdict:
+    served: bool
+    why: str  # what is missing or lost, for the region's status
+    answer: str  # a digest of the records that decided ("-": none), which AOTAutograd's token follows
+
+
+def judge_range(
+    store: Any, entry_id: str, gpu: str, inductor_mode: str, ranges: Mapping[str, tuple[int, int]]
+) -> RangeVerdict:
+    """Whether the trusted records cover every size class the ranges admit with a win, and none with a loss."""
+    import itertools
+
+    syms = sorted(ranges, key=lambda s: int(s[1:]))
+    spans = [range(size_class(ranges[s][0]), size_class(ranges[s][1]) + 1) for s in syms]
+    count = 1
+    for span in spans:
+        count *= len(span)
+    if count > MAX_CLASSES:
+        return RangeVerdict(False, f"its guards admit {count} size classes (at most {MAX_CLASSES} are judged)", "-")
+    wanted = set(itertools.product(*spans))
+    listed = getattr(store, "size_records", None)
+    newest: dict[str, SizeRecord] = {}
+    for rec, verdict, _ in listed(entry_id) if listed is not None else []:
+        if not verdict.servable or rec.gpu != gpu or rec.inductor_mode != inductor_mode or set(rec.sizes) != set(syms):
+            continue
+        if tuple(size_class(rec.sizes[s]) for s in syms) in wanted and rec.created >= newest.get(rec.key, rec).created:
+            newest[rec.key] = rec
+    by_class: dict[tuple[int, ...], list[SizeRecord]] = {}
+    for rec in newest.values():
+        by_class.setdefault(tuple(size_class(rec.sizes[s]) for s in syms), []).append(rec)
+    answer = hashlib.sha256("\n".join(sorted(r.content_hash for r in newest.values())).encode()).hexdigest()[:32]
+    answer = answer if newest else "-"
+    lost = sorted(r.bucket for rs in by_class.values() for r in rs if not r.servable_here)
+    if lost:
+        return RangeVerdict(
+            False, f"not a winner at {lost[0]}" + (f" and {len(lost) - 1} more" if len(lost) > 1 else ""), answer
+        )
+    missing = len(wanted - set(by_class))
+    if missing:
+        return RangeVerdict(False, f"{missing} of {len(wanted)} size classes its guards admit are not timed", answer)
+    return RangeVerdict(True, f"won in all {len(wanted)} size classes its guards admit", answer)

@@ -73,6 +73,9 @@ def start(cfg: Config, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Rec
         base = base_token(cfg, store)
         if base is None:
             return None
+        ranges = _symbol_ranges(gm)
+        if ranges:  # a dynamic graph is served by its guards' ranges (region_pass._admitted): never another's
+            base = _hash(base, f"ranges {ranges}")
         tok = family_token(base, store, path)
         record = Record(cfg, tok, gm, example_inputs, base)
         setattr(gm, ATTR, tok)
@@ -129,10 +132,23 @@ def family_token(base: str, store: Any, record: Path | None) -> str:
     if data is None or data.get("base") != base or not isinstance(data.get("token"), str):
         return _hash(base, f"sizes {sizes or '?'}")
     seen = _family_lookups(data)
-    now = {lookup: _answer(sized, lookup) for lookup in seen}
+    now = {lookup: _answer(store, lookup) for lookup in seen}
     if now == seen:
         return data["token"]
     return _hash(base, "family", *(f"{k} {v}" for k, v in sorted(now.items())))
+
+
+def _symbol_ranges(gm: fx.GraphModule) -> str:
+    """The value ranges of the graph's input symbols: one graph compiled under other bounds is another compile."""
+    found: set[str] = set()
+    for n in gm.graph.find_nodes(op="placeholder"):
+        v = n.meta.get("example_value", n.meta.get("val"))
+        dims = [*v.shape, *v.stride()] if isinstance(v, torch.Tensor) else [v]
+        for d in dims:
+            if isinstance(d, torch.SymInt):
+                env = d.node.shape_env
+                found.update(f"{sym}:{env.var_to_range.get(sym)}" for sym in d.node.expr.free_symbols)
+    return ",".join(sorted(found))
 
 
 def _hash(*parts: str) -> str:
@@ -150,11 +166,13 @@ def _family_lookups(data: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _answer(sized: Any, lookup: str) -> str:
-    from llm_inductor.cache.sizes import parse_bucket
+def _answer(store: Any, lookup: str) -> str:
+    from llm_inductor.cache.sizes import RANGE_PREFIX, judge_range, parse_bucket, parse_range
 
     entry_id, gpu, mode, bucket = lookup.split("|")
-    rec = sized(entry_id, gpu, mode, parse_bucket(bucket))
+    if bucket.startswith(RANGE_PREFIX):  # a graph compiled with dynamic shapes: every record in its range
+        return judge_range(store, entry_id, gpu, mode, parse_range(bucket)).answer
+    rec = store.size_record(entry_id, gpu, mode, parse_bucket(bucket))
     return "-" if rec is None else rec.content_hash
 
 

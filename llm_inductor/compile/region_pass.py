@@ -21,7 +21,7 @@ import torch.fx as fx
 import llm_inductor.compile.runtime as _runtime
 import llm_inductor.compile.state as _state
 from llm_inductor._errors import LLMInductorError, RegionBypass, UsageError
-from llm_inductor.cache.sizes import TIMING_NEEDED
+from llm_inductor.cache.sizes import TIMING_NEEDED, judge_range, range_text
 from llm_inductor.cache.sizes import record_key as size_record_key
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
@@ -184,7 +184,10 @@ class _GraphPass:
         if cfg.mode in ("cache", "tune"):
             try:
                 row.region_path = _record_pending(self.store, info, share, cfg, family_pending)
-                row.status = "pending" if family_pending is None else f"pending ({family_pending['reason']})"
+                reason = family_pending["reason"] if family_pending is not None else None
+                if reason is None and row.status.startswith(DYNAMIC_FAMILY):  # why the family did not serve it
+                    reason = row.status.removeprefix("family: ")
+                row.status = "pending" if reason is None else f"pending ({reason})"
                 self.pending.append(info)
                 _state.bump("pending")
             except OSError as e:
@@ -238,12 +241,20 @@ class _GraphPass:
         entry = self.store.lookup(fam.digest)
         if entry is None:
             return None, "miss", None
-        if info.symbols:
-            # Compiled with dynamic shapes: the graph runs at every size its guards admit, and records name
-            # single sizes, so no record can cover it. A size record at its hints would be served everywhere.
-            return None, f"family: {DYNAMIC_NOT_SERVED}", None
-        sized = getattr(self.store, "size_record", None)
         gpu, mode = _gpu_model(self.device), inductor_mode()
+        if info.symbols:
+            # Compiled with dynamic shapes: the graph runs at every size its guards admit, so it is served only
+            # where records cover every size class of those ranges with a win (cache/sizes.judge_range).
+            ranges = _admitted(fam)
+            if ranges is None:
+                return None, f"family: {DYNAMIC_NOT_SERVED}", None
+            verdict = judge_range(self.store, entry.entry_id, gpu, mode, ranges)
+            row.family_lookup = f"{entry.entry_id}|{gpu}|{mode}|{range_text(ranges)}"
+            row.family_answer = verdict.answer
+            if verdict.served:
+                return entry, "hit (family)", None
+            return None, f"family: dynamic shapes: {verdict.why}", None
+        sized = getattr(self.store, "size_record", None)
         record = sized(entry.entry_id, gpu, mode, fam.symbols) if sized is not None else None
         row.family_lookup = size_record_key(entry.entry_id, gpu, mode, fam.symbols)
         row.family_answer = "-" if record is None else record.content_hash  # AOTAutograd's token follows it
@@ -384,7 +395,40 @@ def _raise_baseline(region: Path) -> None:
 
 MAX_AUTOTUNE = "max-autotune-no-cudagraphs"
 SLOWER_HERE = "family: slower at this size"
-DYNAMIC_NOT_SERVED = "dynamic shapes: a family kernel is served at single timed sizes only"
+DYNAMIC_FAMILY = "family: dynamic shapes"
+DYNAMIC_NOT_SERVED = (
+    "dynamic shapes: the sizes its guards admit are unbounded (bound them with torch._dynamo.mark_dynamic(x, dim, "
+    "min=, max=) to be served where every size class in between was timed to win)"
+)
+
+
+def _admitted(fam: RegionInfo) -> dict[str, tuple[int, int]] | None:
+    """Each family symbol's range of sizes that the graph's guards admit, or None where one is unbounded.
+
+    A symbol stands for an input dim (``fam.bindings``): a static dim admits its size alone, a dynamic one the
+    range its ShapeEnv keeps for that symbol. A dim that is an expression of symbols is not judged.
+    """
+    import sympy
+
+    out: dict[str, tuple[int, int]] = {}
+    for name in fam.symbols:
+        if name not in fam.bindings:
+            return None
+        i, d = fam.bindings[name]
+        dim = fam.inputs[i].meta["val"].shape[d]
+        if isinstance(dim, int):
+            out[name] = (dim, dim)
+            continue
+        expr = dim.node.expr
+        if not isinstance(expr, sympy.Symbol):
+            return None
+        vr = dim.node.shape_env.var_to_range.get(expr)
+        try:
+            lo, hi = int(vr.lower), int(vr.upper)
+        except (AttributeError, TypeError, ValueError, OverflowError):
+            return None  # no range, or Dynamo's default upper bound int_oo (which calls itself finite): unbounded
+        out[name] = (max(lo, 1), hi)
+    return out
 
 
 @dataclass(frozen=True)

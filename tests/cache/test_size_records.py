@@ -514,3 +514,32 @@ def test_a_record_that_lost_in_its_graph_says_so():
     assert _won(make_size_record("e:1", SMALL, won=False, speedup=0.91)) == "lost"
     assert _won(make_size_record("e:1", SMALL, verified=False, won=False)) == "not verified"
     assert _won(make_size_record("e:1", SMALL)) == "won"
+
+
+def test_a_range_is_served_only_where_every_size_class_it_admits_won():
+    from llm_inductor.cache.sizes import judge_range, parse_range, range_text, size_class
+
+    assert [size_class(n) for n in (1, 2, 3, 4, 7, 8, 16)] == [1, 2, 2, 3, 3, 4, 5]
+    ranges = {"s0": (2, 16), "s1": (33, 33)}  # rows in classes 2-3, 4-7, 8-15 and 16-31; 33 columns
+    assert parse_range(range_text(ranges)) == ranges
+    with pytest.raises(SizeRecordError):
+        parse_range("range:s0=16..2")
+    store = MemoryStore()
+    fam = make_family_entry()
+
+    def judge():
+        return judge_range(store, fam.entry_id, "cpu", "default", ranges)
+
+    assert not judge().served and judge().answer == "-"
+    for rows in (3, 5, 12):
+        store.put_size(make_size_record(fam, {"s0": rows, "s1": 33}))
+    assert judge().why == "1 of 4 size classes its guards admit are not timed"
+    store.put_size(make_size_record(fam, {"s0": 16, "s1": 33}, gpu="NVIDIA H200"))  # another GPU model's
+    store.put_size(make_size_record(fam, {"s0": 16, "s1": 33}, inductor_mode="max-autotune-no-cudagraphs"))
+    assert not judge().served
+    store.put_size(make_size_record(fam, {"s0": 16, "s1": 33}))
+    assert judge().served and judge().why == "won in all 4 size classes its guards admit"
+    store.put_size(make_size_record(fam, {"s0": 6, "s1": 33}, won=False, speedup=0.9))  # one loss in a class
+    assert not judge().served and judge().why == "not a winner at s0=6,s1=33"
+    wide = judge_range(store, fam.entry_id, "cpu", "default", {"s0": (1, 2**40), "s1": (1, 2**40)})
+    assert not wide.served and "size classes (at most 64" in wide.why

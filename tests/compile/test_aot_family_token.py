@@ -78,3 +78,20 @@ def test_a_store_without_size_records_adds_nothing(tmp_path):
             return None
 
     assert family_token(BASE, Plain(), compile_record(tmp_path / "g.json", "t", {"x|cpu|default|s0=2": "-"})) == BASE
+
+
+def test_a_dynamic_graphs_token_follows_every_record_in_its_range_and_no_other(tmp_path):
+    from llm_inductor.cache.sizes import judge_range, range_text
+
+    store = MemoryStore()
+    fam = make_family_entry("rms family")
+    ranges = {"s0": (2, 16), "s1": (33, 33)}
+    lookup = f"{fam.entry_id}|cpu|default|{range_text(ranges)}"
+    path = compile_record(
+        tmp_path / "c.json", "t1", {lookup: judge_range(store, fam.entry_id, "cpu", "default", ranges).answer}
+    )
+    assert family_token(BASE, store, path) == "t1"
+    store.put_size(make_size_record(fam, {"s0": 64, "s1": 33}))  # outside its size classes: the same token
+    assert family_token(BASE, store, path) == "t1"
+    store.put_size(make_size_record(fam, {"s0": 12, "s1": 33}))  # inside: a new token
+    assert family_token(BASE, store, path) != "t1"

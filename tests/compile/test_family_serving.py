@@ -144,3 +144,36 @@ def test_an_unknown_region_that_views_its_input_is_recorded_as_its_core(tmp_path
             torch.compile(fn, backend=llm_inductor.backend(mode="cache", min_region_us=0))(x)
     # both graphs are one pending region: a kernel tuned for it serves both
     assert len({p.key for p in store.pending()}) == 1
+
+
+def compile_bounded(rows: list[int], high: int | None = 16):
+    """Compiled with dynamic rows, bounded by mark_dynamic, then run at each of rows (values checked)."""
+    _state.reset()
+    torch._dynamo.reset()
+    f = torch.compile(rms, backend=llm_inductor.backend(min_region_us=0))
+    with torch.no_grad():
+        for n in rows:
+            x = torch.randn(n, 33)
+            torch._dynamo.mark_dynamic(x, 0, **({} if high is None else {"min": 2, "max": high}))
+            torch.testing.assert_close(f(x), rms(x), rtol=1e-5, atol=1e-5)
+    (row,) = [row for r in _state.reports for row in r.regions]
+    return row, llm_inductor.stats()
+
+
+def test_a_bounded_dynamic_graph_is_served_only_where_every_size_class_won(family):
+    store, entry = family
+    for n in (3, 5, 12):  # the classes 2-3, 4-7 and 8-15 rows; 16-31 has no record yet
+        store.put_size(make_size_record(entry, {"s0": n, "s1": 33}))
+    row, stats = compile_bounded([7, 3, 16])
+    # tuned as its own region meanwhile, with the reason (tune --pending does not time size classes)
+    assert row.status == "pending (dynamic shapes: 1 of 4 size classes its guards admit are not timed)"
+    assert stats["substituted"] == 0 and row.family_lookup.endswith("|range:s0=2..16,s1=33..33")
+    store.put_size(make_size_record(entry, {"s0": 16, "s1": 33}))
+    row, stats = compile_bounded([7, 3, 16])  # one graph for the three sizes, each checked against eager
+    assert row.status == "hit (family)" and stats["substituted"] == 1 and stats["kernel_calls"] == 3
+    store.put_size(make_size_record(entry, {"s0": 6, "s1": 33}, won=False, speedup=0.8))
+    row, stats = compile_bounded([7])
+    assert row.status == "pending (dynamic shapes: not a winner at s0=6,s1=33)" and stats["substituted"] == 0
+    # unbounded (Dynamo's default for a dynamic dim): never served from records of single sizes
+    row, stats = compile_bounded([7], high=None)
+    assert "unbounded" in row.status and stats["substituted"] == 0
