@@ -85,10 +85,10 @@ def _bench(fn: Any, device: str) -> float:
 def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> dict[str, Any]:
     import torch
 
-    import llm_inductor
     import llm_inductor.compile.state as _state
     from llm_inductor.cache.entry import Entry
     from llm_inductor.cache.store import MemoryStore
+    from llm_inductor.compile.dynamo_backend import backend
 
     _state.set_store(MemoryStore([Entry.from_json(entry_path.read_text())]))
     spec = importlib.util.spec_from_file_location("llm_graph", graph)
@@ -107,7 +107,7 @@ def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> di
 
     a = torch.compile(without, backend="inductor")
     # the backend itself, not its registered name: a checkout on sys.path has no entry point
-    b = torch.compile(with_kernel, backend=llm_inductor.backend("cache", cache_dir=scratch, interpret=device == "cpu"))
+    b = torch.compile(with_kernel, backend=backend("cache", cache_dir=scratch, interpret=device == "cpu"))
     with torch.no_grad():
         ref = a(*inputs)
         _state.reset()
