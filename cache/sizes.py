@@ -218,12 +218,11 @@ def judge_range(
 ) -> RangeVerdict:
     """Whether the trusted records cover every size class the ranges admit with a win, and none with a loss."""
     import itertools
+    import math
 
     syms = sorted(ranges, key=lambda s: int(s[1:]))
     spans = [range(size_class(ranges[s][0]), size_class(ranges[s][1]) + 1) for s in syms]
-    count = 1
-    for span in spans:
-        count *= len(span)
+    count = math.prod(len(span) for span in spans)
     if count > MAX_CLASSES:
         return RangeVerdict(False, f"its guards admit {count} size classes (at most {MAX_CLASSES} are judged)", "-")
     wanted = set(itertools.product(*spans))

@@ -153,6 +153,7 @@ class Region:
         return [op_name(n) for n in self.nodes if n.target is not operator.getitem]
 
 
+COMPUTE = ("anchor", "pointwise", "reduction", "index")  # kinds a region needs one of (views alone are not one)
 # Views that only reinterpret their input's sizes and strides: no data offset, no copy, no new storage.
 ALIASING = {
     "view",
@@ -178,27 +179,33 @@ def core(region: Region) -> Region | None:
     core up where the region is unknown, so one kernel serves both graphs.
     """
     members = set(region.nodes)
-    hoisted: list[fx.Node] = []
+    hoisted: set[fx.Node] = set()
     for n in region.nodes:
         if _aliases(n) and classify(n) == "view":
             # of an input or of a hoisted view; size arguments (SymInt nodes) come from outside the region
             if all(a not in members or a in hoisted for a in n.all_input_nodes):
-                hoisted.append(n)
+                hoisted.add(n)
     if not hoisted:
         return None
     rest = [n for n in region.nodes if n not in hoisted]
-    if not any(classify(n) in ("anchor", "pointwise", "reduction", "index") for n in rest):
+    if not any(classify(n) in COMPUTE for n in rest):
         return None
-    taken = set(rest)
+    inputs, outputs = _boundary(rest)
+    return Region(region.index, rest, region.anchor, inputs, outputs) if outputs else None
+
+
+def _boundary(nodes: list[fx.Node]) -> tuple[list[fx.Node], list[fx.Node]]:
+    """A region's inputs (tensor producers outside it, by first use) and outputs (its nodes used outside)."""
+    members = set(nodes)
     inputs: list[fx.Node] = []
-    for n in rest:
+    outputs: list[fx.Node] = []
+    for n in nodes:
         for a in n.all_input_nodes:
-            if a not in taken and a not in inputs and isinstance(a.meta.get("val"), torch.Tensor):
+            if a not in members and a not in inputs and isinstance(a.meta.get("val"), torch.Tensor):
                 inputs.append(a)
-    outputs = [n for n in region.outputs if n in taken]
-    if not outputs:
-        return None
-    return Region(region.index, rest, region.anchor, inputs, outputs)
+        if any(u not in members for u in n.users) and isinstance(n.meta.get("val"), torch.Tensor):
+            outputs.append(n)
+    return inputs, outputs
 
 
 def _aliases(n: fx.Node) -> bool:
@@ -352,18 +359,10 @@ def partition(gm: fx.GraphModule) -> list[Region]:
 
     regions: list[Region] = []
     for root, members in groups.members.items():
-        compute = [m for m in members if kinds[m] in ("anchor", "pointwise", "reduction", "index")]
-        if not compute:
+        if not any(kinds[m] in COMPUTE for m in members):
             continue
         ordered = sorted(members, key=order.__getitem__)
-        inputs: list[fx.Node] = []
-        outputs: list[fx.Node] = []
-        for n in ordered:
-            for a in n.all_input_nodes:
-                if a not in members and a not in inputs and isinstance(a.meta.get("val"), torch.Tensor):
-                    inputs.append(a)
-            if any(u not in members for u in n.users) and isinstance(n.meta.get("val"), torch.Tensor):
-                outputs.append(n)
+        inputs, outputs = _boundary(ordered)
         if not outputs or not inputs:
             continue
         regions.append(Region(len(regions), ordered, groups.anchor[root], inputs, outputs))
