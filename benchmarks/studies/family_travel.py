@@ -87,7 +87,12 @@ class Out:
         self.data = json.loads(path.read_text()) if path.is_file() else {**meta, "phases": {}}
 
     def add(self, phase: str, row: dict[str, Any]) -> None:
-        row = {**row, "commit": os.environ.get("BENCH_COMMIT", "?")}  # runs of one file span calls and commits
+        # runs of one file span calls and commits; the time says how long each step took
+        row = {
+            **row,
+            "commit": os.environ.get("BENCH_COMMIT", "?"),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         self.data["phases"].setdefault(phase, []).append(row)
         self.path.write_text(json.dumps(self.data, indent=1, default=str))
 

@@ -4,6 +4,8 @@
 #   bash benchmarks/studies/family_travel_h200.sh COMMIT SECONDS:PHASE:CASES:ROWS [...]
 #
 # e.g. 300:tune:cross_entropy:- 240:extend:cross_entropy:1024,2048 (ROWS "-" for the default sizes).
+# PHASE "gate" profiles recorded regions' in-graph gates instead (gate_overhead.py): CASES is their key16s,
+# comma-separated, and each writes $OUT/gate_KEY16.json.
 # Each run gets its own time limit, so a slow one cannot take the call with it. The machine does not stay
 # warm between calls, so the kernel cache and the results travel: a call restores .gl/family_state.tgz
 # (carried from the last call's $OUT) and leaves the new state in $OUT, whatever its runs did.
@@ -23,8 +25,16 @@ for spec in "$@"; do
   extra=()
   [ "$rows" != "-" ] && extra=(--rows "$rows")
   echo "=== $(date -u +%T) $spec"
+  if [ "$phase" = gate ]; then
+    for key in ${cases//,/ }; do
+      timeout "$seconds" python benchmarks/studies/gate_overhead.py --cache .gl/fam --region "$key" \
+        --out "$OUT/gate_$key.json" || { rc=$?; echo "=== gate $key: rc=$rc"; }
+    done
+    continue
+  fi
   timeout "$seconds" python benchmarks/studies/family_travel.py --cache .gl/fam --out .gl/family_travel.json \
     --phase "$phase" --cases "$cases" "${extra[@]}" || { rc=$?; echo "=== $spec: rc=$rc"; }
+  cp .gl/family_travel.json "$OUT/" 2>/dev/null  # what is done so far comes back even if the call is cut
 done
 nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 tar czf "$OUT/family_state.tgz" -C .gl fam family_travel.json
