@@ -119,12 +119,48 @@ def main(argv: list[str] | None = None) -> int:
     row["forward_host_us_per_call"] = host_us_per_call(
         lambda: k.forward(*op_inputs), sync, 200 if a.device == "cuda" else 3
     )
+    # Where the host's time goes, by Python function: the llm graph's call against the op called directly
+    row["cprofile_llm_graph"] = python_profile(lambda: graphs["llm"](*inputs), sync, 50 if a.device == "cuda" else 2)
+    row["cprofile_op"] = python_profile(
+        lambda: torch.ops.llm_inductor.kernel.default(k.entry_id, op_inputs), sync, 50 if a.device == "cuda" else 2
+    )
     a.out.write_text(json.dumps(row, indent=1))
-    print(json.dumps({k: v for k, v in row.items() if k not in ("inductor", "llm")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: v
+                for k, v in row.items()
+                if k in ("region", "entry", "op_host_us_per_call", "forward_host_us_per_call")
+            }
+        )
+    )
     for name in ("inductor", "llm"):
         print(name, {k: v for k, v in row[name].items() if k != "profile"})
         print(row[name]["profile"])
+    print(row["cprofile_llm_graph"], row["cprofile_op"], sep="\n")
     return 0
+
+
+def python_profile(fn: Any, sync: Any, n: int) -> str:
+    """cProfile of n calls (no grad), the top functions by their own time."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+
+    with torch.no_grad():
+        fn()
+        sync()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(n):
+            fn()
+        prof.disable()
+        sync()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(30)
+    return text.getvalue()
 
 
 def inputs_for_region(region: Path, device: str) -> list[Any]:
