@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import random
@@ -594,12 +595,16 @@ class SqliteStore:
 
     # ------------------------------------------------------------ pending regions
     def add_pending(self, key: str, body: str) -> None:
+        """Record a pending region, or update it: the newest body (what it is pending for changes: an LLM,
+        or timing of a family kernel), the first sighting's ``first_seen``, one more ``seen``."""
+
         def w(c: sqlite3.Connection) -> None:
             with self._write(c):
+                old = c.execute("SELECT body FROM pending WHERE key=?", (key,)).fetchone()
                 c.execute(
                     "INSERT INTO pending VALUES (?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET "
-                    "seen=seen+1, updated=excluded.updated",
-                    (key, body, time.time()),
+                    "body=excluded.body, seen=seen+1, updated=excluded.updated",
+                    (key, _first_seen_kept(old[0], body) if old else body, time.time()),
                 )
 
         self._run("pending", None, w, writes=True)
@@ -711,3 +716,14 @@ def _readable_rows(conn: sqlite3.Connection, table: str, columns: str, lost: lis
         else:
             rows.append(tuple(row))
     return rows
+
+
+def _first_seen_kept(old: str, new: str) -> str:
+    """``new``, with ``old``'s first sighting (bodies are JSON objects; one that is not is replaced whole)."""
+    try:
+        first, body = json.loads(old).get("first_seen"), json.loads(new)
+    except (ValueError, AttributeError):
+        return new
+    if first is None or not isinstance(body, dict):
+        return new
+    return json.dumps({**body, "first_seen": first}, sort_keys=True)

@@ -29,7 +29,7 @@ from typing import Any
 from llm_inductor._errors import UsageError
 from llm_inductor._files import atomic_write
 from llm_inductor.cache.entry import Entry
-from llm_inductor.cache.sizes import SizeRecord
+from llm_inductor.cache.sizes import TIMING_NEEDED, SizeRecord
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
@@ -142,6 +142,41 @@ def _won_where_tuned(speed: dict[str, Any], cfg: Config, device: str) -> tuple[b
     if gate.get("measured") and not gate.get("passed"):
         return False, f"the sizes it was tuned at: {speedup:.2f}x, but {gate.get('note', 'it slows its graph')}"
     return True, f"the sizes it was tuned at: {speedup:.2f}x, its own timing and in-graph gate"
+
+
+def adopt(store: Any, device: str) -> list[PendingRegion]:
+    """Pending regions for the LLM that their family's kernel could serve now: recorded as family pending.
+
+    A region compiled before its family had a kernel (before ``convert`` promoted one, in the same
+    ``tune --pending``) was recorded for the LLM. Once the family has an entry, the region is re-recorded
+    pending with "timing needed at this size", so ``extend`` verifies and times that kernel there instead
+    of asking an LLM for another. Left as they are: regions with a size record here already (won, lost
+    or wrong, that record decided), family files, and families of dynamic sizes.
+    """
+    sized = getattr(store, "size_record", None)
+    adopted = []
+    for rec in store.pending():
+        if rec.family or sized is None or not Path(rec.region_path).is_file():
+            continue
+        try:
+            side = regionfile.read_sidecar(rec.region_path, optional=True)
+        except UsageError:
+            continue
+        fam = side.family or {}
+        sizes = fam.get("symbols") or {}
+        if (side.key_fields or {}).get("family") or not all(type(v) is int for v in sizes.values()):
+            continue
+        entry = store.lookup(str(fam.get("key", "")))
+        if entry is None or not sizes:
+            continue
+        mode = baseline_mode(rec.region_path)
+        if sized(entry.entry_id, _versions(device)["gpu"], mode, sizes) is not None:
+            continue
+        family = {"key": str(fam["key"]), "entry_id": entry.entry_id, "sizes": dict(sizes), "inductor_mode": mode}
+        rec = dataclasses.replace(rec, family={**family, "reason": TIMING_NEEDED})
+        store.add_pending(rec)
+        adopted.append(rec)
+    return adopted
 
 
 def family_pending(store: Any) -> list[PendingRegion]:

@@ -24,7 +24,7 @@ from llm_inductor._errors import UsageError
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.search.context import RegionContext, load_context, read_region
-from llm_inductor.search.families import Extension, convert, extend, family_pending, promote
+from llm_inductor.search.families import Extension, adopt, convert, extend, family_pending, promote
 from llm_inductor.search.gate import SERVED
 from llm_inductor.search.llm.providers import Provider, select_provider
 from llm_inductor.search.loop import Searcher
@@ -223,6 +223,8 @@ def tune(
                 done["entry_id"][:24],
                 "is now its family's kernel" if done.get("promoted") else f"stays its region's: {done.get('why')}",
             )
+        for rec in adopt(store, device):
+            log.info("llm_inductor: region %s: its family has a kernel now; timing it there", rec.key[:16])
         extensions = extend_families(cfg, device, store, verifier)
         paths_left = pending_regions(cfg, store)
         if not regions and find_regions is None and not paths_left:

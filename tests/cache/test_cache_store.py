@@ -193,6 +193,21 @@ def test_pending_records_count_sightings_and_resolve_on_put(tmp_path):
     assert store.pending() == []
 
 
+def test_a_pending_record_says_what_it_waits_for_now_and_keeps_its_first_sighting(tmp_path):
+    """A region first pending for the LLM, then for timing of its family's kernel (or back): the newest wins."""
+    store = open_test_store(tmp_path)
+    first = PendingRegion(key=digest("x"), region_path="/r/x.py", ops=["mul"], est_us=3.0, share=0.5, device="cpu")
+    first.first_seen = 1000.0
+    store.add_pending(first)
+    family = {"key": digest("f"), "entry_id": "e", "sizes": {"s0": 12}, "reason": "timing needed at this size"}
+    store.add_pending(dataclasses.replace(first, family=family, first_seen=2000.0))
+    (got,) = open_test_store(tmp_path).pending()
+    assert got.family == family and got.seen == 2 and got.first_seen == 1000.0
+    store.add_pending(dataclasses.replace(first, family=None, first_seen=3000.0))  # wrong there: for the LLM
+    (got,) = open_test_store(tmp_path).pending()
+    assert got.family is None and got.seen == 3 and got.first_seen == 1000.0
+
+
 def _writer(cache: str, index: int, n: int, total: int, barrier, results) -> None:
     """One of n processes: write its share of the entries while reading everyone's."""
     barrier.wait(timeout=60)  # all at once

@@ -170,13 +170,22 @@ def test_entries_made_before_families_are_converted_once(tmp_path, monkeypatch, 
     assert len(calls) == 1
     capsys.readouterr()
 
-    # A right one replaces it: converted, and 12 rows then go by timing alone.
+    # 12 rows while the family has no kernel: pending for the LLM.
+    _, rows, _ = compile_rows(12)
+    assert [r.status for r in rows] == ["pending"]
+
+    # A right one replaces it: converted, and the 12 rows recorded for the LLM before go by timing alone, in
+    # the same run (on the H200, four softmax sizes compiled before the conversion were sent to the LLM).
     assert main(["cache", "add", str(region), str(tmp_path / "good.py")]) == 0
     main(["tune", "--pending"])
-    assert len(calls) == 2
+    assert len(calls) == 3 and "families" in calls[1] and "families" not in calls[2]
     families = [r.entry for r in store.listings() if r.entry is not None and r.entry.key_fields.get("family")]
     assert len(families) == 1 and families[0].provenance["promoted_from"]
+    assert {r.bucket for r, _, _ in store.size_records(families[0].entry_id)} == {"s0=8,s1=33", "s0=12,s1=33"}
+    assert store.pending() == []
     _, rows, _ = compile_rows(12)
+    assert [r.status for r in rows] == ["hit (family)"]
+    _, rows, _ = compile_rows(16)
     assert [r.status for r in rows] == ["pending (timing needed at this size)"]
 
 
