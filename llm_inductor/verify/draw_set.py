@@ -193,7 +193,9 @@ class DrawSet:
         # Host work, but on the gate's shared side all the same: a candidate is timed with the machine quiet
         # (launch latency is host time; busy cores moved a timing 0.9x against 1.4x on the H200).
         # Host memory is admitted first (host_budget): a draw too large for this host is a harness failure.
-        with HOST.build(build_bytes(self.region, draw), f"{draw.label()} of region {self.region.name}"):
+        with self._lock:
+            own = sum(self._held.values())
+        with HOST.build(build_bytes(self.region, draw), f"{draw.label()} of region {self.region.name}", own):
             with GATE.shared(self.device):
                 exp = self._build_now(draw)
         held = _held_bytes(exp)

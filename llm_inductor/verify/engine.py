@@ -50,6 +50,7 @@ from llm_inductor.verify.compare import same_bits
 from llm_inductor.verify.draw_set import DrawSet, PlanInfo, draws_for, verification_round
 from llm_inductor.verify.draws import Draw, fresh_seed
 from llm_inductor.verify.gpu_share import ADMISSION, GATE
+from llm_inductor.verify.host_budget import HostMemoryError
 from llm_inductor.verify.loaded_region import LoadedRegion, load_region
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure, WorkerStartError
 from llm_inductor.verify.result import CheckResult, VerifyResult, versions
@@ -79,6 +80,8 @@ _SIZE_REASONS = {
 
 
 HARNESS_RETRIES = 2  # runs after the first when the harness fails: three tries in all, each in a fresh worker
+# Harness failures that a retry cannot change: a draw larger than the host's budget beside its round's own draws.
+NOT_RETRIED = {"harness:host_memory"}
 FLUSH_BYTES = 256 * 10**6  # triton.testing.do_bench's L2-flush buffer, allocated in the worker while timing
 MAX_PARALLEL = 4  # verifications at once on one GPU; timing is exclusive, so more adds little
 
@@ -157,20 +160,24 @@ def verify(
             if not result.harness_failure and (alone or not _either(result)):
                 break
             earlier.append(result)
+            hopeless = result.reason in NOT_RETRIED
+            last = attempt == HARNESS_RETRIES or hopeless
             log.warning(
                 "llm_inductor: %s on verification try %d (%s)%s",
                 "harness failure" if result.harness_failure else result.reason,
                 attempt + 1,
                 result.message[:300],
-                "; running it again alone in a fresh worker" if attempt < HARNESS_RETRIES else "; giving up",
+                "; giving up" if last else "; running it again alone in a fresh worker",
             )
-        else:
-            result.message = (
-                f"the verifier failed on all {len(earlier)} tries, run alone in fresh workers after the "
-                f"first; the candidate was not judged: {_tries(earlier)}"
-            )
-            result.checks = [CheckResult("harness", False, result.message)]
-            return result
+            if last:
+                result.message = (
+                    f"not retried, since no retry can change it; the candidate was not judged: {_tries(earlier)}"
+                    if hopeless
+                    else f"the verifier failed on all {len(earlier)} tries, run alone in fresh workers after the "
+                    f"first; the candidate was not judged: {_tries(earlier)}"
+                )
+                result.checks = [CheckResult("harness", False, result.message)]
+                return result
     if earlier:
         if earlier[0].reason == result.reason:
             result.message += " (the same again when run alone in a fresh worker: the candidate's)"
@@ -301,6 +308,8 @@ class _Verification:
                 if isinstance(e, _Harness)
                 else "worker_start"
                 if isinstance(e, WorkerStartError)
+                else "host_memory"
+                if isinstance(e, HostMemoryError) and not e.retry_helps
                 else "parent_oom"
                 if isinstance(e, (MemoryError, torch.OutOfMemoryError))
                 else "device"

@@ -26,7 +26,15 @@ SHARE = 0.8
 
 
 class HostMemoryError(MemoryError):
-    """A draw that this host cannot build: a harness failure, named, never a candidate's verdict."""
+    """A draw that this host cannot build: a harness failure, named, never a candidate's verdict.
+
+    ``retry_helps`` is False where no retry can make room: the draw, plus what its own round already
+    holds, is more than the whole budget (the H200 once spent three tries, 230 s, on such a draw).
+    """
+
+    def __init__(self, message: str, retry_helps: bool = True) -> None:
+        super().__init__(message)
+        self.retry_helps = retry_helps
 
 
 def available_bytes() -> int | None:
@@ -56,18 +64,26 @@ class HostBudget:
         return self._capacity or None  # 0: unknown, so unbounded
 
     @contextlib.contextmanager
-    def build(self, nbytes: int, what: str) -> Iterator[None]:
-        """Reserve ``nbytes`` while a draw is built; wait for other builds, never for held draws."""
+    def build(self, nbytes: int, what: str, own_held: int = 0) -> Iterator[None]:
+        """Reserve ``nbytes`` while a draw is built; wait for other builds, never for held draws.
+
+        ``own_held``: bytes that the draw's own round holds (part of ``used``), which a retry of the same
+        round does not release: where they and the draw exceed the budget, the error says no retry helps.
+        """
         cap = self.capacity
         with self._cond:
             if cap is not None:
                 while self.used + nbytes > cap and self._building:
                     self._cond.wait(timeout=5.0)
                 if self.used + nbytes > cap:
+                    hopeless = nbytes + own_held > cap
                     raise HostMemoryError(
                         f"{what} needs about {nbytes / 2**30:.1f} GiB of host memory to build, and "
                         f"{max(cap - self.used, 0) / 2**30:.1f} GiB of this host's {cap / 2**30:.1f} GiB budget is "
-                        "free (80% of what was available): run it on a host with more memory, or at smaller sizes"
+                        "free (80% of what was available)"
+                        + (f", {own_held / 2**30:.1f} GiB of it held by its round's other draws" if own_held else "")
+                        + ": run it on a host with more memory, or at smaller sizes",
+                        retry_helps=not hopeless,
                     )
             self.used += nbytes
             self._building += 1

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from llm_inductor.verify import host_budget
+from llm_inductor.verify import draw_set, host_budget
 from llm_inductor.verify.engine import verify
 from llm_inductor.verify.host_budget import HostBudget, HostMemoryError
 from support.paths import KERNELS, REGIONS
@@ -51,9 +51,35 @@ def test_held_draws_count_and_a_build_they_leave_no_room_for_fails_instead_of_wa
     assert budget.used == 0
 
 
+def test_the_error_says_whether_a_retry_can_make_room():
+    """Held by other rounds: they may release it, so a retry may fit. Held by the draw's own round (kept
+    across the retries of one verification) or larger than the budget: no retry can."""
+    budget = HostBudget(capacity=100)
+    budget.hold(80)
+    with pytest.raises(HostMemoryError) as others:
+        with budget.build(30, "draw e"):
+            pass
+    assert others.value.retry_helps
+    with pytest.raises(HostMemoryError, match="80.* held by its round's other draws") as own:
+        with budget.build(30, "draw e", own_held=80):
+            pass
+    assert not own.value.retry_helps
+    budget.release(80)
+    with pytest.raises(HostMemoryError) as alone:
+        with budget.build(101, "draw f"):
+            pass
+    assert not alone.value.retry_helps and budget.used == 0
+
+
 def test_a_region_too_large_for_the_host_is_a_harness_failure_not_a_verdict(monkeypatch):
     monkeypatch.setattr(host_budget.HOST, "_capacity", 4096)  # bytes: smaller than any draw of this region
     monkeypatch.setattr(host_budget.HOST, "used", 0)
+    built = []
+    real = draw_set.DrawSet._build_now
+    monkeypatch.setattr(draw_set.DrawSet, "_build_now", lambda self, d: built.append(d) or real(self, d))
     result = verify(REGIONS / "region_softmax.py", (KERNELS / "softmax.py").read_text(), device="cpu")
     assert result.harness_failure and not result.accepted, result.message
     assert "host memory" in result.message
+    # No retry can make room for a draw larger than the whole budget: one try, not three, and nothing built.
+    assert result.reason == "harness:host_memory" and "not retried" in result.message and built == []
+    assert len([c for c in result.checks if c.name == "harness"]) == 1
