@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import operator
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from llm_inductor.passes.regionfile import REGION_SCHEMA, Sidecar
 from llm_inductor.passes.symexpr import SymbolNamer, _hint_of
 
 log = logging.getLogger(__name__)
+# Wall time spent writing regions' family keys, this process (benchmarks/studies/compile_overhead.py reports it).
+FAMILY_SECONDS = [0.0]
 
 # Index inputs: (op, position of the index arg) → (position of the indexed tensor, dim arg position or fixed dim).
 _INDEX_USES = {
@@ -355,6 +358,7 @@ def _describe_family(exact: _Canon, info: RegionInfo) -> RegionInfo | None:
 
     Never raises: a region without a family key keeps its exact key.
     """
+    start = time.perf_counter()
     try:
         return _family_of(exact, info)
     except RegionBypass:
@@ -362,6 +366,8 @@ def _describe_family(exact: _Canon, info: RegionInfo) -> RegionInfo | None:
     except Exception as e:  # a gap in the abstraction must not cost the region its exact key
         log.debug("llm_inductor: no family key for region %s: %s: %s", info.key16, type(e).__name__, e)
         return None
+    finally:
+        FAMILY_SECONDS[0] += time.perf_counter() - start
 
 
 def _family_of(exact: _Canon, info: RegionInfo) -> RegionInfo | None:

@@ -36,6 +36,7 @@ from llm_inductor.compile import state as _state
 from llm_inductor.cache.entry import Entry
 from llm_inductor.cache.store import MemoryStore
 from llm_inductor.passes.regionfile import read_sidecar, region_scripts
+from llm_inductor.passes.region import FAMILY_SECONDS
 from bench_models import build
 
 name, backend, store_mode, device = sys.argv[1:5]
@@ -67,14 +68,15 @@ with torch.no_grad():
 if device == "cuda":
     torch.cuda.synchronize()
 cold = time.perf_counter() - t0
-stats, pass_s = llm_inductor.stats(), _state.pass_seconds[0]
+stats, pass_s, family_s = llm_inductor.stats(), _state.pass_seconds[0], FAMILY_SECONDS[0]
 torch._dynamo.reset()
 t0 = time.perf_counter()
 with torch.no_grad():
     torch.compile(model, backend=backend)(*inputs)
 if device == "cuda":
     torch.cuda.synchronize()
-print(json.dumps({"seconds": cold, "warm_s": time.perf_counter() - t0, "pass_s": pass_s, "stats": stats}))
+print(json.dumps({"seconds": cold, "warm_s": time.perf_counter() - t0, "pass_s": pass_s, "family_s": family_s,
+                  "stats": stats}))
 """
 
 MODELS = ("mlp", "cnn", "block", "gru", "llama")
@@ -134,6 +136,7 @@ def main() -> None:
                 runs = [run_child(name, backend, store, args.device, Path(regions)) for _ in range(args.reps)]
                 row[label] = statistics.median(r["seconds"] for r in runs)
                 row[f"{label}_pass_s"] = statistics.median(r["pass_s"] for r in runs)
+                row[f"{label}_family_s"] = statistics.median(r["family_s"] for r in runs)  # part of the pass's
                 row[f"{label}_warm"] = statistics.median(r["warm_s"] for r in runs)
                 row[f"{label}_stats"] = runs[-1]["stats"]
             row["overhead_miss"] = row["llm_miss"] / row["inductor"] - 1
@@ -188,14 +191,16 @@ def write(args: argparse.Namespace, rows: list[dict]) -> str:
     lines = [
         f'# Compile overhead of backend="llm" ({device_name}, torch {torch.__version__}, {result["date"]})',
         "",
-        "| model | inductor s | llm miss s | overhead | pass s (miss) "
-        "| llm hit s | overhead | pass s (hit) | substituted |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | inductor s | llm miss s | overhead | pass s (miss) | graphs | pass ms per graph "
+        "| of it, family keys | llm hit s | overhead | pass s (hit) | substituted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        graphs = max(1, r["llm_miss_stats"].get("graphs", 1))
         lines.append(
             f"| {r['model']} | {r['inductor']:.2f} | {r['llm_miss']:.2f} | {r['overhead_miss']:+.1%} | "
-            f"{r['llm_miss_pass_s']:.3f} ({r['pass_share_miss']:.1%}) | "
+            f"{r['llm_miss_pass_s']:.3f} ({r['pass_share_miss']:.1%}) | {graphs} | "
+            f"{1e3 * r['llm_miss_pass_s'] / graphs:.1f} | {1e3 * r.get('llm_miss_family_s', 0.0) / graphs:.1f} ms | "
             f"{r['llm_hit']:.2f} | {r['overhead_hit']:+.1%} | "
             f"{r['llm_hit_pass_s']:.3f} ({r['pass_share_hit']:.1%}) | {r['llm_hit_stats']['substituted']} of "
             f"{r['llm_hit_stats']['regions']} |"

@@ -43,6 +43,8 @@ def test_mlp_miss_and_hit_on_the_cpu(tmp_path):
     assert hit["substituted"] == hit["regions"] == miss["regions"] > 0 and hit["pending"] == 0 and hit["fallbacks"] == 0
     for label in ("inductor", "llm_miss", "llm_hit"):
         assert row[label] > row[f"{label}_warm"] > 0, row
+    assert 0 < row["llm_miss_family_s"] <= row["llm_miss_pass_s"]  # the family keys, inside the pass's time
     assert row["llm_miss_pass_s"] > 0 and row["overhead_hit"] == pytest.approx(row["llm_hit"] / row["inductor"] - 1)
     table = out.with_suffix(".md").read_text()
     assert f"| {hit['substituted']} of {hit['regions']} |" in table and "| mlp |" in table and "Warm recompile" in table
+    assert "family keys" in table
