@@ -35,7 +35,10 @@ from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.search.context import read_region
 from llm_inductor.search.gate import SERVED, UNGATED, in_graph_gate
-from llm_inductor.search.verdict import Verifier, against, baseline_mode, is_harness, verify_candidate
+from llm_inductor.search.verdict import HARNESS, Verifier, against, baseline_mode, is_harness, verify_candidate
+from llm_inductor.verify.host_budget import HOST
+
+HOST_MEMORY = HARNESS + "host_memory"  # a draw too large for this host: no retry here can build it
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +197,17 @@ def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: V
         store.add_pending(dataclasses.replace(rec, family=None))
         return Extension(key16, family16, sizes, "no family entry", message="the family's entry is no longer served")
     mode = str(fam.get("inductor_mode") or baseline_mode(rec.region_path))  # the compile's, per size
+    small = fam.get(HOST_MEMORY.removeprefix(HARNESS))
+    if small and (HOST.capacity or 0) <= int(small.get("budget") or 0):
+        # This host once could not build the region's draws; a host no larger cannot either: no device time
+        # spent on it again. Still no verdict: it stays pending, for a host with more memory.
+        why = f"skipped on this host (its budget is no larger than the one that failed): {small.get('why', '')}"
+        return Extension(key16, family16, sizes, HOST_MEMORY, message=why)
     out = verify_candidate(against(verifier, mode), rec.region_path, entry.kernel_source, cfg, None)
     if is_harness(out["outcome"]):  # judged nothing: the region stays pending, for the next run
+        if out["outcome"] == HOST_MEMORY and HOST.capacity:
+            note = {"budget": HOST.capacity, "why": out["message"][:400]}
+            store.add_pending(dataclasses.replace(rec, family={**fam, HOST_MEMORY.removeprefix(HARNESS): note}))
         return Extension(key16, family16, sizes, out["outcome"], message=out["message"])
     verified = bool(out["accepted"])
     won = out["outcome"] == "ok"

@@ -221,3 +221,41 @@ def test_an_extensions_outcome_names_what_decided_it():
     assert _outcome(False, False, {"outcome": "wrong_values"}, {}) == "wrong: wrong_values"
     assert _outcome(False, True, slower, {}) == "slower"  # timed, under the margin
     assert _outcome(False, True, ok, {"measured": True, "passed": False}) == "slows_graph"
+
+
+def test_a_region_too_large_for_this_host_is_not_built_again_on_a_host_no_larger(tmp_path, monkeypatch):
+    """The H200 spent every `tune --pending` on a 16384 x 128256 draw its host could not build. A host-memory
+    failure stays a harness failure (pending, no record), but a host no larger skips the region; a larger tries."""
+    import llm_inductor.search.families as families
+    from llm_inductor.cache.store import MemoryStore, PendingRegion
+    from llm_inductor.verify.host_budget import HostBudget
+    from support.cache_entries import make_family_entry
+
+    entry = make_family_entry()
+    store = MemoryStore([entry])
+    region = tmp_path / "region_0123456789abcdef.py"
+    region.write_text("# a region file\n")
+    family = {"key": entry.key, "entry_id": entry.entry_id, "sizes": {"s0": 16384, "s1": 33}}
+    store.add_pending(PendingRegion(entry.key[:15] + "x", str(region), ["mul"], 1e4, 0.5, "cpu", family=family))
+    calls = []
+
+    def too_large(region_path, source, cfg):
+        calls.append(region_path)
+        message = "not retried, since no retry can change it: draw 'normal' needs about 78.3 GiB of host memory"
+        return {"reason": "harness:host_memory", "harness_failure": True, "accepted": False, "message": message}
+
+    def extend_once(capacity: int):
+        monkeypatch.setattr(families, "HOST", HostBudget(capacity=capacity))
+        (rec,) = store.pending()
+        return families.extend(rec, store, Config.load()[0], "cpu", too_large)
+
+    first = extend_once(80 * 2**30)
+    assert first.outcome == "harness:host_memory" and len(calls) == 1 and first.record is None
+    (rec,) = store.pending()
+    assert rec.family["host_memory"]["budget"] == 80 * 2**30 and "78.3 GiB" in rec.family["host_memory"]["why"]
+    assert store.size_records(entry.entry_id) == []  # no verdict
+    skipped = extend_once(80 * 2**30)
+    assert skipped.outcome == "harness:host_memory" and "skipped on this host" in skipped.message
+    assert len(calls) == 1  # no draw built
+    extend_once(160 * 2**30)  # a larger host tries again
+    assert len(calls) == 2 and len(store.pending()) == 1
