@@ -227,6 +227,8 @@ class CaseRun:
         torch._dynamo.reset()
         step = w.make_step(wrap)
         _, row["compile_cold_s"] = _wall(self.device, step.outputs)
+        if mode.is_llm:  # the cold compile's: the warm one may replay AOTAutograd's cache and skip the pass
+            row["llm_pass"] = modes_mod.pass_times()
         del step
         torch._dynamo.reset()
         if mode.is_llm:

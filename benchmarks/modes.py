@@ -128,7 +128,19 @@ def llm_snapshot() -> dict[str, Any]:
     return {"stats": llm_inductor.stats(), "regions": hot}
 
 
+def pass_times() -> dict[str, Any]:
+    """The region pass's wall time since the last reset, and the part of it spent on family keys."""
+    import llm_inductor
+    from llm_inductor.compile import state as _state
+    from llm_inductor.passes import region
+
+    graphs = llm_inductor.stats().get("graphs", 0)
+    return {"graphs": graphs, "pass_s": _state.pass_seconds[0], "family_s": region.FAMILY_SECONDS[0]}
+
+
 def reset_llm() -> None:
     import llm_inductor
+    from llm_inductor.passes import region
 
     llm_inductor.reset_stats()
+    region.FAMILY_SECONDS[0] = 0.0

@@ -206,6 +206,8 @@ def test_cpu_smoke_run_then_resume(tmp_path, capsys):
     assert train["check"]["outputs"] == 1 + sum(1 for _ in _llama_params())  # the loss and every gradient
     assert train["flops"] > 0 and train["compile_cold_s"] > train["compile_warm_s"] > 0
     assert train["llm"]["stats"]["graphs"] >= 2  # forward and backward went through the region pass
+    cold = train["llm_pass"]  # the cold compile's pass, and the family keys' part of it (issue 14's compile cost)
+    assert cold["graphs"] >= 2 and 0 < cold["family_s"] <= cold["pass_s"] < train["compile_cold_s"]
     assert train["substituted"] == 0 and train["fallbacks"] == 0
     (run_info,) = doc["runs"].values()
     assert run_info["versions"]["torch"] == torch.__version__ and run_info["settings"]["tiny"] is True
