@@ -153,8 +153,10 @@ def adopt(store: Any, device: str) -> list[PendingRegion]:
     A region compiled before its family had a kernel (before ``convert`` promoted one, in the same
     ``tune --pending``) was recorded for the LLM. Once the family has an entry, the region is re-recorded
     pending with "timing needed at this size", so ``extend`` verifies and times that kernel there instead
-    of asking an LLM for another. Left as they are: regions with a size record here already (won, lost
-    or wrong, that record decided), family files, and families of dynamic sizes.
+    of asking an LLM for another. Where a record of this GPU says the family's kernel was verified at the
+    region's sizes, timing decided, as at a compile: won (served at the next compile) or lost (stays with
+    Inductor, nothing to tune), so the region is resolved. Left for the LLM: regions where the kernel was
+    wrong. Left as they are: family files, and families of dynamic sizes.
     """
     sized = getattr(store, "size_record", None)
     adopted = []
@@ -173,7 +175,10 @@ def adopt(store: Any, device: str) -> list[PendingRegion]:
         if entry is None or not sizes:
             continue
         mode = baseline_mode(rec.region_path)
-        if sized(entry.entry_id, _versions(device)["gpu"], mode, sizes) is not None:
+        record = sized(entry.entry_id, _versions(device)["gpu"], mode, sizes)
+        if record is not None:
+            if record.verified:
+                store.resolve_pending(rec.key)
             continue
         family = {"key": str(fam["key"]), "entry_id": entry.entry_id, "sizes": dict(sizes), "inductor_mode": mode}
         rec = dataclasses.replace(rec, family={**family, "reason": TIMING_NEEDED})

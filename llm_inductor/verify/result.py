@@ -68,8 +68,8 @@ HARNESS_REASONS = {
     "harness:worker_start": "a verification worker did not start, or died before it took the candidate",
     "harness:internal": "the worker's own code raised outside the candidate's calls (a verifier bug)",
     "harness:parent_oom": "the verifying process ran out of memory computing the references or comparing",
-    "harness:host_memory": "a draw of the region at these sizes needs more host memory than this host's budget, "
-    "even with nothing else built: not retried; run it on a host with more memory, or at smaller sizes",
+    "harness:host_memory": "a draw of the region at these sizes needs more host memory than this host's budget "
+    "leaves beside its round's own draws: not retried; run it on a host with more memory, or at smaller sizes",
     "harness:device": "the verifying process's device failed (a CUDA error outside any candidate code)",
     "harness:verifier_error": "the verifier raised instead of returning a result (the tuner's name: search/verdict.py)",
 }

@@ -259,3 +259,30 @@ def test_a_region_too_large_for_this_host_is_not_built_again_on_a_host_no_larger
     assert len(calls) == 1  # no draw built
     extend_once(160 * 2**30)  # a larger host tries again
     assert len(calls) == 2 and len(store.pending()) == 1
+
+
+def test_adopting_pending_regions_follows_the_records_of_this_gpu(tmp_path):
+    """After a conversion: no record at a region's sizes, timed (family pending); a win or a loss there, decided
+    as a compile would (resolved: served, or left with Inductor); wrong there, left for the LLM."""
+    from llm_inductor.cache.store import MemoryStore, PendingRegion
+    from llm_inductor.search.families import _versions, adopt
+    from support.cache_entries import make_family_entry, make_size_record
+
+    entry = make_family_entry()
+    store = MemoryStore([entry])
+    gpu = _versions("cpu")["gpu"]
+    records = {12: None, 16: {"won": True}, 20: {"won": False, "speedup": 0.9}, 24: {"won": False, "verified": False}}
+    for rows, record in records.items():
+        region = tmp_path / f"region_{rows:016d}.py"
+        region.write_text("# a region file\n")
+        side = {"key": f"{rows:064d}", "family": {"key": entry.key, "symbols": {"s0": rows, "s1": 33}}}
+        region.with_suffix(".json").write_text(json.dumps(side))
+        store.add_pending(PendingRegion(f"{rows:064d}", str(region), ["mul"], rows, 0.5, "cpu"))
+        if record is not None:
+            store.put_size(make_size_record(entry, {"s0": rows, "s1": 33}, gpu=gpu, **record))
+    (adopted,) = adopt(store, "cpu")
+    assert adopted.family["sizes"] == {"s0": 12, "s1": 33} and adopted.family["reason"] == "timing needed at this size"
+    assert adopted.family["entry_id"] == entry.entry_id and adopted.family["inductor_mode"] == "default"
+    pending = {p.key[-2:]: p for p in store.pending()}
+    assert set(pending) == {"12", "24"}  # 16 rows won and 20 lost: resolved
+    assert pending["12"].family and pending["24"].family is None  # wrong at 24 rows: for the LLM, as it was
