@@ -247,3 +247,15 @@ def judge_range(
     if missing:
         return RangeVerdict(False, f"{missing} of {len(wanted)} size classes its guards admit are not timed", answer)
     return RangeVerdict(True, f"won in all {len(wanted)} size classes its guards admit", answer)
+
+
+# Host time per call, as a share of the measured time, from which a graph is host-bound. Measured on the H200:
+# 156-255 us of host time for 177-266 us measured (0.88-0.96) with the kernel, 47-90 for 359 (0.13-0.25) without.
+HOST_BOUND_SHARE = 0.8
+
+
+def host_bound(graph_ab: Mapping[str, Any]) -> bool:
+    """An in-graph gate's A/B (``SizeRecord.graph_ab``) where the graph with the kernel took nearly as much host
+    time per call as its measured time, or more: the GPU waited for the launches (search/gate.py)."""
+    host, ms = graph_ab.get("with_host_us"), graph_ab.get("with_ms")
+    return isinstance(host, (int, float)) and isinstance(ms, (int, float)) and host >= HOST_BOUND_SHARE * 1e3 * ms

@@ -543,3 +543,12 @@ def test_a_range_is_served_only_where_every_size_class_it_admits_won():
     assert not judge().served and judge().why == "not a winner at s0=6,s1=33"
     wide = judge_range(store, fam.entry_id, "cpu", "default", {"s0": (1, 2**40), "s1": (1, 2**40)})
     assert not wide.served and "size classes (at most 64" in wide.why
+
+
+def test_a_gate_is_host_bound_where_its_host_time_nearly_fills_the_measured_time():
+    from llm_inductor.cache.sizes import host_bound
+
+    assert host_bound({"with_ms": 0.266, "with_host_us": 254.7})  # the H200's 2048-row gate, call 1
+    assert host_bound({"with_ms": 0.177, "with_host_us": 156.4})  # call 2, another machine
+    assert not host_bound({"with_ms": 0.359, "with_host_us": 89.6})  # Inductor's graph: the GPU is the limit
+    assert not host_bound({"with_ms": 0.391})  # a record from before host times were measured

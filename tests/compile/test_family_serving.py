@@ -87,6 +87,12 @@ def test_faster_alone_but_slower_in_its_graph_says_so(family):
     row, stats = compile_at(12)
     assert row.status == "family: slower at this size (2.49x alone, but its graph 0.359 -> 0.391 ms)"
     assert stats["substituted"] == 0 and store.pending() == []
+    # the gate also measured the host's time per call: more than the graph's time, so the GPU waited for it
+    host = {**gate, "with_host_us": 330.0, "without_host_us": 47.2}  # 330 of 391 us: the GPU waited
+    newer = time.time() + 5
+    store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, won=False, speedup=2.49, graph_ab=host, created=newer))
+    row, _ = compile_at(12)
+    assert row.status.endswith("0.359 -> 0.391 ms, host-bound (330 us per call))"), row.status
 
 
 def test_wrong_there_is_an_ordinary_miss_for_the_llm(family):

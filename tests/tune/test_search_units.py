@@ -282,6 +282,7 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
     monkeypatch.setattr(registry, "lookup_backend", no_entry_point)  # what torch.compile(backend=str) calls
     r = gate._ab(graph, entry_path, str(tmp_path / "scratch"), device="cpu")
     assert r["substituted"] == 1 and r["max_abs_diff"] < 1e-4 and r["with_ms"] > 0 and r["without_ms"] > 0
+    assert r["with_host_us"] > 0 and r["without_host_us"] > 0  # each side's host time per call, for the note
     assert gate.status_for({"measured": True, "passed": False}) == "slows_graph"
     assert gate.status_for({"measured": False, "passed": False}) == "ungated"
     assert gate.in_graph_gate(key16, entry, cfg, "cpu") == {
