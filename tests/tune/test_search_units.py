@@ -359,3 +359,25 @@ def test_timing_feedback_names_inductor_the_roofline_and_the_floor():
     )
     assert text == "candidate 0.0500 ms vs Inductor 0.0400 ms: 0.80x; 64% of the roofline (floor 0.0320 ms)."
     assert prompts.timing_text({"outcome": "ok"}).startswith("not measured: this machine has no GPU")
+
+
+def test_the_gate_note_says_when_the_graph_with_the_kernel_was_host_bound(tmp_path, monkeypatch):
+    """The verdict is the measured time; the note adds that the GPU waited for the launches (H200, 2048 rows)."""
+    import subprocess
+
+    import llm_inductor.search.gate as gate
+    from llm_inductor.config import Config
+    from support.cache_entries import make_entry
+
+    answer = {"substituted": 1, "without_ms": 0.3587, "with_ms": 0.3910, "with_host_us": 330.0, "without_host_us": 47}
+    done = subprocess.CompletedProcess([], 0, stdout=json.dumps(answer) + "\n", stderr="")
+    monkeypatch.setattr(gate, "graph_for", lambda key16, cfg: tmp_path / "graph_x.py")
+    monkeypatch.setattr(gate.subprocess, "run", lambda *a, **k: done)
+    r = gate.in_graph_gate("x" * 16, make_entry(), Config.load()[0], "cuda")
+    assert r["measured"] and not r["passed"]
+    assert (
+        r["note"] == "graph 0.3587 ms -> 0.3910 ms with the kernel (slower; host-bound: 330 us of host time per call)"
+    )
+    answer["with_host_us"] = 60.0  # the GPU was the limit: no word about the host
+    done.stdout = json.dumps(answer)
+    assert gate.in_graph_gate("x" * 16, make_entry(), Config.load()[0], "cuda")["note"].endswith("(slower)")
