@@ -140,7 +140,5 @@ def pass_times() -> dict[str, Any]:
 
 def reset_llm() -> None:
     import llm_inductor
-    from llm_inductor.passes import region
 
     llm_inductor.reset_stats()
-    region.FAMILY_SECONDS[0] = 0.0

@@ -23,23 +23,11 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-
-
-def host_us_per_call(fn: Any, sync: Any, n: int = 200) -> float:
-    fn()
-    sync()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    host = time.perf_counter() - start  # the loop's host time: launches queue without waiting
-    sync()
-    return 1e6 * host / n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm_inductor.cache.store import MemoryStore
     from llm_inductor.config import Config
     from llm_inductor.search.families import _as_region_entry
+    from llm_inductor.search.gate import host_us_per_call
     from llm_inductor.search.graphs import graph_for
 
     cfg, _ = Config.load()
@@ -97,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 from triton.testing import do_bench
 
                 r["do_bench_ms"] = float(do_bench(lambda f=f: f(*inputs)))
-            r["host_us_per_call"] = host_us_per_call(lambda f=f: f(*inputs), sync, 200 if a.device == "cuda" else 3)
+            r["host_us_per_call"] = host_us_per_call(lambda f=f: f(*inputs), a.device, 200 if a.device == "cuda" else 3)
             acts = [torch.profiler.ProfilerActivity.CPU]
             if a.device == "cuda":
                 acts.append(torch.profiler.ProfilerActivity.CUDA)
@@ -114,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     k = runtime._lookup(next(iter(runtime._kernels)))
     op_inputs = runtime._conform(k, list(inputs_for_region(region, a.device)))
     row["op_host_us_per_call"] = host_us_per_call(
-        lambda: torch.ops.llm_inductor.kernel.default(k.entry_id, op_inputs), sync, 200 if a.device == "cuda" else 3
+        lambda: torch.ops.llm_inductor.kernel.default(k.entry_id, op_inputs), a.device, 200 if a.device == "cuda" else 3
     )
     row["forward_host_us_per_call"] = host_us_per_call(
-        lambda: k.forward(*op_inputs), sync, 200 if a.device == "cuda" else 3
+        lambda: k.forward(*op_inputs), a.device, 200 if a.device == "cuda" else 3
     )
     # Where the host's time goes, by Python function: the llm graph's call against the op called directly
     row["cprofile_llm_graph"] = python_profile(lambda: graphs["llm"](*inputs), sync, 50 if a.device == "cuda" else 2)

@@ -124,8 +124,11 @@ def stats() -> dict[str, int]:
 
 
 def reset() -> None:
+    from llm_inductor.passes import region  # the family keys' share of the pass's time, kept beside them
+
     counters.clear()
     pass_seconds[0] = 0.0
+    region.FAMILY_SECONDS[0] = 0.0
     reports.clear()
 
 

@@ -75,7 +75,7 @@ def in_graph_gate(key16: str, entry: Any, cfg: Config, device: str, timeout: flo
     }
 
 
-def _host_us(fn: Any, device: str, n: int = 100) -> float:
+def host_us_per_call(fn: Any, device: str, n: int = 100) -> float:
     """Host time per call, with no synchronisation in the loop (the launches queue; their cost is the host's)."""
     import time
 
@@ -147,7 +147,8 @@ def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> di
             times["without"].append(_bench(lambda: a(*inputs), device))
             times["with"].append(_bench(lambda: b(*inputs), device))
         n = 100 if device == "cuda" else 2
-        without_host, with_host = _host_us(lambda: a(*inputs), device, n), _host_us(lambda: b(*inputs), device, n)
+        without_host = host_us_per_call(lambda: a(*inputs), device, n)
+        with_host = host_us_per_call(lambda: b(*inputs), device, n)
     return {
         "without_ms": sorted(times["without"])[1],
         "with_ms": sorted(times["with"])[1],
