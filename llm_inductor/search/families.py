@@ -36,6 +36,7 @@ from llm_inductor.passes import regionfile
 from llm_inductor.search.context import read_region
 from llm_inductor.search.gate import SERVED, UNGATED, in_graph_gate
 from llm_inductor.search.verdict import HARNESS, Verifier, against, baseline_mode, is_harness, verify_candidate
+from llm_inductor.verify.draw_set import region_build_bytes
 from llm_inductor.verify.host_budget import HOST
 
 HOST_MEMORY = HARNESS + "host_memory"  # a draw too large for this host: no retry here can build it
@@ -188,8 +189,10 @@ def adopt(store: Any, device: str) -> list[PendingRegion]:
 
 
 def family_pending(store: Any) -> list[PendingRegion]:
-    """Pending regions that a family entry could serve once timed at their sizes."""
-    return [r for r in store.pending() if r.family and Path(r.region_path).is_file()]
+    """Pending regions that a family entry could serve once timed at their sizes, the cheapest first: one
+    region at a huge size (minutes of host work per draw) cannot take a run's time from the others."""
+    found = [r for r in store.pending() if r.family and Path(r.region_path).is_file()]
+    return sorted(found, key=lambda r: (r.est_us, r.key))
 
 
 def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: Verifier) -> Extension:
@@ -203,15 +206,22 @@ def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: V
         return Extension(key16, family16, sizes, "no family entry", message="the family's entry is no longer served")
     mode = str(fam.get("inductor_mode") or baseline_mode(rec.region_path))  # the compile's, per size
     small = fam.get(HOST_MEMORY.removeprefix(HARNESS))
-    if small and (HOST.capacity or 0) <= int(small.get("budget") or 0):
-        # This host once could not build the region's draws; a host no larger cannot either: no device time
+    need = region_build_bytes(rec.region_path)
+    if (
+        small
+        and small.get("needed") is not None
+        and (HOST.capacity or 0) <= int(small.get("budget") or 0)
+        and need >= int(small["needed"])
+    ):
+        # This host once could not build the region's draws; a host no larger cannot either, unless a draw's
+        # estimate has shrunk since (a leaner build, or a note from before estimates were kept): no device time
         # spent on it again. Still no verdict: it stays pending, for a host with more memory.
         why = f"skipped on this host (its budget is no larger than the one that failed): {small.get('why', '')}"
         return Extension(key16, family16, sizes, HOST_MEMORY, message=why)
     out = verify_candidate(against(verifier, mode), rec.region_path, entry.kernel_source, cfg, None)
     if is_harness(out["outcome"]):  # judged nothing: the region stays pending, for the next run
         if out["outcome"] == HOST_MEMORY and HOST.capacity:
-            note = {"budget": HOST.capacity, "why": out["message"][:400]}
+            note = {"budget": HOST.capacity, "needed": need, "why": out["message"][:400]}
             store.add_pending(dataclasses.replace(rec, family={**fam, HOST_MEMORY.removeprefix(HARNESS): note}))
         return Extension(key16, family16, sizes, out["outcome"], message=out["message"])
     verified = bool(out["accepted"])

@@ -20,7 +20,8 @@ share it:
   the process (``reference.inductor_fn``): one compile across rounds.
 
 Memory stays bounded by the region's working set: the inputs and the references
-live on the host (float64 and eager run there, with every core), and only
+live on the host (float64 and eager run there, with every core; a draw's inputs
+are kept once, mapped from the file that workers get copies of), and only
 Inductor's reference runs on the device, one draw at a time in this process,
 inside the GPU gate's shared side (never while a candidate is being timed).
 """
@@ -41,6 +42,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,15 +55,16 @@ from llm_inductor.verify.draws import (
     Plan,
     build_inputs,
     fresh_seed,
+    load_inputs,
     plan_draws,
     save_inputs,
     to_device,
 )
 from llm_inductor.verify.gpu_share import GATE
 from llm_inductor.verify.host_budget import BYTES_PER_ELEMENT, HOST
-from llm_inductor.verify.loaded_region import LoadedRegion
+from llm_inductor.verify.loaded_region import LoadedRegion, TensorMeta, dtype_from_name
 from llm_inductor.verify.pool import scratch_root
-from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference
+from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference, reference_peaks
 
 # A candidate's own draw takes one of these at random: it cannot know which values it will get.
 PRIVATE_DISTS = tuple(d for d in BASE_DISTS if d != "nan_inf")
@@ -213,9 +216,20 @@ class DrawSet:
         eager = eager_reference(self.region, host)
         t3 = time.perf_counter()
         specs = self.region.output_specs(host, draw.size_map)
-        for stage, dt in (("inputs", t1 - t0), ("float64", t2 - t1), ("eager", t3 - t2)):
+        # The inputs are kept once, in the file that workers get copies of: the parent's own copy maps it.
+        path = self._new_file()
+        save_inputs(host, path)
+        del host
+        inputs = load_inputs(path)
+        with self._lock:
+            self._files[draw] = path
+        t4 = time.perf_counter()
+        for stage, dt in (("inputs", t1 - t0 + t4 - t3), ("float64", t2 - t1), ("eager", t3 - t2)):
             SECONDS[stage] += dt
-        return Expected(draw, host, specs, ref64, eager, lambda: self._inductor(host), device=self.device)
+        return Expected(draw, inputs, specs, ref64, eager, lambda: self._inductor(inputs), device=self.device)
+
+    def _new_file(self) -> Path:
+        return self.dir / f"draw_{secrets.token_hex(6)}.pt"
 
     def _inductor(self, host: list[torch.Tensor]) -> list[torch.Tensor]:
         """Inductor's outputs for these inputs: computed on the device, kept on the host."""
@@ -231,14 +245,10 @@ class DrawSet:
 
     # ------------------------------------------------------------------ files for workers
     def inputs_file(self, draw: Draw, into: Path) -> Path:
-        """A copy, in a worker's own directory, of the draw's inputs: written once here, copied per worker."""
-        exp = self.expect(draw)
+        """A copy, in a worker's own directory, of the draw's inputs (written once, when the draw was built)."""
+        self.expect(draw)
         with self._lock:
-            src = self._files.get(draw)
-            if src is None:
-                src = self.dir / f"draw{len(self._files)}.pt"
-                save_inputs(exp.inputs, src)
-                self._files[draw] = src
+            src = self._files[draw]
         dst = into / f"inputs_{secrets.token_hex(4)}.pt"
         shutil.copyfile(src, dst)
         return dst
@@ -262,14 +272,67 @@ def _builders(device: str) -> int:
 
 
 def build_bytes(region: LoadedRegion, draw: Draw) -> int:
-    """Host bytes a draw's build may take at its sizes (host_budget): 0 where the sidecar gives no specs."""
+    """Host bytes a draw's build may take at its sizes (host_budget): 0 where the sidecar gives no specs.
+
+    The draw's inputs, plus the largest of its stages: the inputs' generation and transform, and the float64
+    and eager references, whose peaks a run on the meta device measures (``reference.reference_peaks``),
+    with a margin for what an op allocates inside. A region the meta device cannot run gets the flat
+    ``BYTES_PER_ELEMENT`` estimate.
+    """
     side = region.sidecar
     env = {**region.symbols, **draw.size_map}
     try:
-        elements = sum(math.prod(int(evaluate(x, env)) for x in spec.shape) for spec in (*side.inputs, *side.outputs))
+        inputs = [_meta(spec, env) for spec in side.inputs]
+        outputs = [_meta(spec, env) for spec in side.outputs]
     except (ValueError, TypeError, KeyError, ZeroDivisionError):
         return 0
-    return BYTES_PER_ELEMENT * elements
+    if not inputs:
+        return 0
+    kept = sum(_storage_bytes(m) for m in inputs)
+    floats = sum(_storage_bytes(m) // m.dtype.itemsize for m in inputs if m.dtype.is_floating_point)
+    peaks = _peaks(region, inputs)
+    if peaks is None:
+        return BYTES_PER_ELEMENT * sum(math.prod(m.shape) for m in (*inputs, *outputs))
+    peak64, peak_eager, out64 = peaks
+    return kept + int(MARGIN * max(TRANSFORM_BYTES * floats, peak64, out64 + peak_eager))
+
+
+def region_build_bytes(path: str | Path) -> int:
+    """Host bytes that one draw of a region file at its own sizes takes to build (0: unknown, or no region)."""
+    from llm_inductor.verify.loaded_region import load_region
+
+    try:
+        return build_bytes(load_region(path, check=False), Draw("estimate", 1))
+    except Exception:  # noqa: BLE001 - an estimate only: the verification names what is wrong with the file
+        return 0
+
+
+# Host bytes per float input element while ``build_inputs`` makes it, beside the kept inputs: make_inputs'
+# float32 draw and its cast (6), and the transformed copy (2 for bf16; the transform itself works in chunks).
+TRANSFORM_BYTES = 8
+MARGIN = 1.2  # what an op allocates inside (a reduction's buffers), which the meta device does not show
+_peak_memo: dict[tuple[str, tuple[TensorMeta, ...]], tuple[int, int, int] | None] = {}
+
+
+def _peaks(region: LoadedRegion, inputs: list[TensorMeta]) -> tuple[int, int, int] | None:
+    key = (region.digest, tuple(inputs))
+    if key not in _peak_memo:
+        _peak_memo[key] = reference_peaks(region, inputs)
+    return _peak_memo[key]
+
+
+def _meta(spec: Any, env: dict[str, int]) -> TensorMeta:
+    return TensorMeta(
+        dtype_from_name(spec.dtype),
+        tuple(int(evaluate(x, env)) for x in spec.shape),
+        tuple(int(evaluate(x, env)) for x in spec.stride),
+    )
+
+
+def _storage_bytes(m: TensorMeta) -> int:
+    if not all(m.shape):
+        return 0
+    return (1 + sum((n - 1) * st for n, st in zip(m.shape, m.stride))) * m.dtype.itemsize
 
 
 def _held_bytes(exp: Expected) -> int:

@@ -110,9 +110,9 @@ def build_inputs(make_inputs: Callable[..., Sequence[torch.Tensor]], draw: Draw,
     g = torch.Generator(device=device).manual_seed(draw.seed ^ 0x5EED)
     out = []
     for t in raw:
-        base = _storage_tensor(t).to(device)
-        if t.dtype.is_floating_point:
-            base = _transform(base, draw, g)
+        source = _storage_view(t).to(device)
+        base = _transformed(source, draw, g) if t.dtype.is_floating_point else source.clone()
+        del source
         out.append(base.as_strided(t.shape, t.stride(), t.storage_offset()))
     return out
 
@@ -123,9 +123,20 @@ def _storage_view(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), 0, (n,), (1,))
 
 
-def _storage_tensor(t: torch.Tensor) -> torch.Tensor:
-    """A 1-D copy of t's whole storage."""
-    return _storage_view(t).clone()
+CHUNK = 1 << 24  # elements transformed at once: the float32 work of a 2 G-element logits draw stays 64 MB
+
+
+def _transformed(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
+    """The draw's transform of a 1-D storage, into a new tensor of x's dtype, a chunk at a time."""
+    out = torch.empty_like(x)
+    for lo in range(0, x.numel(), CHUNK):
+        out[lo : lo + CHUNK] = _transform(x[lo : lo + CHUNK], draw, g)
+    if draw.dist == "nan_inf" and out.numel():
+        k = max(1, min(16, out.numel() // 128))
+        pos = torch.randint(0, out.numel(), (k,), generator=g, device=out.device)
+        specials = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=out.dtype, device=out.device)
+        out[pos] = specials[torch.arange(k, device=out.device) % 3]
+    return out
 
 
 def _transform(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
@@ -141,11 +152,6 @@ def _transform(x: torch.Tensor, draw: Draw, g: torch.Generator) -> torch.Tensor:
         work = work * torch.pow(10.0, decades)
     if draw.positive:
         work = work.abs() + 1e-3
-    if draw.dist == "nan_inf" and work.numel():
-        k = max(1, min(16, work.numel() // 128))
-        pos = torch.randint(0, work.numel(), (k,), generator=g, device=work.device)
-        specials = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=work.dtype, device=work.device)
-        work[pos] = specials[torch.arange(k, device=work.device) % 3]
     if x.dtype != work.dtype:
         finfo = torch.finfo(x.dtype)
         work = torch.where(work.isfinite(), work.clamp(finfo.min, finfo.max), work)

@@ -3,7 +3,9 @@
 The parent builds every draw on the host (``draw_set``): make_inputs' float32 generator, the inputs kept
 for the workers, and the float64 reference with float64 intermediates. At 16384 x 128256 that is about
 17 GB per float64 intermediate, and four draws built at once took a 128 GB H200 host past its memory: the
-kernel killed the whole ``tune`` process (``benchmarks/results/2026-12-01-h200-family-travel.md``).
+kernel killed the whole ``tune`` process (``benchmarks/results/2026-12-01-h200-family-travel.md``). Since,
+the references free each value at its last use, the transform works in chunks, and a built draw keeps its
+inputs once, in the file the workers copy (tests/verify/test_reference_memory.py).
 
 ``HOST`` is one budget per process: 80% of the memory available when first used (``MemAvailable``). A
 draw's build reserves its estimate (``build_bytes``) for as long as it runs; what a draw keeps (its
@@ -18,9 +20,9 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-# Host bytes per element of a draw's inputs and outputs while it is built: float32 generation (4) and the
-# kept copy (2 for bf16), float64 inputs (8), and up to three float64 intermediates alive at once (24):
-# cross-entropy's sub, exp and log-softmax over the whole input. Measured shapes, not a bound for every region.
+# Host bytes per element of a draw's inputs and outputs while it is built, for a region whose references the
+# meta device cannot run (``draw_set.build_bytes`` measures the others): float32 generation (4) and the kept
+# copy (2 for bf16), float64 inputs (8), and up to three float64 intermediates alive at once (24).
 BYTES_PER_ELEMENT = 40
 SHARE = 0.8
 

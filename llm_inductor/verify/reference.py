@@ -9,20 +9,27 @@
   the user would get anyway". Compiled functions are memoized per region and
   mode for the life of the process: one C++/Triton compile per region, however
   many candidates are judged.
+
+Both eager references run ``forward`` lean (``call_lean``): each value is freed at its last use, so a
+reference's host memory is its widest step, not the sum of its steps (``reference_peaks`` measures it on the
+meta device, for the host budget).
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
-from llm_inductor.verify.loaded_region import LoadedRegion
+from llm_inductor.verify.loaded_region import LoadedRegion, TensorMeta
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +65,13 @@ def as_list(out: Any) -> list[Any]:
 def fp64_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     wide = [upcast(t) for t in inputs]  # outside the mode: upcast's own empty(dtype=...) must keep its dtype
     with torch.no_grad(), Float64Mode():
-        out = region.forward(*wide)
+        out = call_lean(region, wide)
     return [o.detach() for o in as_list(out)]
 
 
 def eager_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     with torch.no_grad():
-        return [o.detach() for o in as_list(region.forward(*inputs))]
+        return [o.detach() for o in as_list(call_lean(region, list(inputs)))]
 
 
 _lock = threading.Lock()
@@ -112,3 +119,152 @@ def inductor_reference(
             )
     why = _failed.get((region.digest, mode), "")
     return eager_reference(region, inputs), f"eager (Inductor failed: {why[:200]})"
+
+
+# ---------------------------------------------------------------------- lean calls
+# A region's forward is straight-line code whose locals live until it returns: at 16384 x 128256 the float64
+# cross-entropy kept four 17 GB intermediates alive at once. ``lean`` compiles the same statements with each
+# local deleted after its last use, as a function of a list it empties, so that the caller's inputs die with
+# their last use too. Anything but straight-line code runs as written.
+_STRAIGHT = (ast.Assign, ast.AnnAssign, ast.Expr, ast.Return, ast.Pass)
+_lean: dict[str, Callable[[list[Any]], Any] | None] = {}
+
+
+def lean(region: LoadedRegion) -> Callable[[list[Any]], Any] | None:
+    """``forward`` as ``f(args)``, every value freed at its last use (``args`` emptied); None where not plain."""
+    key = region.digest
+    with _lock:
+        if key not in _lean:
+            try:
+                _lean[key] = _compile_lean(region)
+            except (SyntaxError, ValueError, TypeError):
+                _lean[key] = None
+        return _lean[key]
+
+
+def _compile_lean(region: LoadedRegion) -> Callable[[list[Any]], Any] | None:
+    tree = ast.parse(region.source)
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+    if fn is None or fn.decorator_list or not all(isinstance(s, _STRAIGHT) for s in fn.body):
+        return None
+    a = fn.args
+    if a.vararg or a.kwarg or a.kwonlyargs or a.defaults or a.posonlyargs:
+        return None
+    params = [p.arg for p in a.args]
+    local = set(params) | {
+        n.id for s in fn.body for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+    last: dict[str, int] = {p: -1 for p in params}  # a parameter never read is freed before the first statement
+    for i, s in enumerate(fn.body):
+        for n in ast.walk(s):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in local:
+                last[n.id] = i
+    dead: dict[int, list[str]] = {}
+    for name, i in last.items():
+        dead.setdefault(i, []).append(name)
+    args = "__llm_inductor_args"
+    body: list[ast.stmt] = []
+    if params:
+        body.append(ast.parse(f"{', '.join(params)}, = {args}").body[0])
+    body.append(ast.parse(f"{args}.clear()").body[0])
+
+    def free(i: int) -> None:
+        names = sorted(dead.get(i, ()))
+        if names:
+            body.append(ast.parse(f"del {', '.join(names)}").body[0])
+
+    free(-1)
+    for i, s in enumerate(fn.body):
+        body.append(s)
+        if not isinstance(s, ast.Return):
+            free(i)
+    module = ast.parse(f"def __llm_inductor_lean({args}): pass")
+    module.body[0].body = body  # type: ignore[attr-defined]
+    ast.fix_missing_locations(module)
+    namespace = dict(vars(region.module))
+    exec(compile(module, str(region.path), "exec"), namespace)
+    return namespace["__llm_inductor_lean"]
+
+
+def call_lean(region: LoadedRegion, inputs: list[Any]) -> Any:
+    """forward(*inputs), with ``inputs`` emptied and each value freed at its last use where forward allows."""
+    fn = lean(region)
+    if fn is None:
+        args = list(inputs)
+        inputs.clear()
+        return region.forward(*args)
+    return fn(inputs)
+
+
+# ---------------------------------------------------------------------- host memory of a reference
+class _LiveBytes(TorchDispatchMode):
+    """The bytes of the tensors alive while a call runs, and their peak: a storage counts once, until its last
+    tensor dies (views share it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._owners: dict[int, list[int]] = {}  # storage → [tensors alive, bytes]
+
+    def track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage._cdata
+        owner = self._owners.get(key)
+        if owner is None:
+            owner = self._owners[key] = [0, storage.nbytes()]
+            self.live += owner[1]
+            self.peak = max(self.peak, self.live)
+        owner[0] += 1
+        weakref.finalize(t, self._drop, key)
+
+    def _drop(self, key: int) -> None:
+        owner = self._owners[key]
+        owner[0] -= 1
+        if owner[0] == 0:
+            self.live -= owner[1]
+            del self._owners[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        return out
+
+
+def reference_peaks(region: LoadedRegion, inputs: Sequence[TensorMeta]) -> tuple[int, int, int] | None:
+    """Peak host bytes of the float64 and the eager references on inputs of these specs, and the float64
+    reference's outputs: run on the meta device, with values freed as ``call_lean`` frees them.
+
+    The float64 peak counts its upcast inputs; eager's counts only what it allocates (its inputs are the
+    draw's own). None where the region cannot run on the meta device (a data-dependent op).
+    """
+
+    def run(wide: bool) -> tuple[int, int]:
+        live = _LiveBytes()
+        args = [
+            torch.empty_strided(
+                m.shape, m.stride, dtype=torch.float64 if wide and m.dtype in _LOW_FLOATS else m.dtype, device="meta"
+            )
+            for m in inputs
+        ]
+        if wide:  # the upcast copies are the reference's own; no other name holds them, so they die with last use
+            for a, m in zip(args, inputs):
+                if m.dtype.is_floating_point:
+                    live.track(a)
+            del a
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            if wide:
+                stack.enter_context(Float64Mode())
+            stack.enter_context(live)  # entered last: it sees every op's real (float64) outputs
+            out = call_lean(region, args)
+        return live.peak, sum(o.untyped_storage().nbytes() for o in as_list(out) if isinstance(o, torch.Tensor))
+
+    try:
+        peak64, out64 = run(True)
+        peak_eager, _ = run(False)
+    except Exception as e:  # noqa: BLE001 - any failure only means no estimate: the caller falls back
+        log.debug("no meta run of %s: %s: %s", region.name, type(e).__name__, e)
+        return None
+    return peak64, peak_eager, out64

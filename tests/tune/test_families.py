@@ -9,6 +9,7 @@ size it was tuned at only never becomes a family's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -259,6 +260,13 @@ def test_a_region_too_large_for_this_host_is_not_built_again_on_a_host_no_larger
     assert len(calls) == 1  # no draw built
     extend_once(160 * 2**30)  # a larger host tries again
     assert len(calls) == 2 and len(store.pending()) == 1
+    # A note from before estimates were kept (or one whose draw is estimated smaller now) is tried again.
+    (rec,) = store.pending()
+    note = dict(rec.family["host_memory"])
+    del note["needed"]
+    store.add_pending(dataclasses.replace(rec, family={**rec.family, "host_memory": note}))
+    extend_once(80 * 2**30)
+    assert len(calls) == 3
 
 
 def test_adopting_pending_regions_follows_the_records_of_this_gpu(tmp_path):
@@ -286,3 +294,20 @@ def test_adopting_pending_regions_follows_the_records_of_this_gpu(tmp_path):
     pending = {p.key[-2:]: p for p in store.pending()}
     assert set(pending) == {"12", "24"}  # 16 rows won and 20 lost: resolved
     assert pending["12"].family and pending["24"].family is None  # wrong at 24 rows: for the LLM, as it was
+
+
+def test_family_extensions_run_the_cheapest_regions_first(tmp_path):
+    """One region at a huge size (minutes of host work per draw) must not take a run's time from the others."""
+    from llm_inductor.cache.store import MemoryStore, PendingRegion
+    from llm_inductor.search.families import family_pending
+    from support.cache_entries import make_family_entry
+
+    entry = make_family_entry()
+    store = MemoryStore([entry])
+    for rows, est_us in ((16384, 900.0), (1024, 60.0), (8192, 450.0), (2048, 110.0)):
+        region = tmp_path / f"region_{rows:016d}.py"
+        region.write_text("# a region file\n")
+        family = {"key": entry.key, "entry_id": entry.entry_id, "sizes": {"s0": rows, "s1": 33}}
+        store.add_pending(PendingRegion(f"{rows:064d}", str(region), ["mul"], est_us, 0.5, "cpu", family=family))
+    store.add_pending(PendingRegion("f" * 64, str(tmp_path / "gone.py"), ["mul"], 1.0, 0.5, "cpu", family=family))
+    assert [r.family["sizes"]["s0"] for r in family_pending(store)] == [1024, 2048, 8192, 16384]
