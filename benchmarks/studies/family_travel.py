@@ -193,6 +193,8 @@ MEASURE = (
     CASE
     + r"""
 import time, triton.testing, llm_inductor
+from llm_inductor.cache.sizes import host_bound
+from llm_inductor.search.gate import host_us_per_call
 ref = fn(*[a.double() if a.is_floating_point() else a for a in args])
 row = {"case": case, "rows": rows}
 for mode in ("eager", "inductor", "max-autotune", "llm"):
@@ -204,7 +206,16 @@ for mode in ("eager", "inductor", "max-autotune", "llm"):
         with torch.no_grad():
             y = f(*args)
             ms = triton.testing.do_bench(lambda: f(*args), warmup=25, rep=200) if dev == "cuda" else None
-        row[mode] = {"ms": ms, "err_vs_fp64": float((y.double() - ref.double()).abs().max())}
+            host_us = host_us_per_call(lambda: f(*args), dev, 100 if dev == "cuda" else 2)
+        row[mode] = {"ms": ms, "host_us": host_us, "err_vs_fp64": float((y.double() - ref.double()).abs().max())}
+        if mode == "llm" and ms is not None and host_bound({"with_ms": ms, "with_host_us": host_us}):
+            import cProfile, io, pstats  # where a host-bound call's time goes
+            prof = cProfile.Profile()
+            with torch.no_grad():
+                prof.runcall(lambda: [f(*args) for _ in range(50)])
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(25)
+            row[mode]["profile"] = text.getvalue()[-6000:]
     except Exception as e:
         row[mode] = {"error": f"{type(e).__name__}: {e}"[:300]}
     if mode == "llm":
