@@ -147,6 +147,8 @@ def _compile_lean(region: LoadedRegion) -> Callable[[list[Any]], Any] | None:
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
     if fn is None or fn.decorator_list or not all(isinstance(s, _STRAIGHT) for s in fn.body):
         return None
+    if any(isinstance(n, ast.Lambda) for s in fn.body for n in ast.walk(s)):
+        return None  # a closure may read a local after its last visible use
     a = fn.args
     if a.vararg or a.kwarg or a.kwonlyargs or a.defaults or a.posonlyargs:
         return None
@@ -157,8 +159,8 @@ def _compile_lean(region: LoadedRegion) -> Callable[[list[Any]], Any] | None:
     last: dict[str, int] = {p: -1 for p in params}  # a parameter never read is freed before the first statement
     for i, s in enumerate(fn.body):
         for n in ast.walk(s):
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in local:
-                last[n.id] = i
+            if isinstance(n, ast.Name) and n.id in local:
+                last[n.id] = i  # its last read, or its last store where it is never read after that
     dead: dict[int, list[str]] = {}
     for name, i in last.items():
         dead.setdefault(i, []).append(name)

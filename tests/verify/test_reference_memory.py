@@ -131,3 +131,32 @@ def test_a_built_draw_keeps_its_inputs_once_in_the_file_workers_copy(tmp_path):
         assert not path.exists()
     finally:
         ds.close()
+
+
+def test_a_value_never_read_is_freed_after_its_store_and_a_closure_keeps_forward_as_written(tmp_path):
+    src = CE.read_text()
+    unread = src.replace(
+        "    v0 = torch.ops.aten.ne.Scalar(in0, -100)\n",
+        "    unused = torch.ops.aten.exp.default(in1)\n    v0 = torch.ops.aten.ne.Scalar(in0, -100)\n",
+        1,
+    )
+    closure = src.replace(
+        "    v0 = torch.ops.aten.ne.Scalar(in0, -100)\n",
+        "    later = lambda: in1\n    v0 = torch.ops.aten.ne.Scalar(later(), -100) if False else "
+        "torch.ops.aten.ne.Scalar(in0, -100)\n",
+        1,
+    )
+    regions = {}
+    for name, text in (("unread", unread), ("closure", closure)):
+        path = tmp_path / name / CE.name
+        path.parent.mkdir()
+        path.write_text(text)
+        shutil.copy(CE.with_suffix(".json"), path.with_suffix(".json"))
+        regions[name] = load_region(path)
+    specs = [draw_set._meta(s, regions["unread"].symbols) for s in regions["unread"].sidecar.inputs]
+    wide = _logits_bytes(regions["unread"])
+    assert reference.reference_peaks(regions["unread"], specs)[0] < 2 * wide + 4096  # exp(in1) dies at once
+    assert reference.lean(regions["closure"]) is None
+    inputs = list(regions["closure"].make_inputs(seed=2))
+    want = regions["closure"].forward(*inputs)
+    torch.testing.assert_close(reference.call_lean(regions["closure"], list(inputs)), want, rtol=0, atol=0)
