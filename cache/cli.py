@@ -104,9 +104,10 @@ def _symbols(e: Entry) -> list[str]:
 
 
 def _won(rec: SizeRecord) -> str:
-    """won | lost | lost in its graph (faster alone; the in-graph gate measured the graph slower) | not verified."""
+    """won | won, host-bound (not served: a slower host would lose, ``sizes.host_risk``) | lost | lost in its graph
+    (faster alone; the in-graph gate measured the graph slower) | not verified."""
     if rec.won:
-        return "won"
+        return "won" if rec.servable_here else "won, host-bound (not served)"
     if not rec.verified:
         return "not verified"
     gate = rec.graph_ab or {}

@@ -89,8 +89,9 @@ class SizeRecord:
 
     @property
     def servable_here(self) -> bool:
-        """What the record itself says (its trust is the store's to judge): the kernel won at this size."""
-        return self.verified and self.won
+        """What the record itself says (its trust is the store's to judge): the kernel won at this size, and its
+        graph's win does not hang on this host's launch speed (``host_risk``)."""
+        return self.verified and self.won and not host_risk(self.graph_ab or {})
 
     def signed_payload(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in self._UNSIGNED}
@@ -259,3 +260,21 @@ def host_bound(graph_ab: Mapping[str, Any]) -> bool:
     time per call as its measured time, or more: the GPU waited for the launches (search/gate.py)."""
     host, ms = graph_ab.get("with_host_us"), graph_ab.get("with_ms")
     return isinstance(host, (int, float)) and isinstance(ms, (int, float)) and host >= HOST_BOUND_SHARE * 1e3 * ms
+
+
+# How much slower another host, or the same one at another moment, may launch the same graph. Measured on the
+# H200: the softmax graph at 2048 rows took 101 us of host time per call in its gate and 144-181 us in the
+# user's script; the cross-entropy graph at 2048 rows took 156 and 255 us on two machines.
+HOST_VARIANCE = 2.0
+
+
+def host_risk(graph_ab: Mapping[str, Any], noise: float = 0.01) -> bool:
+    """A gate's A/B where the graph with the kernel would be slower than Inductor's on a host ``HOST_VARIANCE``
+    times slower to launch. Each side costs the larger of its measured time and its scaled host time per call:
+    back to back, a call cannot finish before its launches do. False where the A/B has no host times."""
+    vals = [graph_ab.get(k) for k in ("with_ms", "with_host_us", "without_ms", "without_host_us")]
+    if not all(isinstance(v, (int, float)) for v in vals):
+        return False
+    with_ms, with_host, without_ms, without_host = (float(v) for v in vals)  # type: ignore[arg-type]
+    scaled = HOST_VARIANCE / 1e3
+    return max(with_ms, scaled * with_host) > max(without_ms, scaled * without_host) * (1.0 + noise)

@@ -23,7 +23,7 @@ by the same rules, on its own signature: a trusted signer, intact, the same torc
 triton major.minor, this GPU model. A record is revoked with its entry (the entry's
 ``key:`` or ``hash:`` target), with its signer (``signer:``), or on its own
 (``hash:<the record's content hash>``). Whether it won is not trust: the caller reads
-``record.won``.
+``record.servable_here``.
 """
 
 from __future__ import annotations
@@ -362,8 +362,8 @@ class Trust:
         """Whether a per-size record may be believed here (served) or why not; never raises.
 
         Its own signature (by a trusted key, over its content hash), the torch and triton
-        major.minor it was timed under, this GPU model, and revocations. ``record.won`` is
-        the caller's to read: a trusted record of a kernel that lost is still served.
+        major.minor it was timed under, this GPU model, and revocations. ``record.servable_here``
+        is the caller's to read: a trusted record of a kernel that lost is still served.
         """
         try:
             rev = self.revoked.match_size(record, self.keys)

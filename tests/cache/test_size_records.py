@@ -552,3 +552,28 @@ def test_a_gate_is_host_bound_where_its_host_time_nearly_fills_the_measured_time
     assert host_bound({"with_ms": 0.177, "with_host_us": 156.4})  # call 2, another machine
     assert not host_bound({"with_ms": 0.359, "with_host_us": 89.6})  # Inductor's graph: the GPU is the limit
     assert not host_bound({"with_ms": 0.391})  # a record from before host times were measured
+
+
+def test_a_graph_that_wins_only_on_a_fast_launching_host_is_at_risk():
+    """The H200's softmax gate at 2048 rows passed (0.153 -> 0.094 ms, 101 us of host time per call); the user's
+    script then ran it host-bound at 144-181 us, slower than Inductor's 0.153 ms. At 8192 rows the GPU is the limit."""
+    from llm_inductor.cache.sizes import HOST_VARIANCE, host_risk
+
+    at_2048 = {"with_ms": 0.0944, "with_host_us": 101.1, "without_ms": 0.1534, "without_host_us": 30.7}
+    at_8192 = {"with_ms": 0.3555, "with_host_us": 214.3, "without_ms": 0.5767, "without_host_us": 52.1}
+    assert HOST_VARIANCE == 2.0 and host_risk(at_2048) and not host_risk(at_8192)
+    # Both sides host-bound (a tiny graph): their scaled host times are compared, not the launch-free GPU times.
+    tiny = {"with_ms": 0.010, "with_host_us": 39.2, "without_ms": 0.012, "without_host_us": 39.0}
+    assert not host_risk(tiny) and host_risk({**tiny, "with_host_us": 45.0})
+    assert not host_risk({"with_ms": 0.0944, "without_ms": 0.1534})  # a record from before host times
+
+
+def test_a_won_record_at_risk_on_a_slower_host_is_not_servable(tmp_path):
+    from support.cache_entries import make_family_entry, make_size_record
+
+    entry = make_family_entry()
+    gate = {"measured": True, "passed": True, "with_ms": 0.0944, "with_host_us": 101.1, "without_ms": 0.1534}
+    risky = make_size_record(entry, {"s0": 12, "s1": 33}, won=True, graph_ab={**gate, "without_host_us": 30.7})
+    assert risky.won and not risky.servable_here
+    safe = make_size_record(entry, {"s0": 12, "s1": 33}, won=True, graph_ab={**gate, "with_host_us": 60.0})
+    assert safe.servable_here

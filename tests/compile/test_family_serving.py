@@ -95,6 +95,20 @@ def test_faster_alone_but_slower_in_its_graph_says_so(family):
     assert row.status.endswith("0.359 -> 0.391 ms, host-bound (330 us per call))"), row.status
 
 
+def test_a_win_that_hangs_on_the_hosts_launch_speed_is_not_served(family):
+    """Recorded as won (the H200's softmax gate at 2048 rows), but host-bound: a slower host loses (sizes.host_risk)."""
+    store, entry = family
+    gate = {"measured": True, "passed": True, "without_ms": 0.1534, "with_ms": 0.0944}
+    host = {**gate, "with_host_us": 101.1, "without_host_us": 30.7}
+    store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, won=True, speedup=1.61, graph_ab=host))
+    row, stats = compile_at(12)
+    assert stats["substituted"] == 0 and store.pending() == []
+    assert row.status == (
+        "family: slower at this size (1.61x alone, its graph 0.153 -> 0.094 ms, but host-bound (101 us per call): "
+        "slower on a host 2x slower to launch)"
+    ), row.status
+
+
 def test_wrong_there_is_an_ordinary_miss_for_the_llm(family):
     store, entry = family
     store.put_size(make_size_record(entry, {"s0": 12, "s1": 33}, verified=False, won=False, why="wrong_at_size"))

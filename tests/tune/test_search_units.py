@@ -381,3 +381,15 @@ def test_the_gate_note_says_when_the_graph_with_the_kernel_was_host_bound(tmp_pa
     answer["with_host_us"] = 60.0  # the GPU was the limit: no word about the host
     done.stdout = json.dumps(answer)
     assert gate.in_graph_gate("x" * 16, make_entry(), Config.load()[0], "cuda")["note"].endswith("(slower)")
+    # Faster here, but only because this host launches fast enough: a host twice as slow would lose. No pass.
+    answer = {"substituted": 1, "without_ms": 0.1534, "with_ms": 0.0944, "with_host_us": 101.1, "without_host_us": 30.7}
+    done.stdout = json.dumps(answer)
+    r = gate.in_graph_gate("x" * 16, make_entry(), Config.load()[0], "cuda")
+    assert r["measured"] and not r["passed"]
+    assert r["note"] == (
+        "graph 0.1534 ms -> 0.0944 ms with the kernel (no slower; host-bound: 101 us of host time per call, "
+        "slower than Inductor's graph on a host 2x slower to launch)"
+    )
+    answer["with_host_us"] = 60.0
+    done.stdout = json.dumps(answer)
+    assert gate.in_graph_gate("x" * 16, make_entry(), Config.load()[0], "cuda")["passed"]
