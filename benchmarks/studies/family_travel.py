@@ -107,9 +107,17 @@ def env(cache: Path, tiny: bool) -> dict[str, str]:
     return e
 
 
+LOGS = ROOT / ".gl" / "logs"  # every child's stderr, written as it runs: a call cut short keeps its progress
+
+
 def run(cmd: list[str], e: dict[str, str], timeout: float = 590) -> subprocess.CompletedProcess:
     log("$", " ".join(cmd[-6:]))
-    p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=timeout)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    what = "_".join(a.strip("-").replace("/", "_") for a in (cmd[3:5] if cmd[1] == "-m" else cmd[2:4]))
+    path = LOGS / f"{time.strftime('%H%M%S')}-{what}.log"  # e.g. 031244-tune_pending, 030411-softmax_2048
+    with open(path, "w") as err:
+        p = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout)
+    p.stderr = path.read_text(errors="replace")
     tail = (p.stderr or "").strip().splitlines()[-6:]
     log(f"rc={p.returncode}", *(f"\n    {line}" for line in tail))
     return p

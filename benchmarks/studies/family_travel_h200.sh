@@ -35,6 +35,7 @@ for spec in "$@"; do
   timeout "$seconds" python benchmarks/studies/family_travel.py --cache .gl/fam --out .gl/family_travel.json \
     --phase "$phase" --cases "$cases" "${extra[@]}" || { rc=$?; echo "=== $spec: rc=$rc"; }
   cp .gl/family_travel.json "$OUT/" 2>/dev/null  # what is done so far comes back even if the call is cut
+  mkdir -p "$OUT/logs" && cp .gl/logs/*.log "$OUT/logs/" 2>/dev/null  # and the children's progress lines
 done
 nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 tar czf "$OUT/family_state.tgz" -C .gl fam family_travel.json

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -126,16 +128,30 @@ def pending_regions(cfg: Config, store: Any) -> list[Path]:
 
 
 def extend_families(
-    cfg: Config, device: str, store: Any, verifier: Verifier, only: set[str | None] | None = None
+    cfg: Config,
+    device: str,
+    store: Any,
+    verifier: Verifier,
+    only: set[str | None] | None = None,
+    stream: TextIO | None = None,
 ) -> list[Extension]:
     """Time the family kernels at every pending region's sizes that one could serve (``families.extend``);
-    ``only``: just these regions' (their exact keys)."""
+    ``only``: just these regions' (their exact keys). ``stream`` gets a line as each one starts and ends:
+    at large sizes one takes minutes."""
+    todo = [rec for rec in family_pending(store) if only is None or rec.key in only]
     done = []
-    for rec in family_pending(store):
-        if only is not None and rec.key not in only:
-            continue
+    for i, rec in enumerate(todo, 1):
+        fam = rec.family or {}
+        where = ", ".join(f"{k}={v}" for k, v in sorted((fam.get("sizes") or {}).items()))
+        head = f"[{rec.key[:16]}] family {str(fam.get('key', ''))[:16]} at {where} ({i} of {len(todo)})"
+        if stream is not None:
+            print(f"{head}: verifying, timing and gating its kernel here", file=stream, flush=True)
+        start = time.monotonic()
         ext = extend(rec, store, cfg, device, verifier)
         log.info("llm_inductor: region %s, family %s at %s: %s", ext.key16, ext.family16, ext.sizes, ext.outcome)
+        if stream is not None:
+            speed = f" {ext.speedup:.2f}x alone," if isinstance(ext.speedup, (int, float)) else ""
+            print(f"{head}: {ext.outcome},{speed} in {time.monotonic() - start:.0f} s", file=stream, flush=True)
         done.append(ext)
     return done
 
@@ -225,7 +241,7 @@ def tune(
             )
         for rec in adopt(store, device):
             log.info("llm_inductor: region %s: its family has a kernel now; timing it there", rec.key[:16])
-        extensions = extend_families(cfg, device, store, verifier)
+        extensions = extend_families(cfg, device, store, verifier, stream=sys.stderr if progress else None)
         paths_left = pending_regions(cfg, store)
         if not regions and find_regions is None and not paths_left:
             return TuneReport(config=cfg, device=device, extensions=extensions)
@@ -250,7 +266,8 @@ def tune(
             paths += find_regions(cfg)
             if not pending:  # the script's regions that a family could serve: timed now, with no LLM call
                 mine = {row.key for r in _state.reports for row in r.regions if row.status.startswith("pending (")}
-                report.extensions += extend_families(cfg, device, store, verifier, only=mine)
+                stream = sys.stderr if progress else None
+                report.extensions += extend_families(cfg, device, store, verifier, only=mine, stream=stream)
         if pending:
             paths += pending_regions(cfg, store)
     paths = list({_key16(p): p for p in paths}.values())

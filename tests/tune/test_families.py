@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -113,6 +114,10 @@ def test_a_winner_travels_to_another_batch_size_with_no_llm_call(tmp_path, monke
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "no LLM call" in out.out and "s0=12,s1=33" in out.out and "won" in out.out
+    # progress on stderr: a line as the extension starts (at large sizes it takes minutes) and one as it ends
+    head = f"family {family.key[:16]} at s0=12, s1=33 (1 of 1)"
+    assert f"{head}: verifying, timing and gating its kernel here" in out.err
+    assert re.search(re.escape(head) + r": won,( [0-9.]+x alone,)? in \d+ s", out.err), out.err  # no timing on the CPU
     records = {r.bucket: r for r, _, _ in store.size_records(family.entry_id)}
     assert set(records) == {"s0=8,s1=33", "s0=12,s1=33"} and records["s0=12,s1=33"].won
     assert not [p for p in store.pending() if p.family]
