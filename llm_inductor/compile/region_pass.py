@@ -21,7 +21,15 @@ import torch.fx as fx
 import llm_inductor.compile.runtime as _runtime
 import llm_inductor.compile.state as _state
 from llm_inductor._errors import LLMInductorError, RegionBypass, UsageError
-from llm_inductor.cache.sizes import HOST_VARIANCE, TIMING_NEEDED, host_bound, host_risk, judge_range, range_text
+from llm_inductor.cache.sizes import (
+    GATE_NOISE,
+    HOST_VARIANCE,
+    TIMING_NEEDED,
+    host_bound,
+    host_risk,
+    judge_range,
+    range_text,
+)
 from llm_inductor.cache.sizes import record_key as size_record_key
 from llm_inductor.cache.store import PendingRegion
 from llm_inductor.config import Config
@@ -370,7 +378,10 @@ def _gpu_model(device: torch.device) -> str:
 def _speedup_text(record: Any) -> str:
     """Why a verified record lost: its speedup, or the graph's times where the kernel won alone (the gate)."""
     gate = record.graph_ab or {}
-    if record.won and host_risk(gate) and isinstance(record.speedup, (int, float)):
+    faster = all(isinstance(gate.get(k), (int, float)) for k in ("with_ms", "without_ms")) and (
+        gate["with_ms"] <= gate["without_ms"] * (1.0 + GATE_NOISE)
+    )
+    if faster and host_risk(gate) and isinstance(record.speedup, (int, float)):  # faster here, not on a slower host
         return (
             f"{record.speedup:.2f}x alone, its graph {gate['without_ms']:.3f} -> {gate['with_ms']:.3f} ms, but "
             f"host-bound ({gate['with_host_us']:.0f} us per call): slower on a host {HOST_VARIANCE:g}x slower to launch"

@@ -30,12 +30,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llm_inductor.cache.sizes import HOST_VARIANCE, host_bound, host_risk
+from llm_inductor.cache.sizes import GATE_NOISE, HOST_VARIANCE, host_bound, host_risk
 from llm_inductor.config import Config
 from llm_inductor.search.graphs import graph_for
 
-# Timing noise allowed before "slower" is called: an assumption until the H200 runs measure the drift.
-GATE_NOISE = 0.01
 SERVED, SLOWS_GRAPH, UNGATED = "served", "slows_graph", "ungated"
 
 

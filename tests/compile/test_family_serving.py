@@ -107,6 +107,14 @@ def test_a_win_that_hangs_on_the_hosts_launch_speed_is_not_served(family):
         "family: slower at this size (1.61x alone, its graph 0.153 -> 0.094 ms, but host-bound (101 us per call): "
         "slower on a host 2x slower to launch)"
     ), row.status
+    # A record the gate failed by that rule (made since) says the same, not "but its graph 0.153 -> 0.094 ms".
+    failed = {**host, "passed": False}
+    newer = time.time() + 5
+    store.put_size(
+        make_size_record(entry, {"s0": 12, "s1": 33}, won=False, speedup=1.61, graph_ab=failed, created=newer)
+    )
+    again, _ = compile_at(12)
+    assert again.status == row.status
 
 
 def test_wrong_there_is_an_ordinary_miss_for_the_llm(family):
