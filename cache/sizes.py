@@ -271,6 +271,14 @@ HOST_VARIANCE = 2.0
 GATE_NOISE = 0.01
 
 
+def graph_faster(graph_ab: Mapping[str, Any], noise: float = GATE_NOISE) -> bool:
+    """A gate's A/B where the graph with the kernel measured no slower than Inductor's, within the noise."""
+    with_ms, without_ms = graph_ab.get("with_ms"), graph_ab.get("without_ms")
+    if not (isinstance(with_ms, (int, float)) and isinstance(without_ms, (int, float))):
+        return False
+    return with_ms <= without_ms * (1.0 + noise)
+
+
 def host_risk(graph_ab: Mapping[str, Any], noise: float = GATE_NOISE) -> bool:
     """A gate's A/B where the graph with the kernel would be slower than Inductor's on a host ``HOST_VARIANCE``
     times slower to launch. Each side costs the larger of its measured time and its scaled host time per call:

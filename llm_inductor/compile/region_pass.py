@@ -22,9 +22,9 @@ import llm_inductor.compile.runtime as _runtime
 import llm_inductor.compile.state as _state
 from llm_inductor._errors import LLMInductorError, RegionBypass, UsageError
 from llm_inductor.cache.sizes import (
-    GATE_NOISE,
     HOST_VARIANCE,
     TIMING_NEEDED,
+    graph_faster,
     host_bound,
     host_risk,
     judge_range,
@@ -378,10 +378,9 @@ def _gpu_model(device: torch.device) -> str:
 def _speedup_text(record: Any) -> str:
     """Why a verified record lost: its speedup, or the graph's times where the kernel won alone (the gate)."""
     gate = record.graph_ab or {}
-    faster = all(isinstance(gate.get(k), (int, float)) for k in ("with_ms", "without_ms")) and (
-        gate["with_ms"] <= gate["without_ms"] * (1.0 + GATE_NOISE)
-    )
-    if faster and host_risk(gate) and isinstance(record.speedup, (int, float)):  # faster here, not on a slower host
+    if (
+        graph_faster(gate) and host_risk(gate) and isinstance(record.speedup, (int, float))
+    ):  # faster here, not on a slower host
         return (
             f"{record.speedup:.2f}x alone, its graph {gate['without_ms']:.3f} -> {gate['with_ms']:.3f} ms, but "
             f"host-bound ({gate['with_host_us']:.0f} us per call): slower on a host {HOST_VARIANCE:g}x slower to launch"

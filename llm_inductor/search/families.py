@@ -206,12 +206,11 @@ def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: V
         return Extension(key16, family16, sizes, "no family entry", message="the family's entry is no longer served")
     mode = str(fam.get("inductor_mode") or baseline_mode(rec.region_path))  # the compile's, per size
     small = fam.get(HOST_MEMORY.removeprefix(HARNESS))
-    need = region_build_bytes(rec.region_path)
     if (
         small
         and small.get("needed") is not None
         and (HOST.capacity or 0) <= int(small.get("budget") or 0)
-        and need >= int(small["needed"])
+        and region_build_bytes(rec.region_path) >= int(small["needed"])
     ):
         # This host once could not build the region's draws; a host no larger cannot either, unless a draw's
         # estimate has shrunk since (a leaner build, or a note from before estimates were kept): no device time
@@ -221,7 +220,7 @@ def extend(rec: PendingRegion, store: Any, cfg: Config, device: str, verifier: V
     out = verify_candidate(against(verifier, mode), rec.region_path, entry.kernel_source, cfg, None)
     if is_harness(out["outcome"]):  # judged nothing: the region stays pending, for the next run
         if out["outcome"] == HOST_MEMORY and HOST.capacity:
-            note = {"budget": HOST.capacity, "needed": need, "why": out["message"][:400]}
+            note = {"budget": HOST.capacity, "needed": region_build_bytes(rec.region_path), "why": out["message"][:400]}
             store.add_pending(dataclasses.replace(rec, family={**fam, HOST_MEMORY.removeprefix(HARNESS): note}))
         return Extension(key16, family16, sizes, out["outcome"], message=out["message"])
     verified = bool(out["accepted"])

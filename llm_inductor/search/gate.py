@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llm_inductor.cache.sizes import GATE_NOISE, HOST_VARIANCE, host_bound, host_risk
+from llm_inductor.cache.sizes import HOST_VARIANCE, graph_faster, host_bound, host_risk
 from llm_inductor.config import Config
 from llm_inductor.search.graphs import graph_for
 
@@ -63,8 +63,8 @@ def in_graph_gate(key16: str, entry: Any, cfg: Config, device: str, timeout: flo
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     if not r.get("substituted"):
         return {**r, "measured": False, "passed": False, "note": "not measured (the region was not found in its graph)"}
-    faster = r["with_ms"] <= r["without_ms"] * (1.0 + GATE_NOISE)
-    risky = faster and host_risk(r, GATE_NOISE)
+    faster = graph_faster(r)
+    risky = faster and host_risk(r)
     passed = faster and not risky
     verdict = "no slower" if faster else "slower"
     if host_bound(r) or risky:

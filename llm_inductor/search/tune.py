@@ -230,6 +230,7 @@ def tune(
     for token in ("generation", "sizes_generation"):  # a change since this process last looked drops its memo
         getattr(store, token, lambda: None)()
     verifier = verifier or default_verifier
+    stream = sys.stderr if progress else None  # a line per family extension: at large sizes each takes minutes
     extensions: list[Extension] = []
     paths_left: list[Path] = []
     if pending and not import_batch:  # families first: verification and timing alone, no provider needed
@@ -241,7 +242,7 @@ def tune(
             )
         for rec in adopt(store, device):
             log.info("llm_inductor: region %s: its family has a kernel now; timing it there", rec.key[:16])
-        extensions = extend_families(cfg, device, store, verifier, stream=sys.stderr if progress else None)
+        extensions = extend_families(cfg, device, store, verifier, stream=stream)
         paths_left = pending_regions(cfg, store)
         if not regions and find_regions is None and not paths_left:
             return TuneReport(config=cfg, device=device, extensions=extensions)
@@ -266,7 +267,6 @@ def tune(
             paths += find_regions(cfg)
             if not pending:  # the script's regions that a family could serve: timed now, with no LLM call
                 mine = {row.key for r in _state.reports for row in r.regions if row.status.startswith("pending (")}
-                stream = sys.stderr if progress else None
                 report.extensions += extend_families(cfg, device, store, verifier, only=mine, stream=stream)
         if pending:
             paths += pending_regions(cfg, store)

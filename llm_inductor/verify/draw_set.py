@@ -42,11 +42,9 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from llm_inductor.passes.symexpr import evaluate
 from llm_inductor.verify.checks import Expected
 from llm_inductor.verify.compare import floors, spread
 from llm_inductor.verify.draws import (
@@ -62,7 +60,7 @@ from llm_inductor.verify.draws import (
 )
 from llm_inductor.verify.gpu_share import GATE
 from llm_inductor.verify.host_budget import BYTES_PER_ELEMENT, HOST
-from llm_inductor.verify.loaded_region import LoadedRegion, TensorMeta, dtype_from_name
+from llm_inductor.verify.loaded_region import LoadedRegion, TensorMeta
 from llm_inductor.verify.pool import scratch_root
 from llm_inductor.verify.reference import eager_reference, fp64_reference, inductor_reference, reference_peaks
 
@@ -279,17 +277,14 @@ def build_bytes(region: LoadedRegion, draw: Draw) -> int:
     with a margin for what an op allocates inside. A region the meta device cannot run gets the flat
     ``BYTES_PER_ELEMENT`` estimate.
     """
-    side = region.sidecar
-    env = {**region.symbols, **draw.size_map}
     try:
-        inputs = [_meta(spec, env) for spec in side.inputs]
-        outputs = [_meta(spec, env) for spec in side.outputs]
+        inputs, outputs = region.declared("inputs", draw.size_map), region.declared("outputs", draw.size_map)
     except (ValueError, TypeError, KeyError, ZeroDivisionError):
         return 0
     if not inputs:
         return 0
-    kept = sum(_storage_bytes(m) for m in inputs)
-    floats = sum(_storage_bytes(m) // m.dtype.itemsize for m in inputs if m.dtype.is_floating_point)
+    kept = sum(m.storage_numel * m.dtype.itemsize for m in inputs)
+    floats = sum(m.storage_numel for m in inputs if m.dtype.is_floating_point)
     peaks = _peaks(region, inputs)
     if peaks is None:
         return BYTES_PER_ELEMENT * sum(math.prod(m.shape) for m in (*inputs, *outputs))
@@ -319,20 +314,6 @@ def _peaks(region: LoadedRegion, inputs: list[TensorMeta]) -> tuple[int, int, in
     if key not in _peak_memo:
         _peak_memo[key] = reference_peaks(region, inputs)
     return _peak_memo[key]
-
-
-def _meta(spec: Any, env: dict[str, int]) -> TensorMeta:
-    return TensorMeta(
-        dtype_from_name(spec.dtype),
-        tuple(int(evaluate(x, env)) for x in spec.shape),
-        tuple(int(evaluate(x, env)) for x in spec.stride),
-    )
-
-
-def _storage_bytes(m: TensorMeta) -> int:
-    if not all(m.shape):
-        return 0
-    return (1 + sum((n - 1) * st for n, st in zip(m.shape, m.stride))) * m.dtype.itemsize
 
 
 def _held_bytes(exp: Expected) -> int:

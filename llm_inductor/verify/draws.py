@@ -110,9 +110,8 @@ def build_inputs(make_inputs: Callable[..., Sequence[torch.Tensor]], draw: Draw,
     g = torch.Generator(device=device).manual_seed(draw.seed ^ 0x5EED)
     out = []
     for t in raw:
-        source = _storage_view(t).to(device)
-        base = _transformed(source, draw, g) if t.dtype.is_floating_point else source.clone()
-        del source
+        whole = _storage_view(t)
+        base = _transformed(whole.to(device), draw, g) if t.dtype.is_floating_point else whole.to(device, copy=True)
         out.append(base.as_strided(t.shape, t.stride(), t.storage_offset()))
     return out
 

@@ -38,6 +38,11 @@ class TensorMeta:
     def line(self) -> str:
         return f"{str(self.dtype).replace('torch.', '')}{list(self.shape)} stride={self.stride}"
 
+    @property
+    def storage_numel(self) -> int:
+        """Elements of the smallest storage that holds this layout (0 for an empty tensor)."""
+        return 1 + sum((n - 1) * st for n, st in zip(self.shape, self.stride)) if all(self.shape) else 0
+
 
 def dtype_from_name(name: str) -> torch.dtype:
     dt = getattr(torch, name.replace("torch.", ""), None)
@@ -92,16 +97,20 @@ class LoadedRegion:
     def output_specs(self, inputs: Sequence[torch.Tensor], sizes: dict[str, int] | None = None) -> list[TensorMeta]:
         """The outputs' dtype, shape and strides for these inputs (sidecar, else traced)."""
         if self.sidecar.outputs:
-            env = {**self.symbols, **(sizes or {})}
-            return [
-                TensorMeta(
-                    dtype_from_name(o.dtype),
-                    tuple(int(evaluate(x, env)) for x in o.shape),
-                    tuple(int(evaluate(x, env)) for x in o.stride),
-                )
-                for o in self.sidecar.outputs
-            ]
+            return self.declared("outputs", sizes)
         return trace_outputs(self.forward, inputs)
+
+    def declared(self, side: str, sizes: dict[str, int] | None = None) -> list[TensorMeta]:
+        """The sidecar's ``inputs`` or ``outputs`` at these sizes (the region's own where not given)."""
+        env = {**self.symbols, **(sizes or {})}
+        return [
+            TensorMeta(
+                dtype_from_name(s.dtype),
+                tuple(int(evaluate(x, env)) for x in s.shape),
+                tuple(int(evaluate(x, env)) for x in s.stride),
+            )
+            for s in getattr(self.sidecar, side)
+        ]
 
 
 def trace_outputs(fn: Callable[..., Any], inputs: Sequence[torch.Tensor]) -> list[TensorMeta]:

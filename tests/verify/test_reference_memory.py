@@ -62,7 +62,7 @@ def test_a_forward_that_is_not_straight_line_runs_as_written(tmp_path):
 
 def test_the_references_peaks_are_measured_on_the_meta_device():
     region = load_region(CE)
-    specs = [draw_set._meta(s, region.symbols) for s in region.sidecar.inputs]
+    specs = region.declared("inputs")
     peak64, peak_eager, out64 = reference.reference_peaks(region, specs)
     wide = _logits_bytes(region)
     # float64: the upcast logits and their shifted copy, then that copy and exp (or the log-softmax), never
@@ -153,7 +153,7 @@ def test_a_value_never_read_is_freed_after_its_store_and_a_closure_keeps_forward
         path.write_text(text)
         shutil.copy(CE.with_suffix(".json"), path.with_suffix(".json"))
         regions[name] = load_region(path)
-    specs = [draw_set._meta(s, regions["unread"].symbols) for s in regions["unread"].sidecar.inputs]
+    specs = regions["unread"].declared("inputs")
     wide = _logits_bytes(regions["unread"])
     assert reference.reference_peaks(regions["unread"], specs)[0] < 2 * wide + 4096  # exp(in1) dies at once
     assert reference.lean(regions["closure"]) is None
