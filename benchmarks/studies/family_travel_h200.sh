@@ -9,7 +9,7 @@
 # Each run gets its own time limit, so a slow one cannot take the call with it. The machine does not stay
 # warm between calls, so the kernel cache and the results travel: a call restores .gl/family_state.tgz
 # (carried from the last call's $OUT) and leaves the new state in $OUT, whatever its runs did.
-# Across sessions: benchmarks/results/2026-12-02-h200-family-state.tgz (the newest) is that state with the private key
+# Across sessions: benchmarks/results/2026-12-02-h200-family-state-2.tgz (the newest) is that state with the private key
 # dropped (its public half stays trusted under keys/): copy it to .gl/family_state.tgz and carry that.
 set -u
 export BENCH_COMMIT=$1
