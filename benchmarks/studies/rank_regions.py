@@ -1,0 +1,338 @@
+r"""The models suite's regions, ranked by what a kernel at the roofline floor would save: the pack's targets.
+
+    python benchmarks/studies/rank_regions.py --work DIR --phase record|time|table|all [--cases a,b] [--tiny]
+
+- ``record`` (GPU): each model case (prefill and training step) runs once under ``llm-inductor regions
+  --json --export``, in a child process of its own: the map of every compiled graph's regions (forward and
+  backward), with a region file per region. The same child times the case's step (CUDA events, after
+  warm-up). Every region misses (no cache is configured but the work folder's empty one), so that step runs
+  Inductor's code: it is the case's Inductor time.
+- ``time`` (GPU): each distinct region whose floor is a share of at least ``--min-share`` of some case's
+  graphs, largest first, is compiled by default Inductor alone and timed (``search.baseline``, do_bench with
+  the L2 flushed), one child per region, until ``--budget`` seconds are spent. What is done stays done: a
+  rerun times only the rest.
+- ``table`` (no GPU): per (case, region), ``time share`` = count x Inductor's time / the case's step time,
+  and ``headroom`` = 1 - floor / Inductor's time. The rank is their product: the fraction of the step a
+  kernel at the floor would save. Written as markdown and JSON (``--out``).
+
+The floor is ``passes.cost``'s: each input read once and each output written once at the H200's measured
+bandwidth, or its FLOPs at the measured matmul rate. A region timed alone can differ from the same code
+inside its graph (what its neighbours leave in L2), so the rank picks targets; only the in-graph gate
+decides what is served.
+
+Every phase appends to ``DIR/rank.json`` as it goes. ``--tiny`` runs the plan at toy sizes on the CPU
+(plumbing only: nothing is timed there, and the table says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # benchmarks and llm_inductor from this checkout
+
+# The child that `llm-inductor regions` runs as __main__: argv = case, tiny (0/1), out.json.
+DRIVER = r"""
+import json, sys, time, torch
+sys.path.insert(0, {root!r})
+from benchmarks.suites.models import CASES
+name, tiny, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+case = next(c for c in CASES if c.name == name)
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+work = case.build(dev, tiny)
+step = work.make_step(lambda m: torch.compile(m))  # routed to the llm backend by `regions`
+step.outputs()  # compiles every graph (forward and backward)
+ms = None
+if dev == "cuda":
+    for _ in range(3):
+        step.run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(10):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); step.run(); b.record(); torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    ms = sorted(times)[len(times) // 2]
+json.dump({{"case": name, "step_ms": ms, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}},
+          open(out, "w"))
+"""
+
+
+def log(*a: Any) -> None:
+    print(f"[rank {time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
+
+
+class State:
+    """DIR/rank.json: per case its map and step time, per region its Inductor time; written after each step."""
+
+    def __init__(self, work: Path) -> None:
+        self.path = work / "rank.json"
+        self.data: dict[str, Any] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {"cases": {}, "regions": {}}
+        )
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+
+
+def _env(work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_INDUCTOR_")}
+    env["LLM_INDUCTOR_CACHE_DIR"] = str(work / "cache")  # empty: every region misses, nothing is served
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: float) -> None:
+    driver = work / "driver.py"
+    driver.write_text(DRIVER.format(root=str(ROOT)))
+    for name in cases:
+        if name in st.data["cases"] and st.data["cases"][name].get("graphs") is not None:
+            log(name, "recorded already")
+            continue
+        log(name, "recording its regions and timing its step")
+        step_out, t0 = work / f"step_{name}.json", time.time()
+        cmd = [
+            sys.executable,
+            "-m",
+            "llm_inductor.cli",
+            "regions",
+            "--json",
+            "--export",
+            str(work / "regions"),
+            "--timeout",
+            f"{timeout:g}",
+            str(driver),
+            name,
+            "1" if tiny else "0",
+            str(step_out),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=timeout + 120)
+        row: dict[str, Any] = {"seconds": round(time.time() - t0, 1)}
+        if proc.returncode != 0:
+            row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            log(name, "failed:", *row["error"])
+        else:
+            regions_map = _last_map(proc.stdout)
+            row["graphs"] = regions_map["graphs"]
+            row["finished"] = regions_map.get("finished")
+            if step_out.is_file():
+                row.update(json.loads(step_out.read_text()))
+            log(name, f"{len(row['graphs'])} graphs, step {row.get('step_ms')} ms, in {row['seconds']} s")
+        st.data["cases"][name] = row
+        st.save()
+
+
+def _last_map(stdout: str) -> dict[str, Any]:
+    """The JSON map `regions --json` prints last (the script may print before it)."""
+    at = stdout.rfind('{\n "finished"')
+    if at < 0:
+        raise ValueError(f"no region map in the output of `llm-inductor regions`: {stdout[-300:]!r}")
+    return json.JSONDecoder().raw_decode(stdout[at:])[0]
+
+
+def distinct_regions(st: State, min_share: float) -> list[dict[str, Any]]:
+    """Each region once, with the largest share any case's graph gives its floor: the timing order."""
+    best: dict[str, dict[str, Any]] = {}
+    for name, row in st.data["cases"].items():
+        for g in row.get("graphs") or []:
+            for r in g["regions"]:
+                if r["share"] < min_share or not r.get("key"):
+                    continue
+                cur = best.get(r["key16"])
+                if cur is None or r["share"] > cur["share"]:
+                    best[r["key16"]] = {**r, "case": name}
+    return sorted(best.values(), key=lambda r: -r["share"])
+
+
+def _region_file(work: Path, key16: str) -> Path | None:
+    found = sorted((work / "regions").glob(f"region_{key16}*.py"))
+    return found[0] if found else None
+
+
+def phase_time(work: Path, st: State, min_share: float, budget: float) -> None:
+    if _device() != "cuda":
+        log("no GPU here: Inductor's regions are not timed (the table ranks nothing)")
+        return
+    t_end = time.time() + budget
+    todo = [r for r in distinct_regions(st, min_share) if r["key16"] not in st.data["regions"]]
+    log(f"{len(todo)} regions to time (share >= {min_share:.0%}), budget {budget:g} s")
+    for i, r in enumerate(todo, 1):
+        left = t_end - time.time()
+        if left < 30:
+            log(f"budget spent: {len(todo) - i + 1} regions left for the next run")
+            break
+        path = _region_file(work, r["key16"])
+        row: dict[str, Any] = {"ops": r["ops"], "shapes": r["shapes"]}
+        if path is None:
+            row["error"] = "no region file was exported"
+        else:
+            t0 = time.time()
+            cmd = [sys.executable, "-m", "llm_inductor.search.baseline", str(path), "--mode", "default"]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=min(left, 300))
+                if proc.returncode == 0:
+                    res = json.loads(proc.stdout.strip().splitlines()[-1])
+                    row.update({k: res.get(k) for k in ("inductor_ms", "inductor_ms_p20_p80", "kernels", "device")})
+                else:
+                    row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+            except subprocess.TimeoutExpired:
+                row["error"] = "Inductor's compile and timing ran past the time left"
+            row["seconds"] = round(time.time() - t0, 1)
+        log(f"({i}/{len(todo)}) {r['key16']} {' '.join(r['ops'][:6])}: {row.get('inductor_ms', row.get('error'))}")
+        st.data["regions"][r["key16"]] = row
+        st.save()
+
+
+def rank_rows(st: State) -> list[dict[str, Any]]:
+    """(case, region) rows with a measured Inductor time, best target first."""
+    rows = []
+    for name, case in st.data["cases"].items():
+        step_ms = case.get("step_ms")
+        for g in case.get("graphs") or []:
+            for r in g["regions"]:
+                timed = st.data["regions"].get(r["key16"], {})
+                ind_ms = timed.get("inductor_ms")
+                if not ind_ms or not step_ms:
+                    continue
+                floor_ms = r["est_us"] / r["count"] / 1e3  # per occurrence
+                share = r["count"] * ind_ms / step_ms
+                headroom = max(0.0, 1.0 - floor_ms / ind_ms)
+                rows.append(
+                    {
+                        "case": name,
+                        "graph": g["kind"],
+                        "key16": r["key16"],
+                        "ops": r["ops"],
+                        "shapes": r["shapes"],
+                        "count": r["count"],
+                        "inductor_ms": ind_ms,
+                        "floor_ms": floor_ms,
+                        "step_ms": step_ms,
+                        "time_share": share,
+                        "headroom": headroom,
+                        "rank": share * headroom,
+                    }
+                )
+    return sorted(rows, key=lambda x: -x["rank"])
+
+
+def phase_table(work: Path, st: State, out: Path | None, top: int) -> str:
+    rows = rank_rows(st)
+    cases = st.data["cases"]
+    dev = next((c.get("device") for c in cases.values() if c.get("device")), "?")
+    lines = [
+        f"# The models suite's regions, ranked ({datetime.date.today()})",
+        "",
+        f"- Device: {dev}. Script: `benchmarks/studies/rank_regions.py`. Commit {_commit()}.",
+        "- rank = time share x headroom = count x (Inductor ms - floor ms) / step ms: the fraction of the step "
+        "a kernel at the roofline floor would save. Inductor ms: the region alone under default Inductor "
+        "(do_bench, L2 flushed). Step ms: the whole step under Inductor's code (CUDA events, median of 10).",
+        "",
+        "## Cases",
+        "",
+        "| case | step ms | graphs | regions | distinct | seconds | note |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, c in cases.items():
+        graphs = c.get("graphs") or []
+        n = sum(sum(r["count"] for r in g["regions"]) for g in graphs)
+        d = sum(len(g["regions"]) for g in graphs)
+        step = f"{c['step_ms']:.2f}" if c.get("step_ms") else "-"
+        note = " ".join(c.get("error", [])) if c.get("error") else ("" if c.get("finished", True) else "cut")
+        lines.append(f"| {name} | {step} | {len(graphs)} | {n} | {d} | {c.get('seconds', '-')} | {note[:120]} |")
+    lines += [
+        "",
+        f"## Top {top} (case, region) pairs",
+        "",
+        "| # | case | graph | key | ops | shapes | x n | Inductor ms | floor ms | time share | headroom | rank |",
+        "|---:|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(rows[:top], 1):
+        ops = ", ".join(r["ops"][:6]) + (f", … (+{len(r['ops']) - 6})" if len(r["ops"]) > 6 else "")
+        lines.append(
+            f"| {i} | {r['case']} | {r['graph']} | `{r['key16']}` | {ops} | {' '.join(r['shapes'][:3])} | "
+            f"{r['count']} | {r['inductor_ms']:.3f} | {r['floor_ms']:.3f} | {r['time_share']:.1%} | "
+            f"{r['headroom']:.0%} | {r['rank']:.2%} |"
+        )
+    untimed = [k for k, v in st.data["regions"].items() if v.get("error")]
+    if untimed:
+        lines += ["", "Regions that could not be timed:", ""]
+        lines += [f"- `{k}`: {st.data['regions'][k]['error']}" for k in untimed]
+    if not rows:
+        lines += ["", "No region has both a step time and an Inductor time (a run on the CPU times nothing)."]
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        out.with_suffix(".md").write_text(text)
+        out.with_suffix(".json").write_text(
+            json.dumps(
+                {"date": str(datetime.date.today()), "commit": _commit(), "state": st.data, "ranked": rows}, indent=1
+            )
+        )
+    return text
+
+
+def _commit() -> str:
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+            or "?"
+        )
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.suites.models import CASES
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", required=True, type=Path, help="the study's folder: rank.json, region files, cache")
+    ap.add_argument("--phase", default="all", help="record, time, table (comma-separated), or all")
+    ap.add_argument("--cases", default=",".join(c.name for c in CASES))
+    ap.add_argument("--tiny", action="store_true", help="toy sizes on the CPU: plumbing only")
+    ap.add_argument("--min-share", type=float, default=0.01, help="time regions whose floor is this share of a graph")
+    ap.add_argument("--budget", type=float, default=420.0, help="seconds the time phase may spend")
+    ap.add_argument("--timeout", type=float, default=400.0, help="seconds one case's record may take")
+    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--out", type=Path, help="write the table as OUT.md and OUT.json")
+    a = ap.parse_args(argv)
+    known = {c.name for c in CASES}
+    cases = [c for c in a.cases.split(",") if c]
+    if bad := [c for c in cases if c not in known]:
+        ap.error(f"unknown case(s) {', '.join(bad)}; the models suite has {', '.join(sorted(known))}")
+    a.work.mkdir(parents=True, exist_ok=True)
+    st = State(a.work)
+    phases = ("record", "time", "table") if a.phase == "all" else tuple(a.phase.split(","))
+    for ph in phases:
+        if ph == "record":
+            phase_record(a.work, st, cases, a.tiny, a.timeout)
+        elif ph == "time":
+            phase_time(a.work, st, a.min_share, a.budget)
+        elif ph == "table":
+            print(phase_table(a.work, st, a.out, a.top))
+        else:
+            ap.error(f"unknown phase {ph!r}: use record, time, table or all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
