@@ -123,7 +123,7 @@ def folded_dict(r: _state.GraphReport) -> dict[str, Any]:
 
 
 LEGEND = (
-    "×n: occurrences of the region in its graph; share and est µs are summed over them; hot is judged per occurrence"
+    "×n: occurrences of the region in its graph; share and est µs are summed over them, and hot is judged on that sum"
 )
 
 

@@ -38,6 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 SMOKE = os.environ.get("BATCH_FLOW_SMOKE") == "1"
 SIZES = dict(dev="cpu", m=8, n=33, v=45) if SMOKE else dict(dev="cuda", m=4096, n=32000, v=128256)
 ROWS, DIM = (8, 33) if SMOKE else (8192, 4096)
+NAME = "batch_flow"  # the results' file names (--name)
 _RMS = """
 import torch
 x = torch.randn({rows}, {dim}, device="{dev}", dtype=torch.bfloat16{grad})
@@ -255,8 +256,10 @@ def step_table(work: Path, results: Path) -> int:
     results.mkdir(parents=True, exist_ok=True)
     dev = work / "device.json"
     ran = json.loads(dev.read_text()) if dev.is_file() else {"gpu": "cpu", "torch": torch.__version__}
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **ran, "field_table": {k: v[:3] for k, v in SCRIPTS.items()}}
-    (results / "batch_flow.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **ran}
+    if NAME == "batch_flow":  # the regions of FIELD.md's table; another flow's regions come from elsewhere
+        meta["field_table"] = {k: v[:3] for k, v in SCRIPTS.items()}
+    (results / f"{NAME}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = [
         "# Batch flow on the H200",
         "",
@@ -278,10 +281,10 @@ def step_table(work: Path, results: Path) -> int:
             f"{r['in_graph'] or '-'} | {r['tokens']} |"
         )
     md += ["", "Outcomes per attempt, in order:", ""] + [f"- {r['region']}: {', '.join(r['outcomes'])}" for r in rows]
-    (results / "batch_flow.md").write_text("\n".join(md) + "\n")
+    (results / f"{NAME}.md").write_text("\n".join(md) + "\n")
     attempts = read_attempts(_config(work))
-    (results / "batch_flow_attempts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in attempts))
-    print(f"wrote {results / 'batch_flow.md'} ({len(rows)} region(s), {len(attempts)} attempt record(s))")
+    (results / f"{NAME}_attempts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in attempts))
+    print(f"wrote {results / (NAME + '.md')} ({len(rows)} region(s), {len(attempts)} attempt record(s))")
     return 0
 
 
@@ -290,7 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("step", choices=("export", "answers", "import", "table"))
     p.add_argument("--work", default=str(ROOT / ".carry" / "batch_flow"), help="the folder carried between steps")
     p.add_argument("--out", default=os.environ.get("OUT"), help="copy the work folder (and results) here at the end")
+    p.add_argument(
+        "--name",
+        default="batch_flow",
+        help="the results' file names (NAME.md, NAME.json, NAME_attempts.jsonl) and --out's folder: another flow "
+        "over the same steps, such as rank_regions.py's export of the models suite, keeps its own",
+    )
     args = p.parse_args(argv)
+    global NAME
+    NAME = args.name
     # `timeout N python batch_flow.py ...` sends SIGTERM: exit through `finally`, so the work
     # folder (saved after every answer) still reaches --out and the step can be resumed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
@@ -306,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         return steps[args.step](work)
     finally:
         if args.out:
-            dest = Path(args.out) / "batch_flow"
+            dest = Path(args.out) / NAME
             shutil.copytree(work, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("kernels", "*.tmp"))
             if _results(work).is_dir():
                 shutil.copytree(_results(work), Path(args.out) / "results", dirs_exist_ok=True)

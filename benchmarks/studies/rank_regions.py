@@ -1,12 +1,13 @@
 r"""The models suite's regions, ranked by what a kernel at the roofline floor would save: the pack's targets.
 
-    python benchmarks/studies/rank_regions.py --work DIR --phase record|time|table|all [--cases a,b] [--tiny]
+    python benchmarks/studies/rank_regions.py --work DIR --phase record|time|table|export|all [--cases a,b] [--tiny]
 
-- ``record`` (GPU): each model case (prefill and training step) runs once under ``llm-inductor regions
-  --json --export``, in a child process of its own: the map of every compiled graph's regions (forward and
-  backward), with a region file per region. The same child times the case's step (CUDA events, after
-  warm-up). Every region misses (no cache is configured but the work folder's empty one), so that step runs
-  Inductor's code: it is the case's Inductor time.
+- ``record`` (GPU): each model case (prefill and training step) compiles once with ``backend="llm"`` in cache
+  mode, in a child process of its own, with the work folder's cache (empty at first, so every region misses
+  and the step runs Inductor's code). The child writes the pass's map of every compiled graph (forward and
+  backward), as ``llm-inductor regions --json`` prints it, a region file for every region, and the hot
+  misses' pending records with their graph files. It also times the case's step (CUDA events, median of 10
+  after 3 warm-up steps): the case's Inductor time.
 - ``time`` (GPU): each distinct region whose floor is a share of at least ``--min-share`` of some case's
   graphs, largest first, is compiled by default Inductor alone and timed (``search.baseline``, do_bench with
   the L2 flushed), one child per region, until ``--budget`` seconds are spent. What is done stays done: a
@@ -19,6 +20,10 @@ The floor is ``passes.cost``'s: each input read once and each output written onc
 bandwidth, or its FLOPs at the measured matmul rate. A region timed alone can differ from the same code
 inside its graph (what its neighbours leave in L2), so the rank picks targets; only the in-graph gate
 decides what is served.
+
+- ``export`` (GPU: prompts show Inductor's code): round 1's Batch API requests for the ``--export-top``
+  ranked regions that are pending, with one prompt file per request, in ``batch_flow.py``'s layout. Its
+  ``answers`` and ``import`` steps then go on with ``--work DIR --name models_flow``.
 
 Every phase appends to ``DIR/rank.json`` as it goes. ``--tiny`` runs the plan at toy sizes on the CPU
 (plumbing only: nothing is timed there, and the table says so).
@@ -39,16 +44,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # benchmarks and llm_inductor from this checkout
 
-# The child that `llm-inductor regions` runs as __main__: argv = case, tiny (0/1), out.json.
+# The child that records one case: argv = case, tiny (0/1), out.json, the folder for region files. It compiles
+# with backend="llm" in cache mode (the work folder's cache: every hot miss is recorded as pending, with its
+# region and graph files, for the export phase and the in-graph gate) and writes a region file for every
+# region (the time phase's), then dumps the pass's map as `llm-inductor regions --json` would.
 DRIVER = r"""
 import json, sys, time, torch
 sys.path.insert(0, {root!r})
+import llm_inductor
+from llm_inductor._cli_regions import folded_dict
+from llm_inductor.compile import state as _state
 from benchmarks.suites.models import CASES
-name, tiny, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+name, tiny, out, regions = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
 case = next(c for c in CASES if c.name == name)
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 work = case.build(dev, tiny)
-step = work.make_step(lambda m: torch.compile(m))  # routed to the llm backend by `regions`
+_state.export_dir = regions
+step = work.make_step(lambda m: torch.compile(m, backend="llm"))
 step.outputs()  # compiles every graph (forward and backward)
 ms = None
 if dev == "cuda":
@@ -61,8 +73,8 @@ if dev == "cuda":
         a.record(); step.run(); b.record(); torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     ms = sorted(times)[len(times) // 2]
-json.dump({{"case": name, "step_ms": ms, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}},
-          open(out, "w"))
+json.dump({{"case": name, "step_ms": ms, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+           "graphs": [folded_dict(r) for r in _state.reports], "stats": _state.stats()}}, open(out, "w"))
 """
 
 
@@ -107,43 +119,22 @@ def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: f
             continue
         log(name, "recording its regions and timing its step")
         step_out, t0 = work / f"step_{name}.json", time.time()
-        cmd = [
-            sys.executable,
-            "-m",
-            "llm_inductor.cli",
-            "regions",
-            "--json",
-            "--export",
-            str(work / "regions"),
-            "--timeout",
-            f"{timeout:g}",
-            str(driver),
-            name,
-            "1" if tiny else "0",
-            str(step_out),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=timeout + 120)
-        row: dict[str, Any] = {"seconds": round(time.time() - t0, 1)}
-        if proc.returncode != 0:
-            row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        cmd = [sys.executable, str(driver), name, "1" if tiny else "0", str(step_out), str(work / "regions")]
+        row: dict[str, Any] = {}
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=timeout)
+            if proc.returncode != 0 or not step_out.is_file():
+                row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        except subprocess.TimeoutExpired:
+            row["error"] = [f"the case ran past --timeout {timeout:g} s"]
+        row["seconds"] = round(time.time() - t0, 1)
+        if "error" in row:
             log(name, "failed:", *row["error"])
         else:
-            regions_map = _last_map(proc.stdout)
-            row["graphs"] = regions_map["graphs"]
-            row["finished"] = regions_map.get("finished")
-            if step_out.is_file():
-                row.update(json.loads(step_out.read_text()))
+            row.update(json.loads(step_out.read_text()))
             log(name, f"{len(row['graphs'])} graphs, step {row.get('step_ms')} ms, in {row['seconds']} s")
         st.data["cases"][name] = row
         st.save()
-
-
-def _last_map(stdout: str) -> dict[str, Any]:
-    """The JSON map `regions --json` prints last (the script may print before it)."""
-    at = stdout.rfind('{\n "finished"')
-    if at < 0:
-        raise ValueError(f"no region map in the output of `llm-inductor regions`: {stdout[-300:]!r}")
-    return json.JSONDecoder().raw_decode(stdout[at:])[0]
 
 
 def distinct_regions(st: State, min_share: float) -> list[dict[str, Any]]:
@@ -287,6 +278,40 @@ def phase_table(work: Path, st: State, out: Path | None, top: int) -> str:
     return text
 
 
+def phase_export(work: Path, st: State, top: int, tiny: bool) -> int:
+    """Round 1's Batch requests for the top ranked regions, in batch_flow.py's layout (its steps go on from there).
+
+    The regions are the pending records of the work folder's cache (their region and graph files, which
+    the in-graph gate needs), in rank order, each once.
+    """
+    sys.path.insert(0, str(Path(__file__).parent))
+    from batch_flow import _config, _next_requests_path, _record_device, write_prompts
+
+    from llm_inductor.compile import state as _state
+    from llm_inductor.search.tune import tune
+
+    cfg = _config(work, interpret=tiny)
+    pending = {p.key[:16]: p for p in _state.store(cfg).pending()}
+    keys = list(dict.fromkeys(r["key16"] for r in rank_rows(st)))
+    if tiny and not keys:  # nothing is timed on the CPU: take the map's order, to run the plumbing
+        keys = [r["key16"] for r in distinct_regions(st, 0.0)]
+    chosen = [k for k in keys if k in pending][:top]
+    for k in keys[: keys.index(chosen[-1]) + 1 if chosen else 0]:
+        if k not in pending:
+            log(f"{k}: ranked, but no pending record (not hot in its graph): not exported")
+    if not chosen:
+        log("no ranked region is pending: nothing to export")
+        return 1
+    _record_device(work)
+    out = _next_requests_path(work)
+    report = tune([Path(pending[k].region_path) for k in chosen], export_batch=out, config=cfg, progress=True)
+    n = write_prompts(work, out) if report.exported else 0
+    log(f"exported {report.exported} request(s) for {len(chosen)} region(s) to {out}; {n} prompt file(s)")
+    st.data["exported"] = {"requests": str(out.relative_to(work)), "regions": chosen}
+    st.save()
+    return 0 if report.exported else 1
+
+
 def _commit() -> str:
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
@@ -306,13 +331,16 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True, type=Path, help="the study's folder: rank.json, region files, cache")
-    ap.add_argument("--phase", default="all", help="record, time, table (comma-separated), or all")
+    ap.add_argument(
+        "--phase", default="all", help="record, time, table, export (comma-separated), or all (the first three)"
+    )
     ap.add_argument("--cases", default=",".join(c.name for c in CASES))
     ap.add_argument("--tiny", action="store_true", help="toy sizes on the CPU: plumbing only")
     ap.add_argument("--min-share", type=float, default=0.01, help="time regions whose floor is this share of a graph")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds the time phase may spend")
     ap.add_argument("--timeout", type=float, default=400.0, help="seconds one case's record may take")
-    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--top", type=int, default=30, help="rows of the table")
+    ap.add_argument("--export-top", type=int, default=8, help="regions the export phase writes prompts for")
     ap.add_argument("--out", type=Path, help="write the table as OUT.md and OUT.json")
     a = ap.parse_args(argv)
     known = {c.name for c in CASES}
@@ -322,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     st = State(a.work)
     phases = ("record", "time", "table") if a.phase == "all" else tuple(a.phase.split(","))
+    rc = 0
     for ph in phases:
         if ph == "record":
             phase_record(a.work, st, cases, a.tiny, a.timeout)
@@ -329,9 +358,11 @@ def main(argv: list[str] | None = None) -> int:
             phase_time(a.work, st, a.min_share, a.budget)
         elif ph == "table":
             print(phase_table(a.work, st, a.out, a.top))
+        elif ph == "export":
+            rc = phase_export(a.work, st, a.export_top, a.tiny) or rc
         else:
-            ap.error(f"unknown phase {ph!r}: use record, time, table or all")
-    return 0
+            ap.error(f"unknown phase {ph!r}: use record, time, table, export or all")
+    return rc
 
 
 if __name__ == "__main__":

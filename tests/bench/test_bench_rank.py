@@ -64,10 +64,3 @@ def test_table_names_failures_and_writes_both_files(state, tmp_path):
     doc = json.loads((tmp_path / "ranked.json").read_text())
     assert [r["key16"] for r in doc["ranked"]] == ["r1", "r1"]
     assert (tmp_path / "ranked.md").read_text() == text
-
-
-def test_the_map_is_found_after_what_the_script_printed():
-    out = 'loading weights\n{"x": 1}\n{\n "finished": true,\n "graphs": []\n}\n'
-    assert rank_regions._last_map(out) == {"finished": True, "graphs": []}
-    with pytest.raises(ValueError, match="no region map"):
-        rank_regions._last_map("Traceback ...")

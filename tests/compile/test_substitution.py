@@ -66,6 +66,33 @@ def test_hot_miss_is_recorded_pending_with_its_region_file(tmp_path):
         assert "def make_inputs" in f.read()
 
 
+def _deep(layers: int, eps: float = 1e-6) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(*(m for _ in range(layers) for m in (torch.nn.Linear(16, 16), RMSNorm(16, eps))))
+
+
+def test_a_region_repeated_in_every_layer_is_hot_by_its_summed_share():
+    """6 layers: each norm is 4.4% of the graph, 26% together; each matmul 12.3%, 74% together."""
+    store = MemoryStore()
+    _state.set_store(store)
+    serve(_deep(6), torch.randn(4, 16), hot_threshold=0.1)
+    rows = _state.reports[0].regions
+    norms = [r for r in rows if "rsqrt" in r.ops]
+    assert len(norms) == 6 and all(r.share < 0.1 for r in norms) and sum(r.share for r in norms) > 0.1
+    assert all(r.hot and r.status == "pending" for r in norms)
+    assert {p.key for p in store.pending()} == {r.key for r in rows}  # one record per key, both hot
+
+
+def test_summed_share_is_per_key():
+    """Regions of different keys (another epsilon) are not summed together, and a sum below the threshold is cold."""
+    model = torch.nn.Sequential(_deep(3, eps=1e-6), _deep(3, eps=1e-5))
+    _state.set_store(MemoryStore())
+    serve(model, torch.randn(4, 16), hot_threshold=0.15)  # each epsilon's three norms: about 13%
+    norms = [r for r in _state.reports[0].regions if "rsqrt" in r.ops]
+    assert len({r.key for r in norms}) == 2 and all(sum(n.share for n in norms if n.key == r.key) < 0.15 for r in norms)
+    assert not any(r.hot for r in norms)
+
+
 def test_kill_switch_is_exactly_inductor(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM_INDUCTOR_DISABLE", "1")
     model, x = RMSNorm(16), torch.randn(3, 16)

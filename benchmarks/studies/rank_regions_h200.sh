@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The models suite's ranking (rank_regions.py) on the device machine, in phases that fit 10-minute calls.
+#
+#   bash benchmarks/studies/rank_regions_h200.sh COMMIT SECONDS:PHASE[:CASES] [...]
+#
+# e.g. 560:record:bert_prefill,bert_train,... then 420:time 60:table 200:export; after the answers (no GPU:
+# `batch_flow.py answers --work .gl/rank --name models_flow` with .gl/rank unpacked here), 560:import.
+# The work folder travels as one archive: a call restores .gl/rank.tgz (carried from the last call's $OUT)
+# and leaves the new one in $OUT after every phase, so a call cut by its limit still returns what was done.
+# (The device returns a bounded number of files: hundreds of region files must go as one archive.)
+set -u
+export BENCH_COMMIT=$1
+shift
+cd "$(dirname "$0")/../.."
+python -m pip install -q --no-deps --target /tmp/site .whl/cryptography-* .whl/cffi-* .whl/pycparser-* || exit 2
+export PYTHONPATH=/tmp/site
+work=.gl/rank
+mkdir -p "$work"
+[ -f .gl/rank.tgz ] && tar xzf .gl/rank.tgz -C "$work"
+rc=0
+for spec in "$@"; do
+  IFS=: read -r seconds phase cases <<< "$spec"
+  extra=()
+  [ -n "${cases:-}" ] && extra=(--cases "$cases")
+  echo "=== $(date -u +%T) $spec"
+  if [ "$phase" = import ]; then  # batch_flow.py's step over the same folder (its own --out copy is off)
+    timeout "$seconds" python benchmarks/studies/batch_flow.py import --work "$work" --name models_flow --out "" \
+      || { rc=$?; echo "=== $spec: rc=$rc"; }
+  else
+    timeout "$seconds" python benchmarks/studies/rank_regions.py --work "$work" --phase "$phase" \
+      --out "$OUT/ranked" "${extra[@]}" || { rc=$?; echo "=== $spec: rc=$rc"; }
+  fi
+  tar czf "$OUT/rank.tgz" -C "$work" --exclude=./cache/kernels .
+  cp "$work/rank.json" benchmarks/results/models_flow* "$OUT/" 2>/dev/null  # the import's table, if any
+done
+du -sh "$work" "$OUT"/*
+exit $rc
