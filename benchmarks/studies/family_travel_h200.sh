@@ -11,12 +11,8 @@
 # (carried from the last call's $OUT) and leaves the new state in $OUT, whatever its runs did.
 # Across sessions: benchmarks/results/2026-12-02-h200-family-state-2.tgz (the newest) is that state with the private key
 # dropped (its public half stays trusted under keys/): copy it to .gl/family_state.tgz and carry that.
-set -u
-export BENCH_COMMIT=$1
+source "$(dirname "$0")/device_setup.sh" "$1"
 shift
-cd "$(dirname "$0")/../.."
-python -m pip install -q --no-deps --target /tmp/site .whl/cryptography-* .whl/cffi-* .whl/pycparser-* || exit 2
-export PYTHONPATH=/tmp/site
 mkdir -p .gl
 [ -f .gl/family_state.tgz ] && tar xzf .gl/family_state.tgz -C .gl
 rc=0

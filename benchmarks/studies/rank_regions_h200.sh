@@ -8,12 +8,8 @@
 # The work folder travels as one archive: a call restores .gl/rank.tgz (carried from the last call's $OUT)
 # and leaves the new one in $OUT after every phase, so a call cut by its limit still returns what was done.
 # (The device returns a bounded number of files: hundreds of region files must go as one archive.)
-set -u
-export BENCH_COMMIT=$1
+source "$(dirname "$0")/device_setup.sh" "$1"
 shift
-cd "$(dirname "$0")/../.."
-python -m pip install -q --no-deps --target /tmp/site .whl/cryptography-* .whl/cffi-* .whl/pycparser-* || exit 2
-export PYTHONPATH=/tmp/site
 work=.gl/rank
 mkdir -p "$work"
 [ -f .gl/rank.tgz ] && tar xzf .gl/rank.tgz -C "$work"
