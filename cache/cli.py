@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_inductor._errors import HarnessError, NegativeResult, UsageError
+from llm_inductor._files import atomic_write
 from llm_inductor.cache import sign
 from llm_inductor.cache.entry import Entry, EntryError
 from llm_inductor.cache.key import KEY_SCHEMA, KernelKey
@@ -28,8 +29,10 @@ from llm_inductor.cache.tiered import Listing, TieredStore, open_store
 from llm_inductor.cache.trust import (
     FIXABLE,
     Revocation,
+    Trust,
     TrustVerdict,
     current_versions,
+    load_trusted,
     signature_problem,
     valid_target,
 )
@@ -342,6 +345,15 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- export, import, keygen
 
 
+def _matches(args: argparse.Namespace, e: Entry, entry_id: str) -> bool:
+    """The filters export and release share: key prefixes, ops, device class and GPU model."""
+    if args.key and not any(entry_id.startswith(k.lower()) for k in args.key):
+        return False
+    if (args.op and not set(args.op) <= set(e.ops)) or (args.device and e.device != args.device):
+        return False
+    return not (args.gpu and e.versions.get("gpu") != args.gpu)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     _, store = _store()
     chosen: list[Entry] = []
@@ -349,13 +361,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         e = r.entry
         if e is None or r.verdict.refused or (not args.all and not r.verdict.servable):
             continue
-        if args.key and not any(r.entry_id.startswith(k.lower()) for k in args.key):
-            continue
-        if (args.op and not set(args.op) <= set(e.ops)) or (args.device and e.device != args.device):
-            continue
-        if args.gpu and e.versions.get("gpu") != args.gpu:
-            continue
-        chosen.append(e)
+        if _matches(args, e, r.entry_id):
+            chosen.append(e)
     revocations = sorted({(t, reason) for t, reason, _ in store.revocations()})
     if not chosen and not revocations:
         raise NegativeResult("nothing to export: no entry matches (servable ones only unless --all); see `cache ls`")
@@ -372,6 +379,69 @@ def cmd_export(args: argparse.Namespace) -> int:
     n = write_pack(args.pack, chosen, revocations, sizes)
     with_sizes = f", with {len(sizes)} size record(s) of those entries" if sizes else ""
     print(f"wrote {n} entr{'y' if n == 1 else 'ies'} and {len(revocations)} revocation(s) to {args.pack}{with_sizes}")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """A pack signed with a new key that exists only in this process: its public half is written, the private never.
+
+    An entry goes in when this machine trusts it as it stands (a trusted signature over intact content,
+    not revoked, the current key schema, the static policy), whatever versions and GPU it was made on:
+    each user's machine judges those. Its size records go in by the same rule. Both are re-signed with
+    the release key; their content, and so their ids and the FX-cache keys of graphs they serve, do not
+    change. The revocations this machine honours go in too, signed with the release key, so that users who
+    trust only the shipped keys honour them (a later release withdraws an earlier one's kernel this way).
+    Shipping is copying the two files into ``llm_inductor/packs/`` and ``llm_inductor/keys/``.
+    """
+    import dataclasses
+
+    pack, public = Path(args.pack), Path(args.public_key)
+    for path, what in ((public, "public key"), (pack, "pack")):
+        if path.exists():
+            raise UsageError(
+                f"{path} exists: a release never replaces a shipped {what}. Name a new one (a later release "
+                "signs with a new key; every shipped key stays trusted until `cache revoke --signer`)."
+            )
+    if not sign.available():
+        raise UsageError("a release needs signatures: pip install 'llm-inductor[signing]'")
+    _, store = _store()
+    judge = dataclasses.replace(store.trust(), versions=False, _memo={})
+    chosen = [
+        r.entry
+        for r in store.listings(packs=args.include_packs)
+        if r.entry is not None and _matches(args, r.entry, r.entry_id) and judge.judge(r.entry).servable
+    ]
+    if not chosen:
+        raise NegativeResult("nothing to release: no trusted entry matches; see `cache ls` for why each is not")
+    ids = {e.entry_id for e in chosen}
+    sizes = [
+        rec
+        for rec, _, _ in store.size_records(packs=args.include_packs)
+        if rec.entry_id in ids and judge.judge_size(rec).servable and (not args.gpu or rec.gpu == args.gpu)
+    ]
+    trust = store.trust()
+    built_in = {f"signer:{fp}" for fp in sign.COMPROMISED}  # every install honours those already
+    honoured = sorted(
+        (r for t, r in trust.revoked.honoured(trust.keys).items() if t not in built_in), key=lambda r: r.target
+    )
+    key = sign.ephemeral(f"release key {public.stem}")
+    entries, sizes = [key.sign(e) for e in chosen], [key.sign(r) for r in sizes]
+    revocations = [(r.target, r.body()) for r in (rev.signed_with(key) for rev in honoured)]
+    n = write_pack(pack, entries, revocations, sizes)
+    atomic_write(public, key.public.pem())
+    fingerprint = key.public.fingerprint
+    del key  # the only reference to the private half: it was never written
+    released = Trust(load_trusted([str(public)]), versions=False)
+    written = [Entry.from_dict(d) for _, d in read_pack(pack).entries]
+    bad = [e.key16 for e in written if not released.judge(e).servable]
+    if bad:
+        raise HarnessError(f"the written pack does not verify under its own key ({', '.join(bad)}); do not ship it")
+    print(
+        f"released {n} entr{'y' if n == 1 else 'ies'}, {len(sizes)} size record(s) and {len(revocations)} "
+        f"revocation(s) to {pack}, signed by the "
+        f"new key {fingerprint}; its public half is {public}, its private half was never written.\n"
+        f"Ship them: copy {pack.name} to llm_inductor/packs/ and {public.name} to llm_inductor/keys/."
+    )
     return 0
 
 
@@ -753,6 +823,18 @@ def register(subparsers: Any) -> None:
     q.add_argument("--device", help="key device class, e.g. cuda:sm90 or cpu")
     q.add_argument("--gpu", help="GPU model verified on, e.g. 'NVIDIA H200'")
     q.add_argument("--all", action="store_true", help="also entries not served here (never refused ones)")
+    q.add_argument("--include-packs", action="store_true", help="also entries from read-only packs")
+    q = cmd(
+        "release",
+        cmd_release,
+        "write trusted entries to a pack signed with a new key whose private half is never written",
+    )
+    q.add_argument("pack", help="the pack to write (.jsonl or .jsonl.gz); never an existing file")
+    q.add_argument("public_key", metavar="PUBLIC_KEY", help="where the new key's public half goes (NAME.pub)")
+    q.add_argument("--key", action="append", help="key prefix (repeatable)")
+    q.add_argument("--op", action="append", help="entries whose region has this op (repeatable: all of them)")
+    q.add_argument("--device", help="key device class, e.g. cuda:sm90 or cpu")
+    q.add_argument("--gpu", help="GPU model verified on, e.g. 'NVIDIA H200'")
     q.add_argument("--include-packs", action="store_true", help="also entries from read-only packs")
     q = cmd("import", cmd_import, "copy a pack's entries and revocations into the cache")
     q.add_argument("pack")

@@ -146,6 +146,11 @@ class SigningKey:
 # ---------------------------------------------------------------------------- files
 
 
+def ephemeral(source: str) -> SigningKey:
+    """A new key pair held only by the returned object: nothing is written (``cache release``)."""
+    return SigningKey(_crypto().Ed25519PrivateKey.generate(), source)
+
+
 def generate(directory: str | Path, name: str = "llm_inductor", force: bool = False) -> tuple[Path, Path]:
     """Write NAME.key (0600) and NAME.pub in directory; returns their paths."""
     directory = Path(directory)
@@ -153,7 +158,7 @@ def generate(directory: str | Path, name: str = "llm_inductor", force: bool = Fa
     key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
     if not force and (key_path.exists() or pub_path.exists()):
         raise UsageError(f"{key_path} or {pub_path} already exists; pick another --name or pass --force.")
-    key = SigningKey(_crypto().Ed25519PrivateKey.generate(), str(key_path))
+    key = ephemeral(str(key_path))
     _write_private(key_path, key.private_pem(), exclusive=not force)
     atomic_write(pub_path, key.public.pem())
     return key_path, pub_path

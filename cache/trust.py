@@ -317,6 +317,9 @@ class Trust:
     revoked: Revocations = field(default_factory=Revocations)
     policy: Callable[[str], list[Any]] | None | str = "auto"  # "auto": llm_inductor.verify.policy
     _memo: dict[str, TrustVerdict] = field(default_factory=dict)
+    # False: judge an item as if made on this machine's versions and GPU (its signature, content, revocations
+    # and the policy still count). A release signs kernels made on another machine: each user's judge decides.
+    versions: bool = True
 
     def judge(self, entry: Entry) -> TrustVerdict:
         try:
@@ -347,7 +350,7 @@ class Trust:
                 f"made under key schema {schema}; `llm-inductor cache verify` migrates it "
                 f"to schema {KEY_SCHEMA} by verifying it against this machine's regions",
             )
-        verdict = self._versions(entry)
+        verdict = self._versions(entry) if self.versions else None
         if verdict is not None:
             return verdict
         check = _policy() if self.policy == "auto" else self.policy
@@ -381,8 +384,8 @@ class Trust:
 
     def _judge_size(self, record: SizeRecord) -> TrustVerdict:
         verdict = self._signature(record, "size record")
-        if verdict is not None:
-            return verdict
+        if verdict is not None or not self.versions:
+            return verdict or TrustVerdict("served")
         now = current_versions("cpu" if record.gpu == "cpu" else "cuda")
         v = record.versions or {}
         if not all(k in v for k in ("torch", "triton")):

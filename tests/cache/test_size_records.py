@@ -577,3 +577,51 @@ def test_a_won_record_at_risk_on_a_slower_host_is_not_servable(tmp_path):
     assert risky.won and not risky.servable_here
     safe = make_size_record(entry, {"s0": 12, "s1": 33}, won=True, graph_ab={**gate, "with_host_us": 60.0})
     assert safe.servable_here
+
+
+def test_release_signs_trusted_entries_and_records_with_a_key_whose_private_half_is_never_written(
+    family_cache, capsys, tmp_path, monkeypatch
+):
+    cache_dir, plain, fam = family_cache
+    store = open_test_store(cache_dir)
+    h200 = {**plain.versions, "torch": "2.11.0+cu130", "gpu": "NVIDIA H200"}
+    made_elsewhere = store.put(make_entry("h200", versions=h200))  # trusted here, not served here
+    foreign = sign.ephemeral("someone else").sign(make_entry("foreign"))
+    store.write(foreign, sign_unsigned=False)  # not a trusted signature: never released
+    withdrawn = store.put(make_entry("withdrawn"))
+    assert cache_cli(capsys, "revoke", withdrawn.key16, "--reason", "bad kernel")[0] == 0
+    keys_before = sorted(p.name for p in tmp_path.rglob("*.key"))
+    pack, pub = tmp_path / "ship" / "bundled-r1.jsonl", tmp_path / "ship" / "release-r1.pub"
+    pub.parent.mkdir()
+    rc, out, err = cache_cli(capsys, "release", str(pack), str(pub))
+    assert rc == 0, err
+    assert "released 3 entries, 3 size record(s) and 1 revocation(s)" in out and "never written" in out
+    assert sorted(p.name for p in tmp_path.rglob("*.key")) == keys_before  # no private key file appeared
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in pack.parent.iterdir())
+    release = sign.load_public(pub)
+    contents = read_pack(pack)
+    released = {d["key"][:16]: d for _, d in contents.entries}
+    assert set(released) == {plain.key16, fam.key16, made_elsewhere.key16}  # not the foreign one
+    assert all(d["signer"] == release.fingerprint for d in released.values())
+    assert {d["content_hash"] for d in released.values()} == {
+        e.content_hash for e in (plain, fam, made_elsewhere)
+    }  # re-signed, not changed: the same entry ids
+    assert len(contents.sizes) == 3 and all(d["signer"] == release.fingerprint for _, d in contents.sizes)
+    ((revocation),) = contents.revocations  # re-signed with the release key: honoured by its users
+    assert revocation.target == f"key:{withdrawn.key}" and revocation.signer == release.fingerprint
+
+    # a user who trusts only the shipped key (bundled keys and packs are read the same way) is served
+    monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(tmp_path / "user"))
+    user = open_test_store(tmp_path / "user", LLM_INDUCTOR_PACKS=str(pack), LLM_INDUCTOR_TRUSTED_KEYS=str(pub))
+    assert user.lookup(plain.key).signer == release.fingerprint
+    assert user.size_record(fam.entry_id, "cpu", "default", BIG).speedup == 2.39
+    assert user.lookup(made_elsewhere.key) is None  # made on an H200 with torch 2.11: judged by the user's machine
+    user.write(withdrawn, sign_unsigned=False)  # the withdrawn kernel, from an older pack or a teammate
+    assert user.lookup(withdrawn.key) is None and user.judge(withdrawn).reason == "revoked"
+
+    # a release never replaces a shipped key or pack
+    monkeypatch.setenv("LLM_INDUCTOR_CACHE_DIR", str(cache_dir))
+    rc, _, err = cache_cli(capsys, "release", str(tmp_path / "ship" / "r2.jsonl"), str(pub))
+    assert rc == 2 and "never replaces a shipped public key" in err and not (tmp_path / "ship" / "r2.jsonl").exists()
+    rc, _, err = cache_cli(capsys, "release", str(tmp_path / "x.jsonl"), str(tmp_path / "x.pub"), "--op", "softmax")
+    assert rc == 1 and "nothing to release" in err and not (tmp_path / "x.pub").exists()
