@@ -261,7 +261,7 @@ def step_table(work: Path, results: Path) -> int:
         meta["field_table"] = {k: v[:3] for k, v in SCRIPTS.items()}
     (results / f"{NAME}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = [
-        "# Batch flow on the H200",
+        f"# Batch flow{'' if NAME == 'batch_flow' else f' ({NAME})'} on {meta['gpu']}",
         "",
         f"{meta['date']}, {meta['gpu']}, torch {meta['torch']}. "
         "Answers came from helpers that saw only each prompt. Tokens are estimates (4 chars/token): "
