@@ -12,6 +12,8 @@ Layout (the prefix carries the entry schema, so builds of another schema never m
   llm_inductor:v1:sizes_generation     counter: every write of a per-size record adds one (never
                                        ``generation``: timing a size must not invalidate every
                                        AOTAutograd cache entry of the team)
+  llm_inductor:v1:decision:<name>      string, expiring: what the ranks of one distributed job agreed on
+                                       (which rank tunes a region, and what every rank serves for it)
 Short socket timeouts (0.2 s) bound what an unreachable or slow server can cost a
 compile. The first failure gives one warning and the tier stays off for the rest
 of the process, so a dead server costs one timeout, not one per region. The
@@ -32,6 +34,7 @@ PREFIX = "llm_inductor:v1:"
 GENERATION = PREFIX + "generation"
 SIZES = PREFIX + "size:"
 SIZES_GENERATION = PREFIX + "sizes_generation"
+DECISION = PREFIX + "decision:"  # string, with an expiry: what the ranks of one job agreed on (compile/ranks.py)
 TIMEOUT_S = 0.2
 
 T = TypeVar("T")
@@ -133,6 +136,21 @@ class RedisTier:
             return out
 
         yield from self._run("scan", [], s)
+
+    # ------------------------------------------------------------ decisions shared by the ranks of one job
+    def claim(self, name: str, value: str, ttl_s: float) -> str | None:
+        """SET NX with an expiry, then GET: the value the name holds after (None: the tier is off)."""
+
+        def c(r: Any) -> str | None:
+            r.set(DECISION + name, value, nx=True, ex=max(1, int(ttl_s)))
+            got = r.get(DECISION + name)
+            return got.decode() if isinstance(got, bytes) else got
+
+        return self._run("decision", None, c)
+
+    def decision(self, name: str) -> str | None:
+        got = self._run("decision", None, lambda r: r.get(DECISION + name))
+        return got.decode() if isinstance(got, bytes) else got
 
     # ------------------------------------------------------------ per-size records
     def size_bodies(self, record_key: str) -> list[bytes]:

@@ -82,6 +82,10 @@ INSERT OR IGNORE INTO meta VALUES ('version', '0');
 _BUMP = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'version'"
 # Added after schema 1 shipped too, created on open: a family entry's per-size records, and their own
 # write count (``sizes_generation``), apart from ``version``.
+# What the ranks of one distributed job agree on (compile/ranks.py): made on first use, never in the schema
+# that other versions read.
+_DECISIONS = "CREATE TABLE IF NOT EXISTS decisions (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
+
 _SIZES = """
 CREATE TABLE IF NOT EXISTS size_records (
     record_key TEXT PRIMARY KEY,
@@ -619,6 +623,32 @@ class SqliteStore:
                 c.execute("DELETE FROM pending WHERE key=?", (key,))
 
         self._run("pending", None, w, writes=True)
+
+    # ------------------------------------------------------------ decisions shared by the ranks of one job
+    def claim(self, name: str, value: str, ttl_s: float) -> str | None:
+        """Set name to value unless it holds an unexpired value; the value it holds after (None: cannot write).
+
+        One transaction (BEGIN IMMEDIATE), so of several processes claiming one name exactly one wins.
+        """
+
+        def w(c: sqlite3.Connection) -> str:
+            with self._write(c):
+                c.execute(_DECISIONS)
+                now = time.time()
+                c.execute("DELETE FROM decisions WHERE expires < ?", (now,))
+                c.execute("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?)", (name, value, now + ttl_s))
+                return c.execute("SELECT value FROM decisions WHERE name=?", (name,)).fetchone()[0]
+
+        return self._run("decision", None, w, writes=True)
+
+    def decision(self, name: str) -> str | None:
+        def r(c: sqlite3.Connection) -> str | None:
+            if not c.execute("SELECT 1 FROM sqlite_master WHERE name='decisions'").fetchone():
+                return None
+            row = c.execute("SELECT value FROM decisions WHERE name=? AND expires >= ?", (name, time.time()))
+            return (row.fetchone() or (None,))[0]
+
+        return self._run("decision", None, r)
 
     # ------------------------------------------------------------ revocations
     def revocations(self) -> list[tuple[str, str]]:

@@ -81,6 +81,7 @@ class MemoryStore:
         self._entries: dict[str, Entry] = {}
         self._pending: dict[str, PendingRegion] = {}
         self._sizes: dict[str, SizeRecord] = {}  # record key → the newest record
+        self._decisions: dict[str, tuple[str, float]] = {}  # name → (value, expires)
         self._id, self._version, self._sizes_version = uuid.uuid4().hex[:16], 0, 0
         for e in entries:
             self.put(e)
@@ -129,6 +130,20 @@ class MemoryStore:
 
     def sizes_generation(self) -> str:
         return f"memory:{self._id}:{self._sizes_version}"
+
+    # ------------------------------------------------------------ decisions shared by the ranks of one job
+    def claim(self, name: str, value: str, ttl_s: float) -> str | None:
+        with self._lock:
+            now = time.time()
+            held = self._decisions.get(name)
+            if held is None or held[1] < now:
+                self._decisions[name] = (value, now + ttl_s)
+            return self._decisions[name][0]
+
+    def decision(self, name: str) -> str | None:
+        with self._lock:
+            held = self._decisions.get(name)
+        return held[0] if held is not None and held[1] >= time.time() else None
 
     # ------------------------------------------------------------ pending regions
     def add_pending(self, record: PendingRegion) -> None:

@@ -270,6 +270,18 @@ class TieredStore:
         if why is not None and (local or self.shared is None):
             raise NotWritable(f"cannot {what}: {why}")
 
+    # ------------------------------------------------------------ decisions shared by the ranks of one job
+    def claim(self, name: str, value: str, ttl_s: float) -> str | None:
+        """Set name to value unless it is set; the value it holds after, or None where it cannot be decided.
+
+        With a shared tier the decision lives there alone (ranks on several machines), else in the local
+        database (ranks of one machine share the cache directory). None: that tier could not be written.
+        """
+        return (self.shared or self.local).claim(name, value, ttl_s)
+
+    def decision(self, name: str) -> str | None:
+        return (self.shared or self.local).decision(name)
+
     # ------------------------------------------------------------ per-size records
     def put_size(self, record: SizeRecord) -> list[str]:
         """Sign (if unsigned) and write a per-size record to local and shared; returns the tiers written."""

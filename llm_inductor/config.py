@@ -84,6 +84,11 @@ class Config:
     request_timeout: float = _env("LLM_INDUCTOR_REQUEST_TIMEOUT", "seconds per LLM request", 300.0)
     concurrency: int = _env("LLM_INDUCTOR_CONCURRENCY", "LLM requests in flight", 4)
     verify_timeout: float = _env("LLM_INDUCTOR_VERIFY_TIMEOUT", "seconds per verification step in the worker", 120.0)
+    rank_wait: float = _env(
+        "LLM_INDUCTOR_RANK_WAIT",
+        "seconds a rank of a distributed job waits for the rank tuning a region, then all serve Inductor there",
+        600.0,
+    )
     verify_parallel: int = _env(
         "LLM_INDUCTOR_VERIFY_PARALLEL", "verifications at once on one GPU (0: a quarter of the cores, at most 4)", 0
     )
@@ -143,6 +148,8 @@ class Config:
             raise self.value_error("mode", f"Valid modes: {list(MODES)}")
         if not 0.0 <= self.hot_threshold <= 1.0:
             raise self.value_error("hot_threshold", "Expected a share in [0, 1]")
+        if not self.rank_wait >= 0.0:
+            raise self.value_error("rank_wait", "Expected seconds, 0 or more")
 
 
 def _kind(f: dataclasses.Field) -> str:

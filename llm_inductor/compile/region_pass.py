@@ -32,6 +32,7 @@ from llm_inductor.cache.sizes import (
 )
 from llm_inductor.cache.sizes import record_key as size_record_key
 from llm_inductor.cache.store import PendingRegion
+from llm_inductor.compile.ranks import tune_once
 from llm_inductor.config import Config
 from llm_inductor.passes import regionfile
 from llm_inductor.passes.cost import device_spec, rank
@@ -515,11 +516,21 @@ def _tune_online(misses: list[tuple[RegionInfo, Any]], store: Any, cfg: Config) 
             "the regions stay with Inductor"
         )
         return []
-    if not _tune_path.tune_misses([info for info, _ in misses], cfg):
-        return []
+    tune_path = _tune_path
+    decided = tune_once(
+        [info for info, _ in misses], store, lambda infos: tune_path.tune_misses(infos, cfg), cfg.rank_wait
+    )
     won = []
     for info, row in misses:
-        entry = store.lookup(info.digest)
+        entry_id = decided.get(info.digest)
+        entry = store.get(entry_id) if entry_id is not None else None
+        if entry_id is not None and entry is None:  # decided by the ranks, and not readable on this one
+            log.warning(
+                "llm_inductor: region %s: this job's ranks serve kernel %s, which this process cannot read from "
+                "its cache; it runs Inductor's code there, so its numerics may differ from the other ranks'",
+                info.key16,
+                entry_id[:16],
+            )
         if entry is not None:
             _state.bump("tuned")
             row.status = "hit (tuned now)"

@@ -113,3 +113,17 @@ def test_generation_follows_writes_from_any_client_and_says_down(tmp_path, redis
     proc.wait()
     assert store.shared.generation() == "down"
     assert store.generation() != token  # lookups now skip the shared tier: another kernel set
+
+
+def test_the_ranks_decisions_live_in_the_shared_tier(tmp_path, redis_server):
+    """Ranks on two machines (two cache directories) agree through Redis; a dead server decides nothing."""
+    url, proc, client = redis_server
+    a = open_test_store(tmp_path / "a", LLM_INDUCTOR_REDIS_URL=url)
+    b = open_test_store(tmp_path / "b", LLM_INDUCTOR_REDIS_URL=url)
+    assert a.claim("tune:job:k", "rank 0", 60) == "rank 0"
+    assert b.claim("tune:job:k", "rank 1", 60) == "rank 0" and b.decision("tune:job:k") == "rank 0"
+    assert 0 < client.ttl(PREFIX + "decision:tune:job:k") <= 60
+    assert b.local.decision("tune:job:k") is None  # not in the local database: machines do not share it
+    proc.kill()
+    proc.wait()
+    assert a.claim("decision:job:k", "inductor", 60) is None  # no tier to agree in: the caller keeps Inductor
