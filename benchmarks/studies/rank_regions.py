@@ -38,24 +38,26 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # benchmarks and llm_inductor from this checkout
 
-# The child that records one case: argv = case, tiny (0/1), out.json, the folder for region files. It compiles
+# The child that records one case: argv = case, tiny (0/1), out.json, the folder for region files, the GPU lock
+# (a file: with --jobs > 1, other cases compile at the same time, and the step is timed holding it). It compiles
 # with backend="llm" in cache mode (the work folder's cache: every hot miss is recorded as pending, with its
 # region and graph files, for the export phase and the in-graph gate) and writes a region file for every
 # region (the time phase's), then dumps the pass's map as `llm-inductor regions --json` would.
 DRIVER = r"""
-import json, sys, time, torch
+import fcntl, json, sys, time, torch
 sys.path.insert(0, {root!r})
 import llm_inductor
 from llm_inductor._cli_regions import folded_dict
 from llm_inductor.compile import state as _state
 from benchmarks.suites.models import CASES
-name, tiny, out, regions = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
+name, tiny, out, regions, lock = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4], sys.argv[5]
 case = next(c for c in CASES if c.name == name)
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 work = case.build(dev, tiny)
@@ -64,6 +66,8 @@ step = work.make_step(lambda m: torch.compile(m, backend="llm"))
 step.outputs()  # compiles every graph (forward and backward)
 ms = None
 if dev == "cuda":
+    gpu = open(lock, "a")
+    fcntl.flock(gpu, fcntl.LOCK_EX)  # no other case's step runs while this one is timed
     for _ in range(3):
         step.run()
     torch.cuda.synchronize()
@@ -73,6 +77,7 @@ if dev == "cuda":
         a.record(); step.run(); b.record(); torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     ms = sorted(times)[len(times) // 2]
+    gpu.close()
 json.dump({{"case": name, "step_ms": ms, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
            "graphs": [folded_dict(r) for r in _state.reports], "stats": _state.stats()}}, open(out, "w"))
 """
@@ -110,31 +115,47 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: float) -> None:
-    driver = work / "driver.py"
-    driver.write_text(DRIVER.format(root=str(ROOT)))
+def _record_case(work: Path, name: str, tiny: bool, timeout: float) -> dict[str, Any]:
+    """One case's child: its map and step time, or the error that stopped it."""
+    step_out, t0 = work / f"step_{name}.json", time.time()
+    cmd = [sys.executable, str(work / "driver.py"), name, "1" if tiny else "0", str(step_out), str(work / "regions")]
+    cmd.append(str(work / "gpu.lock"))
+    row: dict[str, Any] = {}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=timeout)
+        if proc.returncode != 0 or not step_out.is_file():
+            row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    except subprocess.TimeoutExpired:
+        row["error"] = [f"the case ran past --timeout {timeout:g} s"]
+    row["seconds"] = round(time.time() - t0, 1)
+    if "error" not in row:
+        row.update(json.loads(step_out.read_text()))
+    return row
+
+
+def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: float, jobs: int = 1) -> None:
+    """Record the cases not recorded yet, ``jobs`` at a time: they compile side by side (Inductor's compile is
+    CPU work), and each times its step holding ``work/gpu.lock``, so no other case's step runs meanwhile.
+    Another case's first step (Inductor's autotuning of its kernels) may still overlap a timing: the step time
+    is the rank's denominator, never a speed claim."""
+    (work / "driver.py").write_text(DRIVER.format(root=str(ROOT)))
+    todo = []
     for name in cases:
         if name in st.data["cases"] and st.data["cases"][name].get("graphs") is not None:
             log(name, "recorded already")
-            continue
-        log(name, "recording its regions and timing its step")
-        step_out, t0 = work / f"step_{name}.json", time.time()
-        cmd = [sys.executable, str(driver), name, "1" if tiny else "0", str(step_out), str(work / "regions")]
-        row: dict[str, Any] = {}
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=timeout)
-            if proc.returncode != 0 or not step_out.is_file():
-                row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        except subprocess.TimeoutExpired:
-            row["error"] = [f"the case ran past --timeout {timeout:g} s"]
-        row["seconds"] = round(time.time() - t0, 1)
-        if "error" in row:
-            log(name, "failed:", *row["error"])
         else:
-            row.update(json.loads(step_out.read_text()))
-            log(name, f"{len(row['graphs'])} graphs, step {row.get('step_ms')} ms, in {row['seconds']} s")
-        st.data["cases"][name] = row
-        st.save()
+            todo.append(name)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(_record_case, work, name, tiny, timeout): name for name in todo}
+        log(f"recording {len(todo)} case(s), {max(1, jobs)} at a time")
+        for fut in as_completed(futures):
+            name, row = futures[fut], fut.result()
+            if "error" in row:
+                log(name, "failed:", *row["error"])
+            else:
+                log(name, f"{len(row['graphs'])} graphs, step {row.get('step_ms')} ms, in {row['seconds']} s")
+            st.data["cases"][name] = row
+            st.save()
 
 
 def distinct_regions(st: State, min_share: float) -> list[dict[str, Any]]:
@@ -156,38 +177,55 @@ def _region_file(work: Path, key16: str) -> Path | None:
     return found[0] if found else None
 
 
-def phase_time(work: Path, st: State, min_share: float, budget: float) -> None:
+def _time_region(work: Path, r: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Inductor's time for one region alone, in a child that holds ``work/gpu.lock`` while it times."""
+    path = _region_file(work, r["key16"])
+    row: dict[str, Any] = {"ops": r["ops"], "shapes": r["shapes"]}
+    if path is None:
+        row["error"] = "no region file was exported"
+        return row
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "llm_inductor.search.baseline", str(path), "--mode", "default"]
+    cmd += ["--gpu-lock", str(work / "gpu.lock")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=timeout)
+        if proc.returncode == 0:
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            row.update({k: res.get(k) for k in ("inductor_ms", "inductor_ms_p20_p80", "kernels", "device")})
+        else:
+            row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+    except subprocess.TimeoutExpired:
+        row["error"] = "Inductor's compile and timing ran past the time left"
+    row["seconds"] = round(time.time() - t0, 1)
+    return row
+
+
+def phase_time(work: Path, st: State, min_share: float, budget: float, jobs: int = 1) -> None:
+    """Time the regions not timed yet, largest share first, ``jobs`` compiling at a time; one times at a time."""
     if _device() != "cuda":
         log("no GPU here: Inductor's regions are not timed (the table ranks nothing)")
         return
     t_end = time.time() + budget
     todo = [r for r in distinct_regions(st, min_share) if r["key16"] not in st.data["regions"]]
-    log(f"{len(todo)} regions to time (share >= {min_share:.0%}), budget {budget:g} s")
-    for i, r in enumerate(todo, 1):
-        left = t_end - time.time()
-        if left < 30:
-            log(f"budget spent: {len(todo) - i + 1} regions left for the next run")
-            break
-        path = _region_file(work, r["key16"])
-        row: dict[str, Any] = {"ops": r["ops"], "shapes": r["shapes"]}
-        if path is None:
-            row["error"] = "no region file was exported"
-        else:
-            t0 = time.time()
-            cmd = [sys.executable, "-m", "llm_inductor.search.baseline", str(path), "--mode", "default"]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=min(left, 300))
-                if proc.returncode == 0:
-                    res = json.loads(proc.stdout.strip().splitlines()[-1])
-                    row.update({k: res.get(k) for k in ("inductor_ms", "inductor_ms_p20_p80", "kernels", "device")})
-                else:
-                    row["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-            except subprocess.TimeoutExpired:
-                row["error"] = "Inductor's compile and timing ran past the time left"
-            row["seconds"] = round(time.time() - t0, 1)
-        log(f"({i}/{len(todo)}) {r['key16']} {' '.join(r['ops'][:6])}: {row.get('inductor_ms', row.get('error'))}")
-        st.data["regions"][r["key16"]] = row
-        st.save()
+    log(f"{len(todo)} regions to time (share >= {min_share:.0%}), budget {budget:g} s, {max(1, jobs)} at a time")
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures: dict[Future[dict[str, Any]], dict[str, Any]] = {}
+        queue = list(todo)
+        done = 0
+        while queue or futures:
+            while queue and len(futures) < max(1, jobs) and t_end - time.time() >= 30:
+                r = queue.pop(0)
+                futures[pool.submit(_time_region, work, r, min(t_end - time.time(), 300))] = r
+            if not futures:
+                log(f"budget spent: {len(queue)} regions left for the next run")
+                break
+            fut = next(as_completed(futures))
+            r, row = futures.pop(fut), fut.result()
+            done += 1
+            what = row.get("inductor_ms", row.get("error"))
+            log(f"({done}/{len(todo)}) {r['key16']} {' '.join(r['ops'][:6])}: {what}")
+            st.data["regions"][r["key16"]] = row
+            st.save()
 
 
 def rank_rows(st: State) -> list[dict[str, Any]]:
@@ -339,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-share", type=float, default=0.01, help="time regions whose floor is this share of a graph")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds the time phase may spend")
     ap.add_argument("--timeout", type=float, default=400.0, help="seconds one case's record may take")
+    ap.add_argument("--jobs", type=int, default=1, help="cases (record) or regions (time) compiled side by side")
     ap.add_argument("--top", type=int, default=30, help="rows of the table")
     ap.add_argument("--export-top", type=int, default=8, help="regions the export phase writes prompts for")
     ap.add_argument("--out", type=Path, help="write the table as OUT.md and OUT.json")
@@ -353,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     for ph in phases:
         if ph == "record":
-            phase_record(a.work, st, cases, a.tiny, a.timeout)
+            phase_record(a.work, st, cases, a.tiny, a.timeout, a.jobs)
         elif ph == "time":
-            phase_time(a.work, st, a.min_share, a.budget)
+            phase_time(a.work, st, a.min_share, a.budget, a.jobs)
         elif ph == "table":
             print(phase_table(a.work, st, a.out, a.top))
         elif ph == "export":

@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/studies/rank_regions_h200.sh COMMIT SECONDS:PHASE[:CASES] [...]
 #
+# RANK_JOBS (4) cases or regions compile side by side; each times its step or region alone (work/gpu.lock).
 # e.g. 560:record:bert_prefill,bert_train,... then 420:time 60:table 200:export; after the answers (no GPU:
 # `batch_flow.py answers --work .gl/rank --name models_flow` with .gl/rank unpacked here), 560:import.
 # The work folder travels as one archive: a call restores .gl/rank.tgz (carried from the last call's $OUT)
@@ -18,12 +19,13 @@ for spec in "$@"; do
   IFS=: read -r seconds phase cases <<< "$spec"
   extra=()
   [ -n "${cases:-}" ] && extra=(--cases "$cases")
+  [ "$phase" = time ] && extra+=(--budget $((seconds - 20)))  # ends with what it timed, before the call's limit
   echo "=== $(date -u +%T) $spec"
   if [ "$phase" = import ]; then  # batch_flow.py's step over the same folder (its own --out copy is off)
     timeout "$seconds" python benchmarks/studies/batch_flow.py import --work "$work" --name models_flow --out "" \
       || { rc=$?; echo "=== $spec: rc=$rc"; }
   else
-    timeout "$seconds" python benchmarks/studies/rank_regions.py --work "$work" --phase "$phase" \
+    timeout "$seconds" python benchmarks/studies/rank_regions.py --work "$work" --phase "$phase" --jobs "${RANK_JOBS:-4}" \
       --out "$OUT/ranked" "${extra[@]}" || { rc=$?; echo "=== $spec: rc=$rc"; }
   fi
   tar czf "$OUT/rank.tgz" -C "$work" --exclude=./cache/kernels .

@@ -91,7 +91,11 @@ def _launcher(code: str) -> str | None:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _measure(region_path: Path, mode: str = "default") -> dict[str, Any]:
+def _measure(region_path: Path, mode: str = "default", gpu_lock: Path | None = None) -> dict[str, Any]:
+    """Compile the region and time it. With ``gpu_lock`` (a file), the timing holds its lock: processes that
+    share the GPU compile side by side and time one at a time."""
+    import contextlib
+    import fcntl
     import importlib.util
 
     from torch._inductor.utils import run_and_get_code
@@ -104,8 +108,10 @@ def _measure(region_path: Path, mode: str = "default") -> dict[str, Any]:
     spec.loader.exec_module(mod)
     inputs = mod.make_inputs(seed=0, device="cuda")
     compiled = torch.compile(mod.forward, backend="inductor", mode=None if mode == "default" else mode)
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.ExitStack() as stack:
         _, codes = run_and_get_code(compiled, *inputs)
+        if gpu_lock is not None:
+            fcntl.flock(stack.enter_context(open(gpu_lock, "a")), fcntl.LOCK_EX)
         ms = do_bench(lambda: compiled(*inputs), quantiles=[0.5, 0.2, 0.8])
     code = "\n".join(codes)
     return {
@@ -124,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("region")
     p.add_argument("--mode", default="default", help="torch.compile mode of the Inductor to measure")
+    p.add_argument("--gpu-lock", type=Path, help="a file whose lock the timing holds (one timing at a time)")
     args = p.parse_args(argv)
-    print(json.dumps(_measure(Path(args.region), args.mode)))
+    print(json.dumps(_measure(Path(args.region), args.mode, args.gpu_lock)))
     return 0
 
 

@@ -64,3 +64,44 @@ def test_table_names_failures_and_writes_both_files(state, tmp_path):
     doc = json.loads((tmp_path / "ranked.json").read_text())
     assert [r["key16"] for r in doc["ranked"]] == ["r1", "r1"]
     assert (tmp_path / "ranked.md").read_text() == text
+
+
+def test_time_phase_runs_jobs_side_by_side_and_keeps_what_is_done(state, tmp_path, monkeypatch):
+    import threading
+
+    for i in range(5):  # five more regions above the share, besides r1 (timed already) and r2 (below it)
+        state.data["cases"]["a_prefill"]["graphs"][0]["regions"].append(_region(f"s{i}", 10.0, 1, 0.2 - i / 100))
+    running, peak, seen, guard = [0], [0], [], threading.Lock()
+    gate = threading.Barrier(2, timeout=10)
+
+    def fake_time(work, r, timeout):
+        with guard:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            seen.append(r["key16"])
+        if r["key16"] in ("s0", "s1"):
+            gate.wait()  # the first two are in flight together, or this times out
+        with guard:
+            running[0] -= 1
+        return {"inductor_ms": 1.0, "ops": r["ops"]}
+
+    monkeypatch.setattr(rank_regions, "_device", lambda: "cuda")
+    monkeypatch.setattr(rank_regions, "_time_region", fake_time)
+    rank_regions.phase_time(tmp_path, state, min_share=0.01, budget=600, jobs=2)
+    assert seen[:2] == ["s0", "s1"] and sorted(seen) == ["s0", "s1", "s2", "s3", "s4"]  # largest share first; r1 kept
+    assert peak[0] == 2
+    assert json.loads((tmp_path / "rank.json").read_text())["regions"]["s4"] == {
+        "inductor_ms": 1.0,
+        "ops": ["add", "mul"],
+    }
+    seen.clear()
+    rank_regions.phase_time(tmp_path, state, min_share=0.01, budget=600, jobs=2)
+    assert seen == []  # a rerun times only the rest: nothing
+
+
+def test_time_phase_stops_at_its_budget(state, tmp_path, monkeypatch):
+    monkeypatch.setattr(rank_regions, "_device", lambda: "cuda")
+    monkeypatch.setattr(rank_regions, "_time_region", lambda *a: pytest.fail("timed past the budget"))
+    state.data["regions"] = {}
+    rank_regions.phase_time(tmp_path, state, min_share=0.01, budget=10, jobs=2)  # under the 30 s a region needs
+    assert state.data["regions"] == {}
