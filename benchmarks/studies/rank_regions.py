@@ -133,7 +133,7 @@ def _record_case(work: Path, name: str, tiny: bool, timeout: float) -> dict[str,
     return row
 
 
-def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: float, jobs: int = 1) -> None:
+def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: float, jobs: int = 1) -> int:
     """Record the cases not recorded yet, ``jobs`` at a time: they compile side by side (Inductor's compile is
     CPU work), and each times its step holding ``work/gpu.lock``, so no other case's step runs meanwhile.
     Another case's first step (Inductor's autotuning of its kernels) may still overlap a timing: the step time
@@ -156,6 +156,10 @@ def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: f
                 log(name, f"{len(row['graphs'])} graphs, step {row.get('step_ms')} ms, in {row['seconds']} s")
             st.data["cases"][name] = row
             st.save()
+    failed = [n for n in cases if "error" in st.data["cases"].get(n, {})]
+    if failed:
+        log(f"{len(failed)} of {len(cases)} case(s) not recorded: {', '.join(failed)} (a rerun records only these)")
+    return 1 if failed else 0
 
 
 def distinct_regions(st: State, min_share: float) -> list[dict[str, Any]]:
@@ -392,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     for ph in phases:
         if ph == "record":
-            phase_record(a.work, st, cases, a.tiny, a.timeout, a.jobs)
+            rc = phase_record(a.work, st, cases, a.tiny, a.timeout, a.jobs) or rc
         elif ph == "time":
             phase_time(a.work, st, a.min_share, a.budget, a.jobs)
         elif ph == "table":
