@@ -11,11 +11,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from llm_inductor._errors import HarnessError, NegativeResult, UsageError
 from llm_inductor.config import Config
 from llm_inductor.passes.regionfile import is_region_file
 from llm_inductor.search.progress import config_lines, extension_table, summary_table
+
+if TYPE_CHECKING:
+    from llm_inductor.search.tune import TuneReport
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -41,17 +45,36 @@ def _cmd(args: argparse.Namespace) -> int:
             script, script_args = args.target, args.rest
     if args.import_batch and args.fresh:
         raise UsageError("--fresh starts searches over; it cannot be combined with --import-batch.")
-    report = tune(
-        regions,
-        script=script,
-        script_args=script_args,
-        pending=args.pending,
-        export_batch=args.export_batch,
-        import_batch=args.import_batch,
-        config=cfg,
-        fresh=args.fresh,
-        script_timeout=args.timeout,
-    )
+    farm = _farm(args, cfg)
+    try:
+        report = tune(
+            regions,
+            script=script,
+            script_args=script_args,
+            pending=args.pending,
+            export_batch=args.export_batch,
+            import_batch=args.import_batch,
+            config=cfg,
+            fresh=args.fresh,
+            script_timeout=args.timeout,
+            farm=farm,
+        )
+    finally:
+        if farm is not None:
+            farm.close()
+    return _report(args, cfg, report)
+
+
+def _farm(args: argparse.Namespace, cfg: Config) -> Any:
+    if args.export_batch and not args.import_batch:
+        return None  # writes prompts only: nothing is verified
+    from llm_inductor.search.farm import choose
+    from llm_inductor.search.tune import target_device
+
+    return choose(args.cluster, args.farm, target_device(cfg), args.insecure_cluster)
+
+
+def _report(args: argparse.Namespace, cfg: Config, report: TuneReport) -> int:
     if report.extensions:
         print(extension_table(report.extensions))
         if not report.rows:
@@ -116,6 +139,16 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="discard earlier search state of these regions")
     p.add_argument("--timeout", type=float, metavar="S", help="stop the script after S seconds")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument(
+        "--farm",
+        type=int,
+        metavar="N",
+        help="verify on N Dask workers here, one per GPU (default: every GPU, where there are two or more; 0: none)",
+    )
+    p.add_argument("--cluster", metavar="ADDRESS", help="verify on a running Dask cluster (tls://, or tcp:// loopback)")
+    p.add_argument(
+        "--insecure-cluster", action="store_true", help="accept a plain tcp:// --cluster that is not on loopback"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

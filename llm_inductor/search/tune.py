@@ -221,14 +221,20 @@ def tune(
     store: Any = None,
     progress: bool = True,
     fresh: bool = False,
+    farm: Any = None,
 ) -> TuneReport:
-    """Tune region files, the ones ``find_regions(cfg)`` returns, the pending regions, or a batch round (module doc)."""
+    """Tune region files, the ones ``find_regions(cfg)`` returns, the pending regions, or a batch round (module doc).
+
+    ``farm`` (``search.farm.Farm``, or a callable of no arguments that starts one when the first verification
+    needs it) verifies on a Dask cluster, as many candidates at once as it has slots; the caller closes it."""
     cfg = config or _state.config()
     device = target_device(cfg)
     files = bool(export_batch or import_batch)
     store = store if store is not None else _state.store(cfg)
     for token in ("generation", "sizes_generation"):  # a change since this process last looked drops its memo
         getattr(store, token, lambda: None)()
+    if farm is not None and verifier is None:
+        verifier = farm
     verifier = verifier or default_verifier
     stream = sys.stderr if progress else None  # a line per family extension: at large sizes each takes minutes
     extensions: list[Extension] = []
@@ -257,6 +263,8 @@ def tune(
     if not files and not provider.live:
         raise UsageError("LLM_INDUCTOR_PROVIDER=batch answers through files: pass --export-batch or --import-batch.")
     run = _TuneRun(cfg, provider, device, store, verifier, progress, fresh)
+    if farm is not None:
+        run.searcher.parallel = max(run.searcher.parallel, int(getattr(farm, "parallel", 1)))
     report = TuneReport(config=cfg, provider=provider.name, device=device, extensions=extensions)
 
     if import_batch:

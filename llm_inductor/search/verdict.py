@@ -65,7 +65,8 @@ def against(verifier: Verifier, inductor_mode: str) -> Verifier:
     """``verifier`` timing against ``inductor_mode``, where it can be told (the default verifier; tests' cannot)."""
     if verifier is default_verifier:
         return lambda region_path, source, cfg: default_verifier(region_path, source, cfg, inductor_mode)
-    return verifier
+    with_mode = getattr(verifier, "with_mode", None)  # the tuning farm's (search/farm.py)
+    return with_mode(inductor_mode) if callable(with_mode) else verifier
 
 
 def verify_parallel(cfg: Config, device: str) -> int:

@@ -71,6 +71,8 @@ HARNESS_REASONS = {
     "harness:host_memory": "a draw of the region at these sizes needs more host memory than this host's budget "
     "leaves beside its round's own draws: not retried; run it on a host with more memory, or at smaller sizes",
     "harness:device": "the verifying process's device failed (a CUDA error outside any candidate code)",
+    "harness:worker_lost": "every tuning-farm worker (a Dask worker, its GPU or its machine) that took the "
+    "verification died with it in flight",
     "harness:verifier_error": "the verifier raised instead of returning a result (the tuner's name: search/verdict.py)",
 }
 
