@@ -176,9 +176,17 @@ def distinct_regions(st: State, min_share: float) -> list[dict[str, Any]]:
     return sorted(best.values(), key=lambda r: -r["share"])
 
 
+NO_FILE = "no region file was exported"  # not a verdict on the region: a later run looks again
+
+
 def _region_file(work: Path, key16: str) -> Path | None:
-    found = sorted((work / "regions").glob(f"region_{key16}*.py"))
-    return found[0] if found else None
+    """The region's file: the driver's export, else the cache's pending record's (a hot miss is written there
+    and not exported again)."""
+    for folder in (work / "regions", work / "cache" / "regions"):
+        found = sorted(folder.glob(f"region_{key16}*.py"))
+        if found:
+            return found[0]
+    return None
 
 
 def _time_region(work: Path, r: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -186,7 +194,7 @@ def _time_region(work: Path, r: dict[str, Any], timeout: float) -> dict[str, Any
     path = _region_file(work, r["key16"])
     row: dict[str, Any] = {"ops": r["ops"], "shapes": r["shapes"]}
     if path is None:
-        row["error"] = "no region file was exported"
+        row["error"] = NO_FILE
         return row
     t0 = time.time()
     cmd = [sys.executable, "-m", "llm_inductor.search.baseline", str(path), "--mode", "default"]
@@ -210,7 +218,11 @@ def phase_time(work: Path, st: State, min_share: float, budget: float, jobs: int
         log("no GPU here: Inductor's regions are not timed (the table ranks nothing)")
         return
     t_end = time.time() + budget
-    todo = [r for r in distinct_regions(st, min_share) if r["key16"] not in st.data["regions"]]
+    todo = [
+        r
+        for r in distinct_regions(st, min_share)
+        if st.data["regions"].get(r["key16"], {"error": NO_FILE}).get("error") == NO_FILE
+    ]
     log(f"{len(todo)} regions to time (share >= {min_share:.0%}), budget {budget:g} s, {max(1, jobs)} at a time")
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures: dict[Future[dict[str, Any]], dict[str, Any]] = {}

@@ -105,3 +105,18 @@ def test_time_phase_stops_at_its_budget(state, tmp_path, monkeypatch):
     state.data["regions"] = {}
     rank_regions.phase_time(tmp_path, state, min_share=0.01, budget=10, jobs=2)  # under the 30 s a region needs
     assert state.data["regions"] == {}
+
+
+def test_time_phase_finds_a_pending_records_file_and_retries_regions_it_missed(state, tmp_path, monkeypatch):
+    pending = tmp_path / "cache" / "regions"
+    pending.mkdir(parents=True)
+    (pending / "region_s0abc.py").write_text("# a hot miss's region file, written by the cache, not the export\n")
+    state.data["cases"]["a_prefill"]["graphs"][0]["regions"].append(_region("s0", 10.0, 1, 0.2))
+    state.data["regions"]["s0"] = {"ops": ["add"], "error": rank_regions.NO_FILE}  # an earlier run's miss
+    assert rank_regions._region_file(tmp_path, "s0") == pending / "region_s0abc.py"
+    assert rank_regions._region_file(tmp_path, "zz") is None
+    seen = []
+    monkeypatch.setattr(rank_regions, "_device", lambda: "cuda")
+    monkeypatch.setattr(rank_regions, "_time_region", lambda w, r, t: seen.append(r["key16"]) or {"inductor_ms": 2.0})
+    rank_regions.phase_time(tmp_path, state, min_share=0.01, budget=600, jobs=1)
+    assert seen == ["s0"] and state.data["regions"]["s0"] == {"inductor_ms": 2.0}  # r1, timed, is not timed again
