@@ -156,6 +156,13 @@ def verify_task(payload: dict[str, Any], engine: Engine | None = None) -> dict[s
     return out
 
 
+def _default_slots(device: str, workers: int) -> int:
+    """Candidates each worker verifies at once: the one-GPU engine's parallelism, spread over the workers."""
+    from llm_inductor.verify.engine import default_parallel
+
+    return max(1, default_parallel(device) // workers) if device == "cuda" else 1
+
+
 def _gpu_name() -> str:
     import torch
 
@@ -195,10 +202,7 @@ class Farm:
         distributed = _distributed()
         if workers < 1:
             raise UsageError(f"a farm needs at least one worker, not {workers}")
-        if slots is None:
-            from llm_inductor.verify.engine import default_parallel
-
-            slots = max(1, default_parallel(device) // workers) if device == "cuda" else 1
+        slots = slots if slots is not None else _default_slots(device, workers)
         cluster = distributed.LocalCluster(
             n_workers=0, host="127.0.0.1", scheduler_port=0, dashboard_address=None, processes=True
         )
@@ -390,10 +394,7 @@ class LocalFarm:
 
     def __init__(self, workers: int, device: str, slots: int | None = None, stream: TextIO | None = sys.stderr):
         _distributed()  # no Dask: say so now, not at the first verification
-        if slots is None:
-            from llm_inductor.verify.engine import default_parallel
-
-            slots = max(1, default_parallel(device) // workers) if device == "cuda" else 1
+        slots = slots if slots is not None else _default_slots(device, workers)
         self.workers, self.device, self.slots, self.stream = workers, device, slots, stream
         self._farm: Farm | None = None
         self._lock = threading.Lock()
