@@ -58,11 +58,12 @@ from llm_inductor._cli_regions import folded_dict
 from llm_inductor.compile import state as _state
 from benchmarks.suites.models import CASES
 name, tiny, out, regions, lock = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4], sys.argv[5]
+options = {{"max_autotune": True}} if sys.argv[6] == "max-autotune" else {{}}
 case = next(c for c in CASES if c.name == name)
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 work = case.build(dev, tiny)
 _state.export_dir = regions
-step = work.make_step(lambda m: torch.compile(m, backend="llm"))
+step = work.make_step(lambda m: torch.compile(m, backend="llm", options=options))
 step.outputs()  # compiles every graph (forward and backward)
 ms = None
 if dev == "cuda":
@@ -78,7 +79,8 @@ if dev == "cuda":
         times.append(a.elapsed_time(b))
     ms = sorted(times)[len(times) // 2]
     gpu.close()
-json.dump({{"case": name, "step_ms": ms, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+json.dump({{"case": name, "step_ms": ms, "inductor_mode": sys.argv[6],
+           "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
            "graphs": [folded_dict(r) for r in _state.reports], "stats": _state.stats()}}, open(out, "w"))
 """
 
@@ -115,11 +117,11 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _record_case(work: Path, name: str, tiny: bool, timeout: float) -> dict[str, Any]:
-    """One case's child: its map and step time, or the error that stopped it."""
+def _record_case(work: Path, name: str, tiny: bool, timeout: float, mode: str = "default") -> dict[str, Any]:
+    """One case's child: its map and step time under Inductor ``mode``, or the error that stopped it."""
     step_out, t0 = work / f"step_{name}.json", time.time()
     cmd = [sys.executable, str(work / "driver.py"), name, "1" if tiny else "0", str(step_out), str(work / "regions")]
-    cmd.append(str(work / "gpu.lock"))
+    cmd += [str(work / "gpu.lock"), mode]
     row: dict[str, Any] = {}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(work), timeout=timeout)
@@ -133,11 +135,17 @@ def _record_case(work: Path, name: str, tiny: bool, timeout: float) -> dict[str,
     return row
 
 
-def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: float, jobs: int = 1) -> int:
+def phase_record(
+    work: Path, st: State, cases: list[str], tiny: bool, timeout: float, jobs: int = 1, mode: str = "default"
+) -> int:
     """Record the cases not recorded yet, ``jobs`` at a time: they compile side by side (Inductor's compile is
     CPU work), and each times its step holding ``work/gpu.lock``, so no other case's step runs meanwhile.
     Another case's first step (Inductor's autotuning of its kernels) may still overlap a timing: the step time
-    is the rank's denominator, never a speed claim."""
+    is the rank's denominator, never a speed claim.
+
+    Under ``mode`` max-autotune the rest of each graph is compiled with max-autotune, and every hot region's
+    sidecar names max-autotune as the baseline its kernels must beat (the pass's ``_raise_baseline``): the
+    export's regions are then tuned and gated against max-autotune."""
     (work / "driver.py").write_text(DRIVER.format(root=str(ROOT)))
     todo = []
     for name in cases:
@@ -146,8 +154,8 @@ def phase_record(work: Path, st: State, cases: list[str], tiny: bool, timeout: f
         else:
             todo.append(name)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(_record_case, work, name, tiny, timeout): name for name in todo}
-        log(f"recording {len(todo)} case(s), {max(1, jobs)} at a time")
+        futures = {pool.submit(_record_case, work, name, tiny, timeout, mode): name for name in todo}
+        log(f"recording {len(todo)} case(s) under {mode} Inductor, {max(1, jobs)} at a time")
         for fut in as_completed(futures):
             name, row = futures[fut], fut.result()
             if "error" in row:
@@ -397,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=30, help="rows of the table")
     ap.add_argument("--export-top", type=int, default=8, help="regions the export phase writes prompts for")
     ap.add_argument("--out", type=Path, help="write the table as OUT.md and OUT.json")
+    ap.add_argument(
+        "--inductor-mode",
+        choices=("default", "max-autotune"),
+        default="default",
+        help="the Inductor the record phase compiles under, and so the baseline the export's regions are tuned against",
+    )
     a = ap.parse_args(argv)
     known = {c.name for c in CASES}
     cases = [c for c in a.cases.split(",") if c]
@@ -408,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     for ph in phases:
         if ph == "record":
-            rc = phase_record(a.work, st, cases, a.tiny, a.timeout, a.jobs) or rc
+            rc = phase_record(a.work, st, cases, a.tiny, a.timeout, a.jobs, a.inductor_mode) or rc
         elif ph == "time":
             phase_time(a.work, st, a.min_share, a.budget, a.jobs)
         elif ph == "table":

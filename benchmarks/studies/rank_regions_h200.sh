@@ -20,6 +20,8 @@ for spec in "$@"; do
   extra=()
   [ -n "${cases:-}" ] && extra=(--cases "$cases")
   [ "$phase" = time ] && extra+=(--budget $((seconds - 20)))  # ends with what it timed, before the call's limit
+  # RANK_MODE=max-autotune records under max-autotune: the export's regions are then tuned against it
+  [ "$phase" = record ] && extra+=(--inductor-mode "${RANK_MODE:-default}" --timeout $((seconds - 20)))
   echo "=== $(date -u +%T) $spec"
   if [ "$phase" = import ]; then  # batch_flow.py's step over the same folder (its own --out copy is off)
     timeout "$seconds" python benchmarks/studies/batch_flow.py import --work "$work" --name models_flow --out "" \
