@@ -34,6 +34,8 @@ from llm_inductor.search.progress import ProgressLine, RunTotal, SummaryRow, run
 from llm_inductor.search.search_state import SearchState, load_state, save_state
 from llm_inductor.search.verdict import Verifier, default_verifier
 from llm_inductor.search.winners import store_winner
+from llm_inductor.verify.reference import host_gaps
+from llm_inductor.verify.result import REASONS
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +180,10 @@ class _TuneRun:
         state = None if self.fresh else load_state(self.cfg, ctx.key16)
         if state is None:
             state = SearchState(ctx.key, str(path), self.cfg.strategy)
+            save_state(self.cfg, state)
+        if not state.done and (gaps := host_gaps(ctx.source)):  # no LLM call for what cannot be verified
+            state.done = f"no_host_reference: {REASONS['no_host_reference']} ({', '.join(gaps)})"
+            state.outstanding.clear()
             save_state(self.cfg, state)
         return state, ctx
 

@@ -53,6 +53,7 @@ from llm_inductor.verify.gpu_share import ADMISSION, GATE
 from llm_inductor.verify.host_budget import HostMemoryError
 from llm_inductor.verify.loaded_region import LoadedRegion, load_region
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure, WorkerStartError
+from llm_inductor.verify.reference import host_gaps
 from llm_inductor.verify.result import CheckResult, VerifyResult, versions
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,19 @@ def verify(
     cfg = config if config is not None else Config.load()[0]
     dev = resolve_device(device)
     region = load_region(region_path)
+    if gaps := host_gaps(region.source):  # before any candidate code: the same verdict for every candidate
+        message = (
+            f"the region calls {', '.join(gaps)}, which has no host (CPU) kernel: its float64 reference cannot "
+            "run, so no candidate can be judged against it"
+        )
+        return VerifyResult(
+            False,
+            "no_host_reference",
+            message,
+            [CheckResult("references", False, message)],
+            versions=versions(dev, torch.cuda.get_device_name() if dev == "cuda" else None),
+            device=dev,
+        )
     earlier: list[VerifyResult] = []  # tries that judged nothing
     with draws_for(region, dev, inductor_mode) as draws:
         for attempt in range(1 + HARNESS_RETRIES):

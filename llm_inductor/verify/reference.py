@@ -62,6 +62,53 @@ def as_list(out: Any) -> list[Any]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
+# Dispatch keys whose kernel runs a float64 call on the host: the CPU backend's, or a composite (decomposing).
+_HOST_KEYS = (
+    "CPU",
+    "CompositeImplicitAutograd",
+    "CompositeExplicitAutograd",
+    "CompositeExplicitAutogradNonFunctional",
+)
+
+
+def _ops_called(source: str) -> list[Any]:
+    """The ``torch.ops.<ns>.<op>[.<overload>]`` a region's source calls, resolved (unknown names left out)."""
+    found: dict[str, Any] = {}
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        parts, f = [], node.func
+        while isinstance(f, ast.Attribute):
+            parts.append(f.attr)
+            f = f.value
+        if not (isinstance(f, ast.Name) and f.id == "torch" and parts[-1:] == ["ops"] and len(parts) >= 3):
+            continue
+        obj: Any = torch.ops
+        try:
+            for name in reversed(parts[:-1]):
+                obj = getattr(obj, name)
+        except (AttributeError, RuntimeError):
+            continue
+        if isinstance(obj, torch._ops.OpOverloadPacket):
+            obj = obj.default
+        if isinstance(obj, torch._ops.OpOverload):
+            found.setdefault(obj.name(), obj)
+    return list(found.values())
+
+
+def host_gaps(source: str) -> list[str]:
+    """The ops a region's source calls that have no host kernel, so its float64 reference cannot run here.
+
+    cuDNN's and flash attention's ops are CUDA-only (and take no float64): a region holding one has no truth
+    to judge a candidate against, whatever the candidate does (``no_host_reference``, a verdict on the region).
+    """
+    return [
+        op.name()
+        for op in _ops_called(source)
+        if not any(torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), k) for k in _HOST_KEYS)
+    ]
+
+
 def fp64_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     wide = [upcast(t) for t in inputs]  # outside the mode: upcast's own empty(dtype=...) must keep its dtype
     with torch.no_grad(), Float64Mode():

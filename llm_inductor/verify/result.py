@@ -54,6 +54,8 @@ REASONS = {
     # the region (compare.judge): the same verdict for every candidate
     "degenerate_region": "the region's float64 reference is zero up to rounding: its outputs are rounding noise, "
     "which no kernel can be judged against; the region is not worth tuning",
+    "no_host_reference": "an op of the region has no host (CPU) kernel, so its float64 reference cannot run: "
+    "no candidate can be judged against it; the region is not tuned",
     # speed (GPU only)
     "slower": "not faster than Inductor by the speed margin in both measurements",
     "suspicious_speed": "faster than the roofline floor allows",
@@ -61,7 +63,7 @@ REASONS = {
 
 
 # Verdicts on the region, not on the candidate: every candidate gets the same one.
-REGION_REASONS = {"degenerate_region"}
+REGION_REASONS = {"degenerate_region", "no_host_reference"}
 
 # Harness failures (engine.verify retries them; these are what is left when every retry failed too).
 HARNESS_REASONS = {

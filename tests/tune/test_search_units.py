@@ -112,7 +112,7 @@ def test_prompt_is_versioned_and_holds_region_specs_device_and_contract(region):
     ctx = load_context(region, cfg, None, "cpu")
     msgs = prompts.initial_messages(ctx)
     text = msgs[-1]["content"]
-    assert prompts.PROMPT_VERSION == 1 and msgs[0]["role"] == "system"
+    assert prompts.PROMPT_VERSION == 2 and msgs[0]["role"] == "system"
     for part in (
         region.read_text().strip(),
         "in0: torch.float32 shape [8, 33] stride (33, 1)",

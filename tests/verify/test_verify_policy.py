@@ -311,3 +311,30 @@ def _prune(configs, nargs, **kw):
         + WRAPPER
     )
     assert "policy:global_state" in codes(src)
+
+
+def test_the_contracts_rule_for_decorator_arguments_matches_the_policy():
+    """The prompt's contract tells how to write autotune configs (every round-1 answer for the models suite
+    called a config helper in its decorator): what it prescribes passes, what it forbids is rejected."""
+    from llm_inductor.search.llm.prompts import template
+
+    contract = template("contract").template
+    assert "Decorator arguments run at import" in contract and "a comprehension over literals" in contract
+    autotuned = KERNEL.replace(
+        "@triton.jit",
+        '@triton.autotune(configs=[triton.Config({"BLOCK": b}, num_warps=w) for b in (64, 128) for w in (4, 8)],'
+        ' key=["n"])\n@triton.jit',
+    )
+    wrapper = WRAPPER.replace("(triton.cdiv(x.numel(), 128),)", 'lambda meta: (triton.cdiv(x.numel(), meta["BLOCK"]),)')
+    wrapper = wrapper.replace(", BLOCK=128)", ")")
+    assert check_source(HEAD + autotuned + wrapper) == []
+    helper = "def _configs():\n    return [triton.Config({'BLOCK': 64})]\n"
+    assert codes(HEAD + helper + autotuned.replace("configs=[", "configs=_configs() or [") + wrapper) == [
+        "policy:module_code"
+    ]
+    listed = "_CONFIGS = [triton.Config({'BLOCK': 64})]\n"  # a literal list of configs: a constant
+    assert codes(HEAD + listed + autotuned.replace("configs=[", "configs=_CONFIGS or [") + wrapper) == []
+    built = "_CONFIGS = [triton.Config({'BLOCK': b}) for b in (64, 128)]\n"  # built at module level: not one
+    assert codes(HEAD + built + autotuned.replace("configs=[", "configs=_CONFIGS or [") + wrapper) == [
+        "policy:global_state"
+    ]

@@ -18,7 +18,7 @@ from typing import Any
 from llm_inductor.search.context import RegionContext, spec_lines
 from llm_inductor.search.llm.providers import Messages, estimate_tokens
 
-PROMPT_VERSION = 1
+PROMPT_VERSION = 2  # 2: the contract states what decorator arguments may do (every round-1 answer broke it)
 FEEDBACK_TOKENS = 1500  # per feedback turn; verifier output beyond it is cut in the middle
 EXAMPLE_TOKENS = 2500  # per worked example
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
