@@ -9,6 +9,10 @@
 # The work folder travels as one archive: a call restores .gl/rank.tgz (carried from the last call's $OUT)
 # and leaves the new one in $OUT after every phase, so a call cut by its limit still returns what was done.
 # (The device returns a bounded number of files: hundreds of region files must go as one archive.)
+# Between sessions the archive is committed (benchmarks/results/<date>-h200-models-flow-state.tgz): a new
+# checkout copies the newest to .gl/rank.tgz and unpacks it into .gl/rank before `batch_flow.py answers`.
+# Keep each phase's SECONDS under the call's limit less ~40 s (setup, and the archive written after it):
+# a call the device cuts returns nothing.
 source "$(dirname "$0")/device_setup.sh" "$1"
 shift
 work=.gl/rank

@@ -53,7 +53,7 @@ from llm_inductor.verify.gpu_share import ADMISSION, GATE
 from llm_inductor.verify.host_budget import HostMemoryError
 from llm_inductor.verify.loaded_region import LoadedRegion, load_region
 from llm_inductor.verify.pool import POOL, Worker, WorkerFailure, WorkerStartError
-from llm_inductor.verify.reference import host_gaps
+from llm_inductor.verify.reference import NoHostReference, host_gaps
 from llm_inductor.verify.result import CheckResult, VerifyResult, versions
 
 log = logging.getLogger(__name__)
@@ -311,6 +311,9 @@ class _Verification:
             f = r.finding
             self.checks[f.check] = CheckResult(f.check, False, f.message)
             reason, message, accepted = f.reason, f"{f.check}: {f.message}", False
+        except NoHostReference as e:  # the region's verdict: nothing of the candidate's was judged
+            self.checks["references"] = CheckResult("references", False, str(e))
+            reason, message, accepted = "no_host_reference", str(e), False
         except WorkerFailure as e:
             self.checks["worker"] = CheckResult("worker", False, str(e))
             reason, message, accepted = e.reason, f"worker: {e}", False

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import logging
+import re
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -109,10 +110,32 @@ def host_gaps(source: str) -> list[str]:
     ]
 
 
+class NoHostReference(Exception):
+    """The float64 reference cannot run on the host: an op has no CPU kernel, or none for float64.
+
+    A verdict on the region (``no_host_reference``), the same for every candidate: not a harness failure, since
+    no retry can change it, and not the candidate's, since none of its code ran.
+    """
+
+
+# What the dispatcher says when a CPU kernel is missing, or has no float64 case (the op's name first).
+_NO_HOST = re.compile(
+    r"Could not run '(?P<op>[\w:.]+)' with arguments from the 'CPU' backend"
+    r"|\"(?P<kernel>\w+)\" not implemented for 'Double'"
+)
+
+
 def fp64_reference(region: LoadedRegion, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     wide = [upcast(t) for t in inputs]  # outside the mode: upcast's own empty(dtype=...) must keep its dtype
-    with torch.no_grad(), Float64Mode():
-        out = call_lean(region, wide)
+    try:
+        with torch.no_grad(), Float64Mode():
+            out = call_lean(region, wide)
+    except (NotImplementedError, RuntimeError) as e:
+        m = _NO_HOST.search(str(e))
+        if m is None:
+            raise
+        what = f"{m['op']} has no CPU kernel" if m["op"] else f"the CPU kernel {m['kernel']} takes no float64"
+        raise NoHostReference(f"the region's float64 reference cannot run on the host: {what}") from None
     return [o.detach() for o in as_list(out)]
 
 

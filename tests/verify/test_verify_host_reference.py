@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from llm_inductor.config import Config
 from llm_inductor.search.search_state import load_state
@@ -79,3 +80,75 @@ def test_the_tuner_stops_such_a_region_without_a_request(tmp_path, monkeypatch):
     state = load_state(cfg, region.stem.removeprefix("region_"))
     assert state is not None and state.done.startswith("no_host_reference: ") and CUDNN in state.done
     assert state.outstanding == {} and state.attempts == []
+
+
+# An op with a CPU kernel but no float64 case: the static check cannot see it, the float64 reference's call does.
+@torch.library.custom_op("llm_inductor_test::no_double", mutates_args=(), device_types="cpu")
+def _no_double(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.float64:
+        raise RuntimeError("\"no_double_cpu\" not implemented for 'Double'")  # the dispatcher's words
+    return x * 2
+
+
+@_no_double.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+NO_DOUBLE_REGION = '''"""A region whose op has a CPU kernel with no float64 case."""
+import torch
+
+SYMBOLS = {}
+
+
+def forward(in0):
+    return torch.ops.llm_inductor_test.no_double.default(in0)
+
+
+def make_inputs(seed=0, device="cpu", sizes=None):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(4, 8, generator=g).to(device),)
+'''
+
+
+DOUBLING = """import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _double(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=offs < n) * 2, mask=offs < n)
+
+
+def forward(in0):
+    out = torch.empty_like(in0)
+    _double[(triton.cdiv(in0.numel(), 64),)](in0, out, in0.numel(), BLOCK=64)
+    return out
+"""
+
+
+def test_an_op_without_a_float64_case_is_the_regions_verdict_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_INDUCTOR_INTERPRET", "1")
+    path = tmp_path / "region_no_double.py"
+    path.write_text(NO_DOUBLE_REGION)
+    assert host_gaps(NO_DOUBLE_REGION) == []  # it has a CPU kernel
+    r = verify(path, DOUBLING, device="cpu")
+    assert (r.accepted, r.reason, r.harness_failure) == (False, "no_host_reference", False), r.message
+    assert "no_double_cpu takes no float64" in r.message
+    assert r.check("references") is not None and not r.check("references").passed
+
+
+def test_other_reference_errors_are_not_taken_for_a_missing_kernel():
+    from llm_inductor.verify.reference import _NO_HOST
+
+    assert (
+        _NO_HOST.search(
+            "Could not run 'aten::_scaled_dot_product_cudnn_attention' with arguments from the 'CPU'"
+            " backend. This could be because"
+        )["op"]
+        == "aten::_scaled_dot_product_cudnn_attention"
+    )
+    assert _NO_HOST.search("mat1 and mat2 shapes cannot be multiplied (4x8 and 9x2)") is None
+    assert _NO_HOST.search("Could not run 'aten::foo' with arguments from the 'CUDA' backend") is None
