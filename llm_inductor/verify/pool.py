@@ -62,8 +62,26 @@ class WorkerStartError(RuntimeError):
     """The worker never became ready, before any candidate was involved: a harness problem, not a rejection."""
 
 
+def worker_caches() -> dict[str, str]:
+    """The compile caches verification workers write, by environment variable: their own, never this process's.
+
+    A worker may write its compile caches, and the candidate runs in it. Were they this process's (Triton's
+    ``~/.triton``, Inductor's ``/tmp/torchinductor_<user>``, CUDA's ``~/.nv``), a candidate could plant a Triton
+    launcher (a shared object the host loads) or an Inductor output module under a key that a later compile
+    looks up, and run native code in the verifier, or in the user's next ``torch.compile``, unverified. The
+    parent's caches are protected paths (``protected_paths``), so a worker cannot open them at all.
+    """
+    root = Path(tempfile.gettempdir()) / f"llm_inductor_worker_caches_{os.getuid()}"
+    return {
+        "TRITON_CACHE_DIR": str(root / "triton"),
+        "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
+        "CUDA_CACHE_PATH": str(root / "nv"),
+    }
+
+
 def scrubbed_env(device: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DROP and not _SECRET.search(k)}
+    env.update(worker_caches())
     if device == "cpu":
         env["TRITON_INTERPRET"] = "1"
     else:
@@ -74,7 +92,8 @@ def scrubbed_env(device: str) -> dict[str, str]:
 
 
 def protected_paths() -> list[str]:
-    """What a worker must never open: the kernel cache (its keys and database), the signing key, trusted keys.
+    """What a worker must never open: the kernel cache (its keys and database), the signing key, trusted keys,
+    and this process's compile caches (Triton's, Inductor's, CUDA's: ``worker_caches``).
 
     From the environment (the worker may start before any config is known); the home directory,
     where the default cache lives, is out of a worker's reach anyway (``sandbox.worker_trees``).
@@ -89,6 +108,10 @@ def protected_paths() -> list[str]:
     paths = {str(cfg.cache_path), str(Config().cache_path), *cfg.trusted_keys}
     if cfg.signing_key:
         paths.add(cfg.signing_key)
+    if os.environ.get("TRITON_CACHE_DIR") != worker_caches()["TRITON_CACHE_DIR"]:  # not from inside a worker
+        from llm_inductor.verify.sandbox import writable_caches
+
+        paths.update(writable_caches())  # this process's compile caches (worker_caches says why)
     return sorted(os.path.realpath(os.path.expanduser(p)) for p in paths)
 
 

@@ -178,10 +178,14 @@ def worker_trees(scratch: str) -> dict[str, int]:
 
 
 def writable_caches() -> list[str]:
-    """The compile caches the worker writes (Inductor times its baseline there; Triton and CUDA JIT)."""
+    """The compile caches this process writes (Inductor times its baseline there; Triton and CUDA JIT): in a
+    worker, its own (``pool.worker_caches``); in the parent, the ones a worker may not open."""
     home = Path.home()
     triton_home = Path(os.environ.get("TRITON_HOME", home))
-    dirs = [os.environ.get("TRITON_CACHE_DIR") or str(triton_home / ".triton"), str(home / ".nv")]
+    dirs = [
+        os.environ.get("TRITON_CACHE_DIR") or str(triton_home / ".triton"),
+        os.environ.get("CUDA_CACHE_PATH") or str(home / ".nv"),
+    ]
     try:
         from torch._inductor.runtime.cache_dir_utils import cache_dir
 

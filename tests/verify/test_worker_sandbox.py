@@ -55,6 +55,25 @@ def test_a_worker_cannot_read_the_signing_key_nor_touch_the_cache(tmp_path, monk
 
 
 @needs_landlock
+def test_a_worker_cannot_plant_code_in_the_compile_caches_this_process_loads(tmp_path, monkeypatch):
+    """A Triton launcher or an Inductor output module planted in the parent's caches would run, unverified, in
+    the verifier or in the user's next compile: a worker compiles into caches of its own, and cannot open these."""
+    triton_cache, inductor_cache = tmp_path / "triton", tmp_path / "inductor"
+    (triton_cache / "ab12").mkdir(parents=True)
+    (triton_cache / "ab12" / "__triton_launcher.so").write_bytes(b"\x7fELF the parent's")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(triton_cache))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache))
+    paths = [str(triton_cache / "ab12" / "__triton_launcher.so"), str(KERNELS / "softmax.py")]
+    probe = PROBE.format(paths=paths, plant=str(inductor_cache / "planted.py"))
+    result = verify(SOFTMAX, probe, device="cpu", static_policy=False)
+    assert result.reason == "compile_error" and "probe denied read denied" in result.message, result.message
+    assert not (inductor_cache / "planted.py").exists()
+    assert (triton_cache / "ab12" / "__triton_launcher.so").read_bytes() == b"\x7fELF the parent's"
+    # ... and a kernel still compiles and verifies, in the worker's own caches
+    assert verify(SOFTMAX, (KERNELS / "softmax.py").read_text(), device="cpu").accepted
+
+
+@needs_landlock
 def test_a_confined_worker_still_verifies_a_kernel():
     # the worker imports torch and triton before confining itself, and runs the interpreter after
     result = verify(SOFTMAX, (KERNELS / "softmax.py").read_text(), device="cpu")
@@ -209,7 +228,9 @@ def test_a_confined_worker_cannot_reach_another_workers_scratch_nor_later_files(
         other / "candidate.py"
     ]
     assert not (late / "planted").exists() and not (temp / "llm_inductor_verify_planted").exists()
-    assert (own / "out_0.pt").read_text() == "x" and (temp / "torchinductor_me" / "probe").read_text() == "x"
+    mine = Path(pool.worker_caches()["TORCHINDUCTOR_CACHE_DIR"])  # the worker's compile cache is its own
+    assert (own / "out_0.pt").read_text() == "x" and (mine / "probe").read_text() == "x"
+    assert mine.parent.parent == temp and not (temp / "torchinductor_me" / "probe").exists()
 
 
 @needs_landlock
