@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from llm_inductor._errors import HarnessError, NegativeResult
-from llm_inductor.verify.result import REGION_REASONS
+from llm_inductor.verify.result import REASONS, REGION_REASONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if result.harness_failure:  # stderr only: stdout stays one JSON document under --json
         raise HarnessError(f"the verifier could not run ({result.reason}); nothing was judged", result.message)
     if result.reason in REGION_REASONS:
-        raise NegativeResult(f"not judged ({result.reason}): the region is not worth tuning, whatever the candidate")
+        raise NegativeResult(f"not judged ({result.reason}), whatever the candidate: {REASONS[result.reason]}")
     if not result.accepted:
         raise NegativeResult(f"candidate rejected ({result.reason})")
     return 0

@@ -152,3 +152,15 @@ def test_other_reference_errors_are_not_taken_for_a_missing_kernel():
     )
     assert _NO_HOST.search("mat1 and mat2 shapes cannot be multiplied (4x8 and 9x2)") is None
     assert _NO_HOST.search("Could not run 'aten::foo' with arguments from the 'CUDA' backend") is None
+
+
+def test_verify_exits_1_naming_the_op(tmp_path, capsys, monkeypatch):
+    from llm_inductor.cli import main
+
+    monkeypatch.setenv("LLM_INDUCTOR_INTERPRET", "1")
+    candidate = tmp_path / "candidate.py"
+    candidate.write_text(GOOD)
+    assert main(["verify", str(CUDNN_REGION), str(candidate), "--device", "cpu"]) == 1  # negative, not internal
+    out, err = capsys.readouterr()
+    assert "not judged (no_host_reference), whatever the candidate" in err and CUDNN in out
+    assert "internal error" not in err and "Traceback" not in out + err
