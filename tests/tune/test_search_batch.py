@@ -173,3 +173,36 @@ def test_an_import_cut_short_goes_on_from_a_moved_cache(region, tmp_path, monkey
     assert report.answered == 0 and report.exported == 2
     assert {parse_custom_id(r.custom_id).round for r in read_requests(nxt)} == {2}
     assert len(load_state(cfg2, key16).attempts) == 2  # nothing verified twice
+
+
+def test_an_import_takes_regions_in_the_order_of_the_answers_file(tmp_path, monkeypatch):
+    """An import cut short by a time limit has done the regions its user put first (not the states' disk order)."""
+    from types import SimpleNamespace
+
+    from llm_inductor.search import search_state
+    from llm_inductor.search import tune as tune_module
+
+    def state(key16: str) -> SimpleNamespace:
+        cid = f"{key16}-r1-c0"
+        return SimpleNamespace(
+            key16=key16,
+            outstanding={cid: {}},
+            done=None,
+            region_path=str(tmp_path / f"region_{key16}.py"),
+            requests=lambda: [SimpleNamespace(custom_id=cid)],
+        )
+
+    states = [state(k) for k in ("aaaa000000000000", "bbbb000000000000", "cccc000000000000")]
+    monkeypatch.setattr(search_state, "all_states", lambda cfg: states)
+    seen: list[str] = []
+    answers = {"cccc000000000000-r1-c0": "a", "aaaa000000000000-r1-c1": "b", "aaaa000000000000-r1-c0": "c"}
+    run = SimpleNamespace(
+        cfg=None,
+        provider=SimpleNamespace(read_answers=lambda path, requests: answers),
+        context=lambda path: None,
+        searcher=SimpleNamespace(consume_batch=lambda st, ctx, mine: seen.append(st.key16) or len(mine)),
+    )
+    report = SimpleNamespace(answered=0)
+    touched = tune_module._import(run, tmp_path / "round1.out.jsonl", report)
+    assert seen == ["cccc000000000000", "aaaa000000000000"] and report.answered == 3
+    assert [p.name for p in touched] == ["region_cccc000000000000.py", "region_aaaa000000000000.py"]
