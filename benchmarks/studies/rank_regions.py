@@ -351,15 +351,21 @@ def phase_export(work: Path, st: State, top: int, tiny: bool) -> int:
 
     from llm_inductor.compile import state as _state
     from llm_inductor.search.tune import tune
+    from llm_inductor.verify.reference import host_gaps
 
     cfg = _config(work, interpret=tiny)
     pending = {p.key[:16]: p for p in _state.store(cfg).pending()}
     keys = list(dict.fromkeys(r["key16"] for r in rank_rows(st)))
     if tiny and not keys:  # nothing is timed on the CPU: take the map's order, to run the plumbing
         keys = [r["key16"] for r in distinct_regions(st, 0.0)]
-    chosen = [k for k in keys if k in pending][:top]
+    unverifiable = {
+        k for k in keys if k in pending and host_gaps(Path(pending[k].region_path).read_text())
+    }  # cuDNN's or flash attention's ops: no float64 reference on the host, so no candidate could be judged
+    for k in sorted(unverifiable):
+        log(f"{k}: ranked, but its ops have no host kernel (no_host_reference): not exported")
+    chosen = [k for k in keys if k in pending and k not in unverifiable][:top]
     for k in keys[: keys.index(chosen[-1]) + 1 if chosen else 0]:
-        if k not in pending:
+        if k not in pending and k not in unverifiable:
             log(f"{k}: ranked, but no pending record (not hot in its graph): not exported")
     if not chosen:
         log("no ranked region is pending: nothing to export")
