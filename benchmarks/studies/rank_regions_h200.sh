@@ -11,8 +11,10 @@
 # (The device returns a bounded number of files: hundreds of region files must go as one archive.)
 # Between sessions the archive is committed (benchmarks/results/<date>-h200-models-flow-state.tgz): a new
 # checkout copies the newest to .gl/rank.tgz and unpacks it into .gl/rank before `batch_flow.py answers`.
-# Keep each phase's SECONDS under the call's limit less ~40 s (setup, and the archive written after it):
-# a call the device cuts returns nothing.
+# A call the device cuts returns nothing: CALL_SECONDS (600) is the call's limit (less where the session's
+# device time left is less: say so), and every phase is cut to end 45 s before it, leaving time for the
+# archives; a phase with under 30 s left is skipped.
+deadline=$(($(date +%s) + ${CALL_SECONDS:-600} - 45))
 source "$(dirname "$0")/device_setup.sh" "$1"
 shift
 work=.gl/rank
@@ -27,6 +29,9 @@ mkdir -p .gl/inductor
 rc=0
 for spec in "$@"; do
   IFS=: read -r seconds phase cases <<< "$spec"
+  left=$((deadline - $(date +%s)))
+  if [ "$left" -lt 30 ]; then echo "=== $spec: skipped, ${left} s left before the call's limit"; rc=124; continue; fi
+  [ "$seconds" -gt "$left" ] && { echo "=== $spec: cut to ${left} s (CALL_SECONDS)"; seconds=$left; }
   extra=()
   [ -n "${cases:-}" ] && extra=(--cases "$cases")
   [ "$phase" = time ] && extra+=(--budget $((seconds - 20)))  # ends with what it timed, before the call's limit
@@ -43,10 +48,15 @@ for spec in "$@"; do
   tar czf "$OUT/rank.tgz" -C "$work" --exclude=./cache/kernels .
   cp "$work/rank.json" benchmarks/results/models_flow* "$OUT/" 2>/dev/null  # the import's table, if any
 done
-tar czf "$OUT/inductor.tgz" -C .gl/inductor .
-if [ "$(stat -c %s "$OUT/inductor.tgz")" -gt $((40 << 20)) ]; then  # the carry holds 64 MiB in all
-  echo "=== Inductor's caches are $(du -h "$OUT/inductor.tgz" | cut -f1) packed: not returned (the next call starts cold)"
-  rm "$OUT/inductor.tgz"
+left=$((deadline + 45 - $(date +%s) - 15))  # never at the cost of what is already in $OUT
+if [ "$left" -gt 5 ] && timeout "$left" tar czf "$OUT/inductor.tgz" -C .gl/inductor .; then
+  if [ "$(stat -c %s "$OUT/inductor.tgz")" -gt $((40 << 20)) ]; then  # the carry holds 64 MiB in all
+    echo "=== Inductor's caches are $(du -h "$OUT/inductor.tgz" | cut -f1) packed: not returned (the next call starts cold)"
+    rm "$OUT/inductor.tgz"
+  fi
+else
+  echo "=== Inductor's caches not packed: no time left before the call's limit"
+  rm -f "$OUT/inductor.tgz"
 fi
 du -sh "$work" "$OUT"/*
 exit $rc
