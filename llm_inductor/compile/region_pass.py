@@ -195,7 +195,7 @@ class _GraphPass:
             fail(cfg, "lookup", _where(region, info), e)
             row.status = f"fallback: lookup: {e}"
             return
-        if entry is None and row.status.startswith(SLOWER_HERE):  # timed and lost here: nothing to tune
+        if entry is None and row.status.startswith((SLOWER_HERE, SLOWER_MODE)):  # timed and lost: nothing to tune
             _state.bump("misses")
             return
         if entry is not None:
@@ -207,7 +207,7 @@ class _GraphPass:
                 self.hits.append((info if exact or info.family is None else info.family, entry))
             return
         _state.bump("misses")
-        row.status = row.status if row.status.startswith("family") else "miss"
+        row.status = row.status if row.status.startswith(("family", OTHER_MODE)) else "miss"
         if cfg.mode in ("cache", "tune") and _fixable_miss(self.store, info):
             try:  # `cache verify` verifies that entry at the sizes of a region recorded here, never the entry's
                 row.region_path = str(_record_region(info, cfg))
@@ -233,9 +233,38 @@ class _GraphPass:
     def lookup(self, info: RegionInfo, row: _state.RegionRow) -> tuple[Any, str, dict[str, Any] | None]:
         """The entry for the region (its exact key, then its family's), the row's status, the family's pending."""
         entry = self.store.lookup(info.digest)
-        if entry is not None or info.family is None:
-            return entry, "miss", None
+        if entry is not None:
+            return self.gated(entry, info, row)
+        if info.family is None:
+            return None, "miss", None
         return self.family(info, row)
+
+    def gated(self, entry: Any, info: RegionInfo, row: _state.RegionRow) -> tuple[Any, str, dict[str, Any] | None]:
+        """An exact entry is served under the Inductor it was gated against; under another, only where a size
+        record says it won against that one (a kernel that beats default Inductor can lose to max-autotune's).
+
+        With no record, the region is pending with "timing needed" for this compile's mode: ``tune --pending``
+        verifies, times and gates the entry's kernel under it (no LLM call), as for a family's new size. The
+        lookup is the row's ``family_lookup``, so that AOTAutograd's cache token follows the record too.
+        """
+        mode = inductor_mode()
+        if ((entry.region_meta or {}).get("baseline_inductor_mode") or "default") == mode:
+            return entry, "miss", None
+        if info.symbols:  # compiled with dynamic shapes: no record at one size could cover the graph's sizes
+            return None, f"{OTHER_MODE} {mode} (dynamic shapes)", None
+        sized = getattr(self.store, "size_record", None)
+        gpu = _gpu_model(self.device)
+        record = sized(entry.entry_id, gpu, mode, {}) if sized is not None else None
+        row.family_lookup = size_record_key(entry.entry_id, gpu, mode, {})  # AOTAutograd's token follows it
+        row.family_answer = "-" if record is None else record.content_hash
+        if record is None:
+            pending = {"key": entry.key, "entry_id": entry.entry_id, "sizes": {}, "inductor_mode": mode}
+            return None, f"{OTHER_MODE} {mode}", {**pending, "reason": f"{TIMING_NEEDED}, under {mode}"}
+        if record.servable_here:
+            return entry, "miss", None
+        if record.verified:
+            return None, f"{SLOWER_MODE} {mode} ({_speedup_text(record)})", None
+        return None, f"{OTHER_MODE} {mode}: wrong under it ({record.why[:80]})", None
 
     def core(self, region: Region, info: RegionInfo) -> RegionInfo | None:
         """The region described without its inputs' views (``partition.core``), where it has any.
@@ -439,6 +468,8 @@ def _raise_baseline(region: Path) -> None:
 
 MAX_AUTOTUNE = "max-autotune-no-cudagraphs"
 SLOWER_HERE = "family: slower at this size"
+OTHER_MODE = "gated against another Inductor mode than this compile's,"
+SLOWER_MODE = "slower than the Inductor of this compile's mode,"
 DYNAMIC_FAMILY = "family: dynamic shapes"
 DYNAMIC_NOT_SERVED = (
     "dynamic shapes: the sizes its guards admit are unbounded (bound them with torch._dynamo.mark_dynamic(x, dim, "

@@ -8,6 +8,8 @@ import torch
 import llm_inductor
 from llm_inductor.cache.store import MemoryStore
 from llm_inductor.compile import state as _state
+from llm_inductor.compile.region_pass import MAX_AUTOTUNE
+from support.cache_entries import make_size_record
 from support.util import RMSNorm, entry_for, regions_of
 
 pytestmark = pytest.mark.gpu
@@ -28,6 +30,10 @@ def served(tmp_path):
 
 @pytest.mark.parametrize("inductor_mode", [None, "reduce-overhead", "max-autotune-no-cudagraphs"])
 def test_substituted_kernel_runs_on_the_gpu(served, inductor_mode):
+    if inductor_mode == MAX_AUTOTUNE:  # served under max-autotune only where a record says it won against it
+        store = _state.store()
+        (entry,) = store.entries()
+        store.put_size(make_size_record(entry, {}, gpu=torch.cuda.get_device_name(), inductor_mode=MAX_AUTOTUNE))
     compiled = torch.compile(served, backend=llm_inductor.backend(min_region_us=0, inductor_mode=inductor_mode))
     with torch.no_grad():
         for _ in range(4):  # CUDA graphs: warm-up, record, then replays with fresh inputs
