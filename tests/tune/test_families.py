@@ -43,12 +43,14 @@ with torch.no_grad():
 FITTED = GOOD.replace("tl.sum(x * x, axis=0) / N + eps", "tl.sum(x * x, axis=0) / 33 + eps")
 
 
-def compile_rows(rows: int, dynamic: bool = False) -> tuple[torch.Tensor, list[_state.RegionRow], dict]:
+def compile_rows(
+    rows: int, dynamic: bool = False, **options: bool
+) -> tuple[torch.Tensor, list[_state.RegionRow], dict]:
     _state.reset()
     torch._dynamo.reset()
     x = torch.randn(rows, 33)
     with torch.no_grad():
-        out = torch.compile(rms, backend=llm_inductor.backend(min_region_us=0), dynamic=dynamic)(x)
+        out = torch.compile(rms, backend=llm_inductor.backend(min_region_us=0, **options), dynamic=dynamic)(x)
     torch.testing.assert_close(out, rms(x), rtol=1e-5, atol=1e-5)
     return out, [row for r in _state.reports for row in r.regions], llm_inductor.stats()
 
@@ -316,3 +318,28 @@ def test_family_extensions_run_the_cheapest_regions_first(tmp_path):
         store.add_pending(PendingRegion(f"{rows:064d}", str(region), ["mul"], est_us, 0.5, "cpu", family=family))
     store.add_pending(PendingRegion("f" * 64, str(tmp_path / "gone.py"), ["mul"], 1.0, 0.5, "cpu", family=family))
     assert [r.family["sizes"]["s0"] for r in family_pending(store)] == [1024, 2048, 8192, 16384]
+
+
+def test_a_winner_gated_against_default_is_timed_under_max_autotune_before_it_serves_there(
+    tmp_path, monkeypatch, capsys, interpret
+):
+    """The same path as a new size: a compile under max-autotune meets the default-gated winner, leaves the
+    region pending for that mode, and ``tune --pending`` times it there with no LLM call."""
+    from llm_inductor.compile.region_pass import MAX_AUTOTUNE
+
+    tune_script(tmp_path, monkeypatch, GOOD)
+    store = _state.store(Config.load()[0])
+    _, rows, stats = compile_rows(8, max_autotune=True)
+    (row,) = rows
+    assert row.status == f"pending (timing needed at this size, under {MAX_AUTOTUNE})" and stats["substituted"] == 0
+    (pending,) = [p for p in store.pending() if p.family]
+    assert pending.family["inductor_mode"] == MAX_AUTOTUNE and pending.family["sizes"] == {}
+    assert main(["tune", "--pending"]) == 0, capsys.readouterr().err
+    assert "no LLM call" in capsys.readouterr().out
+    entry = store.lookup(pending.family["key"])
+    (record,) = [r for r, _, _ in store.size_records(entry.entry_id) if r.inductor_mode == MAX_AUTOTUNE]
+    assert record.sizes == {} and record.won and not [p for p in store.pending() if p.family]
+    _, rows, stats = compile_rows(8, max_autotune=True)
+    assert [r.status for r in rows] == ["hit"] and stats["substituted"] == 1
+    _, rows, stats = compile_rows(8)  # and under default, as it was gated
+    assert [r.status for r in rows] == ["hit"] and stats["substituted"] == 1
