@@ -365,7 +365,7 @@ def phase_export(work: Path, st: State, top: int, tiny: bool) -> int:
         log(f"{k}: ranked, but its ops have no host kernel (no_host_reference): not exported")
     chosen = [k for k in keys if k in pending and k not in unverifiable][:top]
     for k in keys[: keys.index(chosen[-1]) + 1 if chosen else 0]:
-        if k not in pending and k not in unverifiable:
+        if k not in pending:
             log(f"{k}: ranked, but no pending record (not hot in its graph): not exported")
     if not chosen:
         log("no ranked region is pending: nothing to export")

@@ -244,22 +244,20 @@ class _GraphPass:
         record says it won against that one (a kernel that beats default Inductor can lose to max-autotune's).
 
         With no record, the region is pending with "timing needed" for this compile's mode: ``tune --pending``
-        verifies, times and gates the entry's kernel under it (no LLM call), as for a family's new size. The
-        lookup is the row's ``family_lookup``, so that AOTAutograd's cache token follows the record too.
+        verifies, times and gates the entry's kernel under it (no LLM call), as for a family's new size.
         """
         mode = inductor_mode()
         if ((entry.region_meta or {}).get("baseline_inductor_mode") or "default") == mode:
             return entry, "miss", None
         if info.symbols:  # compiled with dynamic shapes: no record at one size could cover the graph's sizes
             return None, f"{OTHER_MODE} {mode} (dynamic shapes)", None
-        sized = getattr(self.store, "size_record", None)
-        gpu = _gpu_model(self.device)
-        record = sized(entry.entry_id, gpu, mode, {}) if sized is not None else None
-        row.family_lookup = size_record_key(entry.entry_id, gpu, mode, {})  # AOTAutograd's token follows it
-        row.family_answer = "-" if record is None else record.content_hash
+        record = self.size_record(entry, mode, {}, row)
         if record is None:
-            pending = {"key": entry.key, "entry_id": entry.entry_id, "sizes": {}, "inductor_mode": mode}
-            return None, f"{OTHER_MODE} {mode}", {**pending, "reason": f"{TIMING_NEEDED}, under {mode}"}
+            return (
+                None,
+                f"{OTHER_MODE} {mode}",
+                _timing_needed(info.digest, entry, {}, mode, f"{TIMING_NEEDED}, under {mode}"),
+            )
         if record.servable_here:
             return entry, "miss", None
         if record.verified:
@@ -305,38 +303,39 @@ class _GraphPass:
         entry = self.store.lookup(fam.digest)
         if entry is None:
             return None, "miss", None
-        gpu, mode = _gpu_model(self.device), inductor_mode()
+        mode = inductor_mode()
         if info.symbols:
             # Compiled with dynamic shapes: the graph runs at every size its guards admit, so it is served only
             # where records cover every size class of those ranges with a win (cache/sizes.judge_range).
             ranges = _admitted(fam)
             if ranges is None:
                 return None, f"family: {DYNAMIC_NOT_SERVED}", None
+            gpu = _gpu_model(self.device)
             verdict = judge_range(self.store, entry.entry_id, gpu, mode, ranges)
             row.family_lookup = f"{entry.entry_id}|{gpu}|{mode}|{range_text(ranges)}"
             row.family_answer = verdict.answer
             if verdict.served:
                 return entry, "hit (family)", None
             return None, f"family: dynamic shapes: {verdict.why}", None
-        sized = getattr(self.store, "size_record", None)
-        record = sized(entry.entry_id, gpu, mode, fam.symbols) if sized is not None else None
-        row.family_lookup = size_record_key(entry.entry_id, gpu, mode, fam.symbols)
-        row.family_answer = "-" if record is None else record.content_hash  # AOTAutograd's token follows it
+        record = self.size_record(entry, mode, fam.symbols, row)
         if record is None:
-            pending = {
-                "key": fam.digest,
-                "entry_id": entry.entry_id,
-                "sizes": dict(fam.symbols),
-                "inductor_mode": mode,  # the Inductor to time it against: this compile's
-                "reason": TIMING_NEEDED,
-            }
-            return None, f"family: {TIMING_NEEDED}", pending
+            return None, f"family: {TIMING_NEEDED}", _timing_needed(fam.digest, entry, fam.symbols, mode, TIMING_NEEDED)
         if record.servable_here:
             return entry, "hit (family)", None
         if record.verified:
             return None, f"{SLOWER_HERE} ({_speedup_text(record)})", None
         # Wrong at these sizes: no verified kernel exists here, so the region is tuned as any other miss.
         return None, f"family: wrong at this size ({record.why[:80]})", None
+
+    def size_record(self, entry: Any, mode: str, sizes: dict[str, int], row: _state.RegionRow) -> Any:
+        """The size record of ``entry`` at ``sizes`` under ``mode`` on this GPU model, or None. The row names the
+        lookup and its answer, so that AOTAutograd's cache token follows the record (``aot.family_token``)."""
+        gpu = _gpu_model(self.device)
+        sized = getattr(self.store, "size_record", None)
+        record = sized(entry.entry_id, gpu, mode, sizes) if sized is not None else None
+        row.family_lookup = size_record_key(entry.entry_id, gpu, mode, sizes)
+        row.family_answer = "-" if record is None else record.content_hash
+        return record
 
     def rewrite(self) -> fx.GraphModule | None:
         try:
@@ -416,6 +415,12 @@ def _record_pending(
         )
     )
     return str(path)
+
+
+def _timing_needed(key: str, entry: Any, sizes: dict[str, int], mode: str, reason: str) -> dict[str, Any]:
+    """A pending record's note that the kernel of ``entry`` (looked up by ``key``) needs timing at these sizes
+    against ``mode``, this compile's Inductor: ``tune --pending`` does it, with no LLM call."""
+    return {"key": key, "entry_id": entry.entry_id, "sizes": dict(sizes), "inductor_mode": mode, "reason": reason}
 
 
 def inductor_mode() -> str:

@@ -322,8 +322,8 @@ def _import(run: _TuneRun, path: Path, report: TuneReport) -> list[Path]:
     touched = []
     # Regions in the order their answers come in the file: an import cut short (a call's time limit) has done
     # the ones its user put first; the rest stay outstanding for the next import of the same file.
-    first = {cid.split("-")[0]: i for i, cid in reversed(list(enumerate(answers)))}
-    for key16, state in sorted(waiting.items(), key=lambda kv: first.get(kv[0], len(first))):
+    order = {key16: i for i, key16 in enumerate(dict.fromkeys(cid.split("-")[0] for cid in answers))}
+    for key16, state in sorted(waiting.items(), key=lambda kv: order.get(kv[0], len(order))):
         mine = {cid: c for cid, c in answers.items() if cid.startswith(key16 + "-")}
         if not mine:
             continue
