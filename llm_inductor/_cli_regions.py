@@ -48,6 +48,14 @@ def routed_compile(options: dict[str, Any]) -> Iterator[None]:
         torch.compile = original  # type: ignore[assignment]
 
 
+class ScriptTimeout(BaseException):
+    """The script ran past ``--timeout``.
+
+    A BaseException, like KeyboardInterrupt: the backend falls back to Inductor on any ``Exception`` raised while
+    it compiles, and so does much of the user's own code, which would swallow the deadline and let the script run on.
+    """
+
+
 @contextlib.contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
     if not seconds or threading.current_thread() is not threading.main_thread():
@@ -55,10 +63,12 @@ def _deadline(seconds: float | None) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the script ran past --timeout {seconds:g}s")
+        raise ScriptTimeout(f"the script ran past --timeout {seconds:g}s")
 
     old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # The alarm repeats each second until the block ends: a handler that catches even BaseException delays the
+    # stop by a second, and cannot cancel it.
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
@@ -80,7 +90,7 @@ def run_script(path: str | Path, argv: list[str], options: dict[str, Any], timeo
     try:
         with routed_compile(options), _deadline(timeout):
             runpy.run_path(str(path), run_name="__main__")
-    except TimeoutError as e:
+    except ScriptTimeout as e:
         print(f"llm-inductor: {e}; reporting the graphs compiled so far", file=sys.stderr)
         return False
     except SystemExit as e:
