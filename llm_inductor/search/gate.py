@@ -17,16 +17,22 @@ way, and a host-bound verdict depends on the speed of the host that measured it.
 because this host launches fast enough does not pass (``cache.sizes.host_risk``): at 2048 rows the softmax
 kernel's graph passed at 0.153 -> 0.094 ms with 101 us of host time per call, then ran at 0.190-0.291 ms in
 the user's script, host-bound at 144-181 us, against Inductor's 0.153.
+
+The child also records which of the graph's nodes Inductor put into one kernel with the region's, when it
+compiled the graph without the kernel (``fused_with``): the nodes a region must be widened to, so that its
+kernel keeps the fusions it would otherwise break. The note names them where the graph got slower.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +66,11 @@ def in_graph_gate(key16: str, entry: Any, cfg: Config, device: str, timeout: flo
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"measured": False, "passed": False, "note": f"not measured (graph A/B failed: {tail[0][:300]})"}
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return judge(json.loads(proc.stdout.strip().splitlines()[-1]), graph.name)
+
+
+def judge(r: dict[str, Any], graph_name: str) -> dict[str, Any]:
+    """The gate's verdict and note on the child's measurements ``r`` of the graph file ``graph_name``."""
     if not r.get("substituted"):
         return {**r, "measured": False, "passed": False, "note": "not measured (the region was not found in its graph)"}
     faster = graph_faster(r)
@@ -71,11 +81,18 @@ def in_graph_gate(key16: str, entry: Any, cfg: Config, device: str, timeout: flo
         verdict += f"; host-bound: {r['with_host_us']:.0f} us of host time per call"
     if risky:
         verdict += f", slower than Inductor's graph on a host {HOST_VARIANCE:g}x slower to launch"
+    fused = r.get("fused_with") or []
+    if not faster and fused:
+        ops = ", ".join(sorted({f["op"] for f in fused}))
+        verdict += (
+            f"; without the kernel, Inductor fused the region with {len(fused)} node(s) outside it ({ops}): "
+            "a region widened to them keeps that fusion"
+        )
     return {
         **r,
         "measured": True,
         "passed": passed,
-        "graph": graph.name,
+        "graph": graph_name,
         "note": f"graph {r['without_ms']:.4f} ms -> {r['with_ms']:.4f} ms with the kernel ({verdict})",
     }
 
@@ -113,6 +130,66 @@ def _bench(fn: Any, device: str) -> float:
     return sorted(runs)[2]
 
 
+class FusionRecord:
+    """Inductor's kernels of one compile, as the sets of FX node names each was made from.
+
+    Read through Inductor's post-fusion scheduler hook (``_post_fusion_custom_pass``, a prototype API): where a
+    torch lacks it, nothing is recorded. The hook bypasses Inductor's FX graph cache, so the compile is cold.
+    """
+
+    def __init__(self) -> None:
+        self.kernels: list[set[str]] = []
+        self.ops: dict[str, str] = {}  # node name → its op, e.g. "aten.mul.Tensor"
+        self.failed = False  # the scheduler's nodes were not what this reads: nothing recorded
+
+    @property
+    def supported(self) -> bool:
+        import torch._inductor.config as inductor_config
+
+        return hasattr(inductor_config, "_post_fusion_custom_pass") and not self.failed
+
+    def __call__(self, nodes: list[Any]) -> list[Any]:
+        try:
+            for node in nodes:
+                names: set[str] = set()
+                for sub in node.get_nodes():
+                    for origin in getattr(sub.node, "origins", None) or ():
+                        names.add(origin.name)
+                        self.ops[origin.name] = str(origin.target)
+                if names:
+                    self.kernels.append(names)
+        except Exception:  # noqa: BLE001  (a diagnostic: it must never cost the gate its measurement)
+            self.failed = True
+        return nodes
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        if not self.supported:
+            yield
+            return
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(_post_fusion_custom_pass=self, fx_graph_cache=False):
+            yield
+
+    def fused_with(self, members: set[str]) -> list[dict[str, str]]:
+        """The nodes outside ``members`` that share a kernel with one of them."""
+        outside = {name for k in self.kernels if k & members for name in k - members}
+        return [{"node": name, "op": self.ops.get(name, "?")} for name in sorted(outside)]
+
+
+def _region_members(entry: Any) -> tuple[set[str], Any]:
+    """A graph hook that keeps the node names of the entry's region (by its key or its family's) as compiled."""
+    members: set[str] = set()
+
+    def hook(gm: Any, kind: str, infos: list[Any]) -> None:
+        for info in infos:
+            if entry.key in (info.digest, info.family.digest if info.family is not None else None):
+                members.update(n.name for n in info.region.nodes)
+
+    return members, hook
+
+
 def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> dict[str, Any]:
     import torch
 
@@ -121,7 +198,8 @@ def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> di
     from llm_inductor.cache.store import MemoryStore
     from llm_inductor.compile.dynamo_backend import backend
 
-    _state.set_store(MemoryStore([Entry.from_json(entry_path.read_text())]))
+    entry = Entry.from_json(entry_path.read_text())
+    _state.set_store(MemoryStore([entry]))
     spec = importlib.util.spec_from_file_location("llm_graph", graph)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -139,10 +217,14 @@ def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> di
     a = torch.compile(without, backend="inductor")
     # the backend itself, not its registered name: a checkout on sys.path has no entry point
     b = torch.compile(with_kernel, backend=backend("cache", cache_dir=scratch, interpret=device == "cpu"))
+    without_kernels, with_kernels = FusionRecord(), FusionRecord()
+    members, hook = _region_members(entry)
     with torch.no_grad():
-        ref = a(*inputs)
+        with without_kernels.recording():
+            ref = a(*inputs)
         _state.reset()
-        out = b(*inputs)
+        with with_kernels.recording(), _state.overridden(graph_hook=hook):
+            out = b(*inputs)
         substituted = _state.stats()["substituted"]
         refs = ref if isinstance(ref, (tuple, list)) else (ref,)
         outs = out if isinstance(out, (tuple, list)) else (out,)
@@ -162,6 +244,10 @@ def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> di
         "substituted": substituted,
         "max_abs_diff": diff,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        # None where this torch has no post-fusion hook: not recorded, which is not "fused with nothing"
+        "fused_with": without_kernels.fused_with(members) if without_kernels.supported and members else None,
+        "kernels_without": len(without_kernels.kernels) if without_kernels.supported else None,
+        "kernels_with": len(with_kernels.kernels) if with_kernels.supported else None,
     }
 
 

@@ -283,6 +283,13 @@ def test_gate_recompiles_the_graph_file_with_the_winner_substituted(region, tmp_
     r = gate._ab(graph, entry_path, str(tmp_path / "scratch"), device="cpu")
     assert r["substituted"] == 1 and r["max_abs_diff"] < 1e-4 and r["with_ms"] > 0 and r["without_ms"] > 0
     assert r["with_host_us"] > 0 and r["without_host_us"] > 0  # each side's host time per call, for the note
+    # Inductor's kernels without the winner: here (the CPU's C++ GEMM) it fuses the norm into the matmul that
+    # reads it, so the region's kernel breaks a fusion; the gate's note names the nodes to widen the region to
+    fused = {f["op"] for f in r["fused_with"]}
+    assert "aten.mm.default" in fused and not fused & {"aten.rsqrt.default", "aten.pow.Tensor_Scalar"}, r
+    assert r["kernels_with"] > r["kernels_without"] > 0
+    slower = gate.judge({**r, "without_ms": 1.0, "with_ms": 1.5, "with_host_us": 1.0, "without_host_us": 1.0}, "g.py")
+    assert not slower["passed"] and "fused the region with" in slower["note"] and "aten.mm.default" in slower["note"]
     assert gate.status_for({"measured": True, "passed": False}) == "slows_graph"
     assert gate.status_for({"measured": False, "passed": False}) == "ungated"
     assert gate.in_graph_gate(key16, entry, cfg, "cpu") == {
