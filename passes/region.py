@@ -12,10 +12,12 @@ their one write belong to ``passes/regionfile.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
 import operator
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -537,6 +539,17 @@ def make_inputs(seed=0, device="cpu", sizes=None):
 """
 
 
+_PRIM = re.compile(r"torch\.ops\.prims\.(\w+)\.")
+
+
+@functools.cache
+def _inductor_prims() -> frozenset[str]:
+    """The prims Inductor registers when it is imported (``prims.fma`` in its decompositions, among others)."""
+    import torch._inductor.inductor_prims as inductor_prims
+
+    return frozenset(n for n, v in vars(inductor_prims).items() if isinstance(v, torch._ops.OpOverload))
+
+
 def _tuple(items: tuple[str, ...]) -> str:
     return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
 
@@ -552,6 +565,10 @@ def render_source(
     params = ", ".join(f"in{i}" for i in range(len(key.inputs)))
     ops = sorted({line.split("(")[0].split(".")[-2] for line in body if "torch.ops." in line})
     out = _HEADER.format(key16=key.key16, ops=", ".join(ops), digest=key.digest, symbols=symbols, params=params)
+    uses = sorted(_inductor_prims() & {m.group(1) for line in body for m in _PRIM.finditer(line)})
+    if uses:  # registered by Inductor's import: a process that runs the file without it must import them
+        imports = f"import torch._inductor.inductor_prims  # noqa: F401  (registers prims.{', prims.'.join(uses)})"
+        out = out.replace("\nimport torch\n", f"\nimport torch\n{imports}\n", 1)
     lines = ["_device = in0.device"]
     lines += [f"{s} = in{i}.size({d})" for s, (i, d) in sorted(bindings.items())]
     lines += body

@@ -112,3 +112,30 @@ def test_symbolic_region_make_inputs_honours_sizes(tmp_path):
     (a,) = [t for t in region.make_inputs(seed=3, sizes={"s0": 1}) if t.dim() == 2]
     assert a.shape == (1, 24)
     assert region.forward(*region.make_inputs(seed=3, sizes={"s0": 7})).shape == (7, 24)
+
+
+def test_region_files_run_in_a_process_that_never_imported_inductor(tmp_path):
+    """The verifier's parent and worker run region files without importing Inductor, but Inductor's
+    decompositions leave ops of its own in training graphs (``prims.fma`` in softmax's backward, in torch 2.13):
+    a region file that uses one imports what registers it."""
+    import subprocess
+    import sys
+
+    from support.util import regions_of
+
+    w = torch.randn(16, requires_grad=True)
+    with _state.overridden(export_dir=str(tmp_path / "regions")):
+        rows = regions_of(lambda x: (x.softmax(-1) * w).tanh(), torch.randn(4, 16, requires_grad=True), training=True)
+    files = sorted({row.region_path for row in rows if row.region_path})
+    assert len(files) >= 2  # forward and backward
+    code = (
+        "import runpy, sys, torch\n"
+        "for path in sys.argv[1:]:\n"
+        "    m = runpy.run_path(path)\n"
+        "    m['forward'](*m['make_inputs'](seed=1))\n"
+        "assert 'torch._inductor.compile_fx' not in sys.modules\n"  # the file imports Inductor's prims, no more
+        "print(len(sys.argv) - 1)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(len(files))]
