@@ -19,6 +19,7 @@ tensors (the runtime op's fallback). Neither imports anything an entry carried.
 from __future__ import annotations
 
 import ast
+import importlib
 import math
 import operator
 import re
@@ -154,17 +155,24 @@ def _op(func: ast.expr, bad: Any) -> Any:
     ns, op, overload = chain[2:]
     if not (_IDENT.match(op) and _IDENT.match(overload)) or op.startswith("_foreach"):
         raise bad(f"{op}.{overload} is not an op name")
-    try:
-        packet = getattr(getattr(torch.ops, ns), op)
-        target = getattr(packet, overload) if overload in packet.overloads() else None
-    except (AttributeError, RuntimeError):
-        target = None
+    target = _resolve(ns, op, overload)
+    if target is None and ns == "prims":  # one Inductor registers on import (prims.fma): a region file imports it
+        importlib.import_module("torch._inductor.inductor_prims")
+        target = _resolve(ns, op, overload)
     if not isinstance(target, torch._ops.OpOverload):
         raise KeyGraphError("op", f"{ns}.{op}.{overload} is not an operator of this torch")
     schema = target._schema
     if schema.is_mutable or any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
         raise KeyGraphError("op", f"{ns}.{op}.{overload} mutates its arguments")
     return target
+
+
+def _resolve(ns: str, op: str, overload: str) -> Any:
+    try:
+        packet = getattr(getattr(torch.ops, ns), op)
+        return getattr(packet, overload) if overload in packet.overloads() else None
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _constant(node: ast.expr, defined: set[str], bad: Any) -> Any:

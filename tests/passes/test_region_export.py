@@ -115,9 +115,9 @@ def test_symbolic_region_make_inputs_honours_sizes(tmp_path):
 
 
 def test_region_files_run_in_a_process_that_never_imported_inductor(tmp_path):
-    """The verifier's parent and worker run region files without importing Inductor, but Inductor's
-    decompositions leave ops of its own in training graphs (``prims.fma`` in softmax's backward, in torch 2.13):
-    a region file that uses one imports what registers it."""
+    """The verifier's parent and worker run region files, and `cache verify` rebuilds keys, without importing
+    Inductor, but Inductor's decompositions leave ops of its own in training graphs (``prims.fma`` in softmax's
+    backward, in torch 2.13): a region file that uses one imports what registers it, and so does the rebuild."""
     import subprocess
     import sys
 
@@ -128,12 +128,17 @@ def test_region_files_run_in_a_process_that_never_imported_inductor(tmp_path):
         rows = regions_of(lambda x: (x.softmax(-1) * w).tanh(), torch.randn(4, 16, requires_grad=True), training=True)
     files = sorted({row.region_path for row in rows if row.region_path})
     assert len(files) >= 2  # forward and backward
+    # each file runs, and its key rebuilds to the region (as `cache verify` does for a pack's entry)
     code = (
-        "import runpy, sys, torch\n"
+        "import json, pathlib, runpy, sys, torch\n"
+        "from llm_inductor.cache.key import KernelKey\n"
+        "from llm_inductor.passes.rebuild import rebuild\n"
         "for path in sys.argv[1:]:\n"
+        "    meta = json.loads(pathlib.Path(path).with_suffix('.json').read_text())\n"
+        "    rebuild(KernelKey.from_dict(meta['key_fields']), meta['symbols'])\n"
         "    m = runpy.run_path(path)\n"
         "    m['forward'](*m['make_inputs'](seed=1))\n"
-        "assert 'torch._inductor.compile_fx' not in sys.modules\n"  # the file imports Inductor's prims, no more
+        "assert 'torch._inductor.compile_fx' not in sys.modules\n"  # Inductor's prims were imported, no more
         "print(len(sys.argv) - 1)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=300)
