@@ -134,7 +134,8 @@ class FusionRecord:
     """Inductor's kernels of one compile, as the sets of FX node names each was made from.
 
     Read through Inductor's post-fusion scheduler hook (``_post_fusion_custom_pass``, a prototype API): where a
-    torch lacks it, nothing is recorded. The hook bypasses Inductor's FX graph cache, so the compile is cold.
+    torch lacks it, nothing is recorded. A compile served from Inductor's FX graph cache or AOTAutograd's cache
+    never schedules, so both are off while it records: the compile is cold.
     """
 
     def __init__(self) -> None:
@@ -143,10 +144,9 @@ class FusionRecord:
         self.failed = False  # the scheduler's nodes were not what this reads: nothing recorded
 
     @property
-    def supported(self) -> bool:
-        import torch._inductor.config as inductor_config
-
-        return hasattr(inductor_config, "_post_fusion_custom_pass") and not self.failed
+    def recorded(self) -> bool:
+        """Whether a compile was recorded whole (not one served from a cache, nor one this could not read)."""
+        return bool(self.kernels) and not self.failed
 
     def __call__(self, nodes: list[Any]) -> list[Any]:
         try:
@@ -164,12 +164,18 @@ class FusionRecord:
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
-        if not self.supported:
-            yield
-            return
+        import torch._functorch.config as functorch_config
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(_post_fusion_custom_pass=self, fx_graph_cache=False):
+        if not hasattr(inductor_config, "_post_fusion_custom_pass"):
+            yield
+            return
+
+        aot_cache = {"enable_autograd_cache": False} if hasattr(functorch_config, "enable_autograd_cache") else {}
+        with (
+            inductor_config.patch(_post_fusion_custom_pass=self, fx_graph_cache=False),
+            functorch_config.patch(**aot_cache),
+        ):
             yield
 
     def fused_with(self, members: set[str]) -> list[dict[str, str]]:
@@ -244,10 +250,10 @@ def _ab(graph: Path, entry_path: Path, scratch: str, device: str = "cuda") -> di
         "substituted": substituted,
         "max_abs_diff": diff,
         "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        # None where this torch has no post-fusion hook: not recorded, which is not "fused with nothing"
-        "fused_with": without_kernels.fused_with(members) if without_kernels.supported and members else None,
-        "kernels_without": len(without_kernels.kernels) if without_kernels.supported else None,
-        "kernels_with": len(with_kernels.kernels) if with_kernels.supported else None,
+        # None where nothing was recorded (no post-fusion hook, the region not found): not "fused with nothing"
+        "fused_with": without_kernels.fused_with(members) if without_kernels.recorded and members else None,
+        "kernels_without": len(without_kernels.kernels) if without_kernels.recorded else None,
+        "kernels_with": len(with_kernels.kernels) if with_kernels.recorded else None,
     }
 
 
