@@ -547,7 +547,8 @@ def _inductor_prims() -> frozenset[str]:
     """The prims Inductor registers when it is imported (``prims.fma`` in its decompositions, among others)."""
     import torch._inductor.inductor_prims as inductor_prims
 
-    return frozenset(n for n, v in vars(inductor_prims).items() if isinstance(v, torch._ops.OpOverload))
+    ops = (v for v in vars(inductor_prims).values() if isinstance(v, torch._ops.OpOverload))
+    return frozenset(op._schema.name.removeprefix("prims::") for op in ops if op._schema.name.startswith("prims::"))
 
 
 def _tuple(items: tuple[str, ...]) -> str:
