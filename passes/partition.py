@@ -90,6 +90,14 @@ REDUCTION_NAMES = {
 }
 
 
+def mutates(target: object) -> bool:
+    """Whether an op writes to one of its arguments (``copy_``, ``index_put_``, an ``out=`` variant)."""
+    schema = getattr(target, "_schema", None)
+    return schema is not None and (
+        schema.is_mutable or any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+    )
+
+
 def op_name(node: fx.Node) -> str:
     target = node.target
     if isinstance(target, torch._ops.OpOverload):

@@ -33,7 +33,7 @@ import torch.fx as fx
 
 from llm_inductor._errors import RegionBypass
 from llm_inductor.cache.key import KernelKey, TensorSpec
-from llm_inductor.passes.partition import Region, classify
+from llm_inductor.passes.partition import Region, classify, mutates
 from llm_inductor.passes.region import RegionInfo, describe
 from llm_inductor.passes.symexpr import FUNCTIONS, SymbolNamer, evaluate
 
@@ -161,8 +161,7 @@ def _op(func: ast.expr, bad: Any) -> Any:
         target = _resolve(ns, op, overload)
     if not isinstance(target, torch._ops.OpOverload):
         raise KeyGraphError("op", f"{ns}.{op}.{overload} is not an operator of this torch")
-    schema = target._schema
-    if schema.is_mutable or any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+    if mutates(target):
         raise KeyGraphError("op", f"{ns}.{op}.{overload} mutates its arguments")
     return target
 

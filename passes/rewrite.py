@@ -12,6 +12,7 @@ import operator
 import torch
 import torch.fx as fx
 
+from llm_inductor.passes.partition import mutates
 from llm_inductor.passes.region import RegionInfo
 
 
@@ -21,8 +22,7 @@ class RewriteError(RuntimeError):
 
 def _mutates(n: fx.Node) -> bool:
     """Whether n writes to one of its arguments (an input mutation kept in the graph: ``copy_`` and kin)."""
-    schema = getattr(n.target, "_schema", None) if n.op == "call_function" else None
-    return schema is not None and any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+    return n.op == "call_function" and mutates(n.target)
 
 
 def copy_graph(gm: fx.GraphModule) -> tuple[fx.GraphModule, dict[fx.Node, fx.Node]]:
@@ -89,10 +89,11 @@ def stable_order(graph: fx.Graph) -> list[fx.Node]:
     pos = {n: i for i, n in enumerate(nodes)}
     barrier_before, last = [], -1  # for each position, the latest in-place op before it (-1: none)
     behind: dict[int, list[int]] = {}  # an in-place op's position: the positions that wait for it
-    for i, n in enumerate(nodes):
+    writes = {i for i, n in enumerate(nodes) if _mutates(n)}
+    for i in range(len(nodes)):
         barrier_before.append(last)
         behind.setdefault(last, []).append(i)
-        if _mutates(n):
+        if i in writes:
             last = i
     waiting = {n: len(set(n.all_input_nodes)) for n in nodes}
     placed = [False] * len(nodes)
@@ -102,7 +103,7 @@ def stable_order(graph: fx.Graph) -> list[fx.Node]:
         n = nodes[i]
         if waiting[n] or placed[i]:
             return False
-        if n.op == "output" or _mutates(n):
+        if n.op == "output" or i in writes:
             return frontier >= i  # everything before it is placed
         b = barrier_before[i]
         return b < 0 or placed[b]
